@@ -1,0 +1,67 @@
+"""Bundled data sets and the standardised train/test splits used by benchmarks, the CLI and examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class RegressionSplit:
+    """A standardised train/test split; statistics come from the training part only.
+
+    ``y_mean``/``y_std`` map predictions back to original units: ``y = y_std * y_standardised + y_mean``.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    x_mean: Tensor
+    x_std: Tensor
+    y_mean: float
+    y_std: float
+    feature_names: tuple[str, ...]
+    target_name: str
+
+
+def standardised_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.1, seed: int = 0,
+                       feature_names=None, target_name: str = "y",
+                       dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """Random train/test split (scikit-learn's ``train_test_split`` with ``random_state=seed``), with x and
+    y standardised by the training mean and standard deviation."""
+    from sklearn.model_selection import train_test_split
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed)
+    x_mean, x_std = x_tr.mean(0), x_tr.std(0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y_mean, y_std = float(y_tr.mean()), float(y_tr.std())
+    if y_std == 0:
+        raise ValueError("the training targets are constant; cannot standardise y")
+
+    def t(a):
+        return torch.as_tensor(a, dtype=dtype)
+
+    return RegressionSplit(
+        x_train=t((x_tr - x_mean) / x_std), y_train=t((y_tr - y_mean) / y_std),
+        x_test=t((x_te - x_mean) / x_std), y_test=t((y_te - y_mean) / y_std),
+        x_mean=t(x_mean), x_std=t(x_std), y_mean=y_mean, y_std=y_std,
+        feature_names=tuple(feature_names) if feature_names is not None else tuple(f"x{i}" for i in range(x.shape[1])),
+        target_name=target_name,
+    )
+
+
+def diabetes(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """scikit-learn's diabetes data (442 x 10), protocol H1: 90/10 split with seed 0, standardised."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    return standardised_split(data.data, data.target, test_fraction=test_fraction, seed=seed,
+                              feature_names=data.feature_names, target_name="progression", dtype=dtype)

@@ -1,0 +1,210 @@
+"""Observation models p(y | f, phi) for latent outputs f of shape (..., n, m).
+
+A likelihood may carry stochastic parameters ``phi`` of its own (the Gaussian noise scale under a prior).
+They live in the unconstrained flat vector ``theta`` next to the network's parameters, under the names of
+``Likelihood.spec``; ``log_prior`` includes the Jacobian of the constraining transform.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+from torch.distributions import constraints
+
+from probnets.spec import ParamSpec
+
+_EMPTY = ParamSpec((), ())
+
+
+class Likelihood(ABC):
+    """Base class: per-datum log-likelihoods and the per-draw predictive distribution."""
+
+    #: ``"regression"`` or ``"classification"``.
+    task: str = "regression"
+    #: Unconstrained stochastic parameters of the likelihood (may be empty).
+    spec: ParamSpec = _EMPTY
+
+    @abstractmethod
+    def distribution(self, f: Tensor, phi: dict[str, Tensor]) -> torch.distributions.Distribution:
+        """Distribution of y given latent ``f`` ``(..., n, m)``; its batch shape is ``(..., n, m)`` for
+        regression and ``(..., n)`` for classification."""
+
+    @abstractmethod
+    def num_latent(self, num_outputs: int) -> int:
+        """Number of latent outputs ``m`` the network must produce for ``num_outputs`` targets/classes."""
+
+    def log_prior(self, phi: dict[str, Tensor]) -> Tensor:
+        """Log prior density of the unconstrained likelihood parameters (with Jacobian), shape (...)."""
+        return torch.zeros(())
+
+    def init_phi(self, num: int, *, dtype=None, generator=None) -> dict[str, Tensor]:
+        return {}
+
+    def prepare_targets(self, y: Tensor) -> Tensor:
+        """Validate ``y`` and bring it into the shape ``log_prob`` expects."""
+        return y
+
+    def log_prob(self, f: Tensor, y: Tensor, phi: dict[str, Tensor]) -> Tensor:
+        """Per-datum log-likelihood ``(..., n)`` of prepared targets ``y`` under latent ``f`` ``(..., n, m)``."""
+        lp = self.distribution(f, phi).log_prob(y)
+        return lp.sum(-1) if self.task == "regression" else lp
+
+
+class Gaussian(Likelihood):
+    """Gaussian noise, either with a fixed scale or with the scale as a parameter under its own prior.
+
+    Args:
+        noise_scale: Fixed standard deviation of the noise (ignored when ``noise_prior`` is given).
+        noise_prior: A pyro distribution on the positive reals (e.g. ``LogNormal(-1, 1)``) for the noise
+            standard deviation; the sampler then works on ``log sigma`` under the parameter name
+            ``"likelihood.log_noise_scale"``.
+
+    Example:
+        >>> lik = Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0))
+        >>> lik.spec.names
+        ('likelihood.log_noise_scale',)
+    """
+
+    task = "regression"
+    PARAM = "likelihood.log_noise_scale"
+
+    def __init__(self, noise_scale: float | None = None, noise_prior: dist.Distribution | None = None):
+        if noise_prior is None:
+            if noise_scale is None:
+                raise ValueError("Gaussian needs noise_scale (fixed) or noise_prior (learned)")
+            if not (isinstance(noise_scale, (int, float)) and math.isfinite(noise_scale) and noise_scale > 0):
+                raise ValueError(f"noise_scale must be a positive finite number, got {noise_scale!r}")
+            self.noise_scale = float(noise_scale)
+            self.noise_prior = None
+            self.spec = _EMPTY
+        else:
+            if not isinstance(noise_prior, torch.distributions.Distribution):
+                raise TypeError(f"noise_prior must be a torch/pyro Distribution, got {type(noise_prior).__name__}")
+            support = noise_prior.support
+            if not (support is constraints.positive or support is constraints.nonnegative):
+                raise ValueError(f"noise_prior must have positive support, got support {support}")
+            self.noise_scale = None
+            self.noise_prior = noise_prior
+            self.spec = ParamSpec((self.PARAM,), (torch.Size(),))
+
+    @property
+    def learned(self) -> bool:
+        return self.noise_prior is not None
+
+    def num_latent(self, num_outputs: int) -> int:
+        return num_outputs
+
+    def scale(self, phi: dict[str, Tensor]) -> Tensor | float:
+        """Noise standard deviation: a float when fixed, else a tensor of the batch shape of ``phi``."""
+        return phi[self.PARAM].exp() if self.learned else self.noise_scale
+
+    def log_prior(self, phi):
+        if not self.learned:
+            return torch.zeros(())
+        u = phi[self.PARAM]
+        return self.noise_prior.log_prob(u.exp()) + u
+
+    def init_phi(self, num, *, dtype=None, generator=None):
+        if not self.learned:
+            return {}
+        # Start at the prior median (log scale), which is finite for every positive prior.
+        start = torch.log(_typical_value(self.noise_prior)).to(dtype or torch.get_default_dtype())
+        return {self.PARAM: start.expand(num).clone()}
+
+    def prepare_targets(self, y):
+        if y.dim() == 1:
+            y = y.unsqueeze(-1)
+        if y.dim() != 2:
+            raise ValueError(f"y must have shape (n,) or (n, m), got {tuple(y.shape)}")
+        if not torch.is_floating_point(y):
+            y = y.to(torch.get_default_dtype())
+        return y
+
+    def distribution(self, f, phi):
+        scale = self.scale(phi)
+        if isinstance(scale, Tensor):
+            scale = scale[..., None, None].to(f.dtype)
+        return dist.Normal(f, scale)
+
+    def log_prob(self, f, y, phi):
+        scale = self.scale(phi)
+        if isinstance(scale, Tensor):
+            scale = scale[..., None, None].to(f.dtype)
+            log_scale = scale.log()
+        else:
+            log_scale = math.log(scale)
+        z = (y - f) / scale
+        return (-0.5 * z * z - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class Bernoulli(Likelihood):
+    """Binary classification with logits ``f`` of shape ``(..., n, 1)``; targets in {0, 1}."""
+
+    task = "classification"
+    num_classes = 2
+
+    def num_latent(self, num_outputs):
+        return 1
+
+    def prepare_targets(self, y):
+        if y.dim() == 2 and y.shape[-1] == 1:
+            y = y.squeeze(-1)
+        if y.dim() != 1:
+            raise ValueError(f"y must have shape (n,) for Bernoulli, got {tuple(y.shape)}")
+        if not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError("y must contain only 0 and 1 for a Bernoulli likelihood")
+        return y.to(torch.get_default_dtype() if not torch.is_floating_point(y) else y.dtype)
+
+    def distribution(self, f, phi):
+        return dist.Bernoulli(logits=f.squeeze(-1))
+
+    def log_prob(self, f, y, phi):
+        return self.distribution(f, phi).log_prob(y.to(f.dtype))
+
+
+class Categorical(Likelihood):
+    """Multi-class classification with logits ``f`` of shape ``(..., n, K)``; integer targets in [0, K)."""
+
+    task = "classification"
+
+    def __init__(self, num_classes: int):
+        if not (isinstance(num_classes, int) and num_classes >= 2):
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        self.num_classes = num_classes
+
+    def num_latent(self, num_outputs):
+        return self.num_classes
+
+    def prepare_targets(self, y):
+        if y.dim() != 1:
+            raise ValueError(f"y must have shape (n,) for Categorical, got {tuple(y.shape)}")
+        if torch.is_floating_point(y):
+            if not bool((y == y.round()).all()):
+                raise ValueError("y must contain integer class labels for a Categorical likelihood")
+            y = y.long()
+        if bool((y < 0).any()) or bool((y >= self.num_classes).any()):
+            raise ValueError(f"y must contain class labels in [0, {self.num_classes}), got range "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        return y
+
+    def distribution(self, f, phi):
+        return dist.Categorical(logits=f)
+
+    def log_prob(self, f, y, phi):
+        return torch.log_softmax(f, -1).gather(-1, y.expand(*f.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+def _typical_value(d: torch.distributions.Distribution) -> Tensor:
+    """The median where the distribution provides it, else a finite mean, else 1."""
+    for value in (lambda: d.icdf(torch.tensor(0.5)), lambda: d.mean):
+        try:
+            v = torch.as_tensor(value(), dtype=torch.float64)
+        except (NotImplementedError, AttributeError):
+            continue
+        if bool(torch.isfinite(v).all()) and bool((v > 0).all()):
+            return v
+    return torch.tensor(1.0, dtype=torch.float64)

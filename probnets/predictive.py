@@ -1,0 +1,170 @@
+"""The posterior predictive every model and engine returns: a weighted mixture over draws."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from probnets.likelihoods import Likelihood
+
+
+@dataclass(frozen=True)
+class Predictive:
+    """Mixture predictive ``p(y | x) = sum_s w_s p(y | f_s(x), phi_s)``.
+
+    Args:
+        f: Latent function draws, ``S x n x m``.
+        likelihood: The observation model turning each draw into a distribution over ``y``.
+        phi: Likelihood parameters per draw (unconstrained), each of shape ``S``.
+        log_weights: Optional (unnormalised) log importance weights, ``S``; uniform when ``None``.
+
+    Regression shapes: ``mean``, ``variance``, ``cdf`` are ``n x m``; ``quantile(q)`` is
+    ``len(q) x n x m``. Classification: ``probs`` is ``n x K``; ``mean`` is ``n x m`` (for Bernoulli
+    the probability of class 1). ``log_prob(y)`` is ``n`` in both cases.
+    """
+
+    f: Tensor
+    likelihood: Likelihood
+    phi: dict[str, Tensor] = field(default_factory=dict)
+    log_weights: Tensor | None = None
+
+    def __post_init__(self):
+        if self.f.dim() != 3:
+            raise ValueError(f"f must have shape (S, n, m), got {tuple(self.f.shape)}")
+        if self.f.shape[0] == 0:
+            raise ValueError("f must hold at least one draw")
+        if self.log_weights is not None and self.log_weights.shape != self.f.shape[:1]:
+            raise ValueError(f"log_weights must have shape ({self.f.shape[0]},), got {tuple(self.log_weights.shape)}")
+
+    @property
+    def num_draws(self) -> int:
+        return self.f.shape[0]
+
+    @property
+    def weights(self) -> Tensor:
+        """Normalised mixture weights, ``S``."""
+        if self.log_weights is None:
+            return torch.full((self.num_draws,), 1.0 / self.num_draws, dtype=self.f.dtype, device=self.f.device)
+        return torch.softmax(self.log_weights.to(self.f.dtype), 0)
+
+    def _log_w(self) -> Tensor:
+        return torch.log_softmax(self.log_weights.to(self.f.dtype), 0) if self.log_weights is not None else \
+            torch.full((self.num_draws,), -math.log(self.num_draws), dtype=self.f.dtype, device=self.f.device)
+
+    def distribution(self) -> torch.distributions.Distribution:
+        """Per-draw distribution over ``y`` (batch ``S x n x m`` or ``S x n``)."""
+        return self.likelihood.distribution(self.f, self.phi)
+
+    def _wsum(self, values: Tensor) -> Tensor:
+        return torch.tensordot(self.weights, values, dims=([0], [0]))
+
+    @property
+    def is_classification(self) -> bool:
+        return self.likelihood.task == "classification"
+
+    @property
+    def probs(self) -> Tensor:
+        """Class probabilities ``n x K`` (classification only)."""
+        if not self.is_classification:
+            raise AttributeError("probs is defined for classification likelihoods only")
+        if self.f.shape[-1] == 1:  # Bernoulli
+            p1 = self._wsum(torch.sigmoid(self.f[..., 0]))
+            return torch.stack([1 - p1, p1], -1)
+        return self._wsum(torch.softmax(self.f, -1))
+
+    @property
+    def mean(self) -> Tensor:
+        if self.is_classification:
+            if self.f.shape[-1] == 1:
+                return self.probs[:, 1:]
+            return self.probs
+        return self._wsum(self.f)
+
+    @property
+    def variance(self) -> Tensor:
+        """Predictive variance of ``y`` (law of total variance over the mixture)."""
+        if self.is_classification:
+            p = self.mean
+            return p * (1 - p)
+        d = self.distribution()
+        second = self._wsum(d.variance.expand_as(self.f) + self.f**2)
+        return (second - self.mean**2).clamp_min(0)
+
+    @property
+    def stddev(self) -> Tensor:
+        return self.variance.sqrt()
+
+    @property
+    def f_mean(self) -> Tensor:
+        """Mean of the latent function, ``n x m``."""
+        return self._wsum(self.f)
+
+    @property
+    def f_variance(self) -> Tensor:
+        """Variance of the latent function, ``n x m``."""
+        return (self._wsum(self.f**2) - self.f_mean**2).clamp_min(0)
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """Log predictive density of observed ``y`` under the mixture, ``n``."""
+        y = self.likelihood.prepare_targets(torch.as_tensor(y, device=self.f.device))
+        if torch.is_floating_point(y):
+            y = y.to(self.f.dtype)
+        per_draw = self.likelihood.log_prob(self.f, y, self.phi)  # S x n
+        return torch.logsumexp(per_draw + self._log_w()[:, None], 0)
+
+    def cdf(self, y: Tensor) -> Tensor:
+        """Mixture CDF at ``y`` (``n`` or ``n x m``), regression only; returns ``n x m``."""
+        self._require_regression("cdf")
+        y = self.likelihood.prepare_targets(torch.as_tensor(y, dtype=self.f.dtype, device=self.f.device))
+        return self._wsum(self.distribution().cdf(y.expand_as(self.f)))
+
+    def quantile(self, q: float | Sequence[float] | Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
+        """Quantiles of the mixture by bisection on its CDF, ``len(q) x n x m`` (regression only)."""
+        self._require_regression("quantile")
+        q = torch.as_tensor(q, dtype=self.f.dtype, device=self.f.device).reshape(-1)
+        if bool(((q <= 0) | (q >= 1)).any()):
+            raise ValueError(f"q must lie strictly inside (0, 1), got {q.tolist()}")
+        d = self.distribution()
+        sd = d.stddev.expand_as(self.f)
+        lo = (self.f - 10 * sd).min(0).values.expand(len(q), -1, -1).clone()
+        hi = (self.f + 10 * sd).max(0).values.expand(len(q), -1, -1).clone()
+        w = self.weights
+        qq = q[:, None, None]
+        for _ in range(max_iter):
+            mid = 0.5 * (lo + hi)
+            c = torch.einsum("s,qsnm->qnm", w, d.cdf(mid[:, None].expand(-1, self.num_draws, -1, -1)))
+            below = c < qq
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+            if float((hi - lo).max()) < tol:
+                break
+        return 0.5 * (lo + hi)
+
+    def interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
+        """Central predictive interval with probability ``level``: (lower, upper), each ``n x m``."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        qs = self.quantile([(1 - level) / 2, (1 + level) / 2])
+        return qs[0], qs[1]
+
+    def sample(self, num_samples: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draws of ``y``: ``num_samples x n x m`` (regression) or ``num_samples x n`` (classification)."""
+        idx = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
+        sub = Predictive(self.f[idx], self.likelihood, {k: v[idx] for k, v in self.phi.items()})
+        d = sub.distribution()
+        if isinstance(d, torch.distributions.Normal):
+            eps = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype, device=d.loc.device)
+            return d.loc + d.scale * eps
+        u = torch.rand(d.batch_shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
+        if isinstance(d, torch.distributions.Bernoulli):
+            return (u < d.probs).to(self.f.dtype)
+        cum = d.probs.cumsum(-1)
+        return (u.unsqueeze(-1) > cum).sum(-1).clamp_max(cum.shape[-1] - 1)
+
+    def _require_regression(self, what: str) -> None:
+        if self.is_classification:
+            raise AttributeError(f"{what} is defined for regression likelihoods only")
