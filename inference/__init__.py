@@ -1,1 +1,8 @@
-"""placeholder."""
+"""inference: the shared engine (HMC/NUTS/ChEES samplers, diagnostics, metrics)."""
+
+from inference.base import Algorithm, as_logdensity
+from inference.posterior import SamplePosterior
+from inference.runner import run
+from inference.sample import METHODS, sample
+
+__all__ = ["METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "run", "sample"]

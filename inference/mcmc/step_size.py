@@ -1,0 +1,48 @@
+"""Initial step-size heuristic (Hoffman & Gelman 2014, Algorithm 4), per chain."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from inference.mcmc import proposal
+from inference.mcmc.hmc import HMCState
+from inference.mcmc.integrators import IntegratorState, velocity_verlet
+from inference.mcmc.mass_matrix import MassMatrix
+from probnets.model import LogDensity
+
+
+def find_reasonable_step_size(state: HMCState, logdensity: LogDensity, mass_matrix: MassMatrix, step_size: Tensor,
+                              generator: torch.Generator | None, *, target: float = 0.8,
+                              max_iterations: int = 100) -> Tensor:
+    """Double or halve each chain's step size until one leapfrog step's acceptance crosses ``target``.
+
+    Args:
+        state: Current chain states (position ``C x D``).
+        step_size: Starting step sizes, ``C`` (or a scalar, broadcast).
+
+    Returns:
+        Step sizes ``C``; a chain whose acceptance never crosses ``target`` keeps its last value.
+    """
+    position = state.position
+    num_chains = position.shape[0]
+    eps = torch.as_tensor(step_size, dtype=position.dtype, device=position.device).expand(num_chains).clone()
+    momentum = mass_matrix.sample_momentum(position.shape, generator, position.dtype, position.device)
+    start = IntegratorState(position, momentum, state.logdensity, state.logdensity_grad)
+    initial_energy = -state.logdensity + mass_matrix.kinetic_energy(momentum)
+    integrator = velocity_verlet(logdensity, mass_matrix)
+    log_target = torch.log(torch.tensor(target, dtype=position.dtype))
+    direction = None
+    active = torch.ones(num_chains, dtype=torch.bool, device=position.device)
+    for _ in range(max_iterations):
+        end = integrator(start, eps)
+        delta = proposal.energy_error(initial_energy, -end.logdensity + mass_matrix.kinetic_energy(end.momentum))
+        above = -delta > log_target
+        if direction is None:
+            direction = torch.where(above, 1.0, -1.0).to(position.dtype)
+        active &= (above == (direction > 0))
+        if not bool(active.any()):
+            break
+        eps = torch.where(active, eps * torch.pow(2.0, direction), eps)
+        eps = eps.clamp(1e-10, 1e4)
+    return eps

@@ -1,0 +1,164 @@
+"""The sampling loop shared by every MCMC algorithm: warm-up, draws, progress bar and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from inference import checkpoint as ckpt
+from inference.base import Algorithm
+from inference.posterior import SamplePosterior
+from probnets.spec import ParamSpec
+from probnets.validation import check_positive_int
+
+_CHECKPOINT_FORMAT = 1
+
+
+def _position(state: Any) -> Tensor:
+    return state.chain.position if hasattr(state, "chain") else state.position
+
+
+def _per_chain_stats(info: Any, num_chains: int) -> dict[str, Tensor]:
+    items = info.items() if isinstance(info, Mapping) else info._asdict().items()
+    return {k: v for k, v in items if isinstance(v, Tensor) and v.shape == (num_chains,)}
+
+
+def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num_warmup: int = 0,
+        generator: torch.Generator, thin: int = 1, progress: bool = True,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 100,
+        config: Mapping[str, Any] | None = None, spec: ParamSpec | None = None,
+        description: str = "sampling") -> SamplePosterior:
+    """Run ``num_warmup + num_samples`` iterations of ``algorithm`` from ``initial_position`` ``(C, D)``.
+
+    Draws after warm-up are kept (every ``thin``-th), with ArviZ-named per-chain statistics.
+
+    Args:
+        algorithm: An ``Algorithm`` whose state has ``position`` (or ``chain.position``) ``C x D``.
+        generator: The only source of randomness; same seed => bit-identical draws.
+        checkpoint: File to save the run to every ``checkpoint_every`` iterations (atomically). If it
+            exists when the run starts, the run resumes from it and continues bit-for-bit as if it had
+            never stopped. It must come from the same configuration (checked against ``config``).
+        config: Plain values identifying the run (method, chains, seed, ...), stored with checkpoints.
+        spec: Parameter layout, attached to the posterior for named views.
+
+    Returns:
+        A ``SamplePosterior`` with samples ``chains x draws x D``.
+    """
+    num_samples = check_positive_int(num_samples, "num_samples")
+    num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
+    thin = check_positive_int(thin, "thin")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    num_chains, dim = initial_position.shape
+    total = num_warmup + num_samples
+    num_kept = math.ceil(num_samples / thin)
+    config = dict(config or {}, num_chains=num_chains, dim=dim, num_warmup=num_warmup, num_samples=num_samples,
+                  thin=thin, dtype=str(initial_position.dtype))
+
+    state = algorithm.init(initial_position)
+    draws = torch.empty((num_kept, num_chains, dim), dtype=initial_position.dtype, device=initial_position.device)
+    stats: dict[str, Tensor] = {}
+    warmup_stats: dict[str, Tensor] = {}
+    start, elapsed_before = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = ckpt.load(checkpoint)
+        if saved.get("format") != _CHECKPOINT_FORMAT or saved.get("config") != _plain(config):
+            raise ValueError(f"checkpoint {checkpoint} was written by a different run configuration: "
+                             f"{saved.get('config')} != {_plain(config)}")
+        state = ckpt.unflatten_like(state, saved["state"])
+        generator.set_state(saved["generator"])
+        start, elapsed_before = saved["iteration"], saved["elapsed"]
+        kept = saved["draws"].shape[0]
+        draws[:kept] = saved["draws"].to(draws.device)
+        stats = {k: _grow(v, num_kept, draws.device) for k, v in saved["stats"].items()}
+        warmup_stats = {k: _grow(v, num_warmup, draws.device) for k, v in saved["warmup_stats"].items()}
+
+    bar = _ProgressBar(total, start, description, enabled=progress)
+    t0 = time.perf_counter()
+    for i in range(start, total):
+        state, info = algorithm.step(state, None, generator)
+        step_stats = _per_chain_stats(info, num_chains)
+        if i < num_warmup:
+            _record(warmup_stats, i, step_stats, num_warmup)
+        elif (i - num_warmup) % thin == 0:
+            k = (i - num_warmup) // thin
+            draws[k] = _position(state)
+            _record(stats, k, step_stats, num_kept)
+        bar.update(i, step_stats, warmup=i < num_warmup)
+        if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == total):
+            kept = 0 if i < num_warmup else (i - num_warmup) // thin + 1
+            ckpt.save(checkpoint, {
+                "format": _CHECKPOINT_FORMAT, "config": _plain(config), "iteration": i + 1,
+                "elapsed": elapsed_before + time.perf_counter() - t0, "state": ckpt.flatten_state(state),
+                "generator": generator.get_state(), "draws": draws[:kept].cpu(),
+                "stats": {k: v[:kept].cpu() for k, v in stats.items()},
+                "warmup_stats": {k: v[: min(i + 1, num_warmup)].cpu() for k, v in warmup_stats.items()},
+            })
+    bar.close()
+    elapsed = elapsed_before + time.perf_counter() - t0
+    return SamplePosterior(
+        samples=draws.transpose(0, 1).contiguous(),
+        sample_stats={k: v.transpose(0, 1).contiguous() for k, v in stats.items()},
+        warmup_stats={k: v.transpose(0, 1).contiguous() for k, v in warmup_stats.items()},
+        spec=spec,
+        info={**_plain(config), "wall_time": elapsed},
+        final_state=state,
+    )
+
+
+def _record(store: dict[str, Tensor], row: int, values: dict[str, Tensor], rows: int) -> None:
+    for name, value in values.items():
+        if name not in store:
+            store[name] = torch.zeros((rows, *value.shape), dtype=value.dtype, device=value.device)
+        store[name][row] = value
+
+
+def _grow(saved: Tensor, rows: int, device) -> Tensor:
+    out = torch.zeros((rows, *saved.shape[1:]), dtype=saved.dtype, device=device)
+    out[: saved.shape[0]] = saved.to(device)
+    return out
+
+
+def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in config.items()}
+
+
+class _ProgressBar:
+    """tqdm bar with live step size, acceptance rate, divergences and leapfrog steps (refreshed ~4x/s)."""
+
+    def __init__(self, total: int, start: int, description: str, *, enabled: bool):
+        self.enabled = enabled
+        self.divergences = 0
+        self.last = 0.0
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=description, dynamic_ncols=True, leave=True)
+
+    def update(self, i: int, stats: dict[str, Tensor], *, warmup: bool) -> None:
+        if not self.enabled:
+            return
+        if not warmup and "diverging" in stats:
+            self.divergences += int(stats["diverging"].sum())
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last > 0.25:
+            self.last = now
+            postfix = {"phase": "warmup" if warmup else "sample"}
+            if "step_size" in stats:
+                postfix["step"] = f"{float(stats['step_size'].float().mean()):.3g}"
+            if "acceptance_rate" in stats:
+                postfix["acc"] = f"{float(stats['acceptance_rate'].float().mean()):.2f}"
+            if "n_steps" in stats:
+                postfix["leapfrog"] = int(stats["n_steps"].max())
+            postfix["div"] = self.divergences
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
