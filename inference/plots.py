@@ -1,0 +1,261 @@
+"""Diagnostic figures of predictives and MCMC draws, saved as PNG files.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg renderer directly rather than through
+``pyplot``: nothing is shown, no global backend is switched and no figure stays registered in memory.
+Every function returns the path it wrote.
+
+Example:
+    >>> plot_predictions(pred, y_test, "out/predictions.png", x=x_test[:, 0])
+    PosixPath('out/predictions.png')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from inference import metrics
+from probnets.predictive import Predictive
+from probnets.validation import as_tensor, check_positive_int
+
+__all__ = ["plot_calibration", "plot_predictions", "plot_trace"]
+
+COVERED_COLOR, MISSED_COLOR, BAND_COLOR = "tab:blue", "tab:red", "tab:blue"
+
+
+def _new_figure(rows: int, cols: int, *, width: float = 4.5, height: float = 3.5) -> tuple[Figure, np.ndarray]:
+    """A figure with a ``rows x cols`` array of axes."""
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, np.asarray(fig.subplots(rows, cols, squeeze=False))
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().to(torch.float64).numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictions
+
+
+def plot_predictions(pred: Predictive, y, path: str | os.PathLike, *, level: float = 0.9,
+                     title: str | None = None, x=None) -> Path:
+    """Regression predictions with their central predictive intervals, one panel per output.
+
+    With ``x``: the predictive mean over sorted ``x`` as a line, the central interval as a shaded band and
+    the observations as points. Without: predicted mean against observed value with the interval as error
+    bars and the diagonal ``y = x``; points are colored by whether their interval covers them.
+
+    Args:
+        pred: Regression predictive over ``n`` points with ``m`` outputs.
+        y: Observed targets, ``n`` or ``n x m``.
+        path: Where to write the PNG.
+        level: Probability of the central interval, in ``(0, 1)``.
+        title: Figure title.
+        x: Optional 1-D inputs, ``n`` (or ``n x 1``).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    metrics._require_task(pred, "regression", "plot_predictions")
+    metrics._check_level(level, "level")
+    y = metrics._regression_targets(pred, y)
+    x = None if x is None else _inputs_1d(x, y.shape[0])
+    lower, upper = pred.interval(level)
+    mean = pred.mean
+    fig, axes = _new_figure(1, y.shape[1])
+    for j, ax in enumerate(axes[0]):
+        panel = [_numpy(t[:, j]) for t in (mean, lower, upper, y)]
+        if x is None:
+            _draw_predicted_vs_observed(ax, *panel, level)
+        else:
+            _draw_band(ax, _numpy(x), *panel, level)
+        if y.shape[1] > 1:
+            ax.set_title(f"output {j}")
+    fig.suptitle(title or f"Predictions with {level:.0%} central intervals")
+    return _save(fig, path)
+
+
+def _inputs_1d(x, n: int) -> torch.Tensor:
+    x = as_tensor(x, "x")
+    if x.dim() == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.dim() != 1 or x.shape[0] != n:
+        raise ValueError(f"x must be 1-D inputs of shape ({n},), got {tuple(x.shape)}")
+    return x
+
+
+def _draw_band(ax: Axes, x: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+               y: np.ndarray, level: float) -> None:
+    order = np.argsort(x, kind="stable")
+    ax.fill_between(x[order], lower[order], upper[order], color=BAND_COLOR, alpha=0.25,
+                    label=f"{level:.0%} interval")
+    ax.plot(x[order], mean[order], color=BAND_COLOR, lw=1.5, label="predictive mean")
+    ax.scatter(x, y, s=10, color="black", zorder=3, label="observed")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="best", fontsize="small")
+
+
+def _draw_predicted_vs_observed(ax: Axes, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                                y: np.ndarray, level: float) -> None:
+    covered = (y >= lower) & (y <= upper)
+    for mask, color, label in ((covered, COVERED_COLOR, "covered"), (~covered, MISSED_COLOR, "not covered")):
+        if not mask.any():
+            continue
+        err = np.stack([mean[mask] - lower[mask], upper[mask] - mean[mask]])
+        ax.errorbar(y[mask], mean[mask], yerr=err, fmt="o", ms=3, color=color, ecolor=color, alpha=0.7,
+                    elinewidth=0.8, label=f"{label} ({int(mask.sum())})")
+    lo, hi = float(min(y.min(), lower.min())), float(max(y.max(), upper.max()))
+    ax.plot([lo, hi], [lo, hi], ls="--", color="gray", lw=1, label="y = x")
+    ax.set_xlabel("observed")
+    ax.set_ylabel(f"predicted mean and {level:.0%} interval")
+    ax.legend(loc="best", fontsize="small")
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration
+
+
+def plot_calibration(pred: Predictive, y, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Calibration of a predictive: coverage curve (regression) or reliability diagram (classification).
+
+    Regression: observed coverage of the central intervals against their nominal level (0.05 to 0.95),
+    with the diagonal of perfect calibration. Classification: accuracy against top-label confidence in 15
+    equal-width bins, with the ECE in the title (see :func:`inference.metrics.ece`).
+
+    Args:
+        pred: Predictive over ``n`` points.
+        y: Targets (``n`` or ``n x m``) or class labels (``n``).
+        path: Where to write the PNG.
+        title: Figure title (the ECE is appended for classifiers).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    metrics._require_predictive(pred)
+    fig, axes = _new_figure(1, 1, width=4.5, height=4.5)
+    ax = axes[0, 0]
+    if pred.is_classification:
+        conf, acc, counts = metrics.calibration_curve(pred, y)
+        _draw_reliability(ax, _numpy(conf), _numpy(acc), _numpy(counts))
+        ax.set_title(f"{title or 'Reliability diagram'} (ECE = {metrics.ece(pred, y):.3f})")
+    else:
+        levels, observed = metrics.calibration_curve(pred, y)
+        _draw_coverage_curve(ax, _numpy(levels), _numpy(observed))
+        ax.set_title(title or "Calibration of central intervals")
+    return _save(fig, path)
+
+
+def _draw_diagonal(ax: Axes) -> None:
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+    ax.set_xlim(-0.02, 1.02)  # keep markers at 0 and 1 whole
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+
+
+def _draw_coverage_curve(ax: Axes, levels: np.ndarray, observed: np.ndarray) -> None:
+    _draw_diagonal(ax)
+    ax.plot(levels, observed, "o-", color=COVERED_COLOR, ms=4, label="observed")
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage")
+    ax.legend(loc="upper left", fontsize="small")
+
+
+def _draw_reliability(ax: Axes, conf: np.ndarray, acc: np.ndarray, counts: np.ndarray) -> None:
+    num_bins = len(counts)
+    width = 1.0 / num_bins
+    centers = (np.arange(num_bins) + 0.5) * width
+    filled = counts > 0
+    ax.bar(centers[filled], acc[filled], width=width, color=COVERED_COLOR, alpha=0.7, edgecolor="black",
+           lw=0.5, label="accuracy")
+    ax.bar(centers[filled], (conf - acc)[filled], bottom=acc[filled], width=width, color=MISSED_COLOR,
+           alpha=0.3, edgecolor=MISSED_COLOR, lw=0.5, label="gap to confidence")
+    _draw_diagonal(ax)
+    ax.set_xlabel("top-label confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize="small")
+
+
+# --------------------------------------------------------------------------------------------------
+# MCMC traces
+
+
+def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = None,
+               max_params: int = 6) -> Path:
+    """Per-chain trace and histogram of up to ``max_params`` parameters, one row per parameter.
+
+    When there are more than ``max_params`` parameters, evenly spaced ones are shown (always including
+    the first and the last, which for probnets models is a likelihood parameter when there is one).
+
+    Args:
+        draws: MCMC draws, ``chains x draws x K`` (or ``draws x K`` for a single chain).
+        path: Where to write the PNG.
+        names: Names of all ``K`` parameters; default ``theta[k]``.
+        max_params: Largest number of parameters to show.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    draws = as_tensor(draws, "draws")
+    if draws.dim() == 2:
+        draws = draws.unsqueeze(0)
+    if draws.dim() != 3 or 0 in draws.shape:
+        raise ValueError(f"draws must have shape (chains, draws, K) with no empty dimension, got "
+                         f"{tuple(draws.shape)}")
+    num_params = draws.shape[-1]
+    names = _parameter_names(names, num_params)
+    shown = _evenly_spaced(num_params, check_positive_int(max_params, "max_params"))
+    values = _numpy(draws)
+    fig, axes = _new_figure(len(shown), 2, width=4.5, height=2.0)
+    for row, k in enumerate(shown):
+        _draw_chains(axes[row, 0], axes[row, 1], values[:, :, k], names[k])
+    if draws.shape[0] <= 8:
+        axes[0, 0].legend(loc="upper right", fontsize="x-small", ncols=min(4, draws.shape[0]))
+    axes[-1, 0].set_xlabel("iteration")
+    axes[-1, 1].set_xlabel("value")
+    return _save(fig, path)
+
+
+def _parameter_names(names: Sequence[str] | None, num_params: int) -> list[str]:
+    if names is None:
+        return [f"theta[{k}]" for k in range(num_params)]
+    names = [str(name) for name in names]
+    if len(names) != num_params:
+        raise ValueError(f"names must name all {num_params} parameters, got {len(names)}")
+    return names
+
+
+def _evenly_spaced(num: int, max_count: int) -> list[int]:
+    """Up to ``max_count`` evenly spaced indices into ``range(num)``, including both ends."""
+    if num <= max_count:
+        return list(range(num))
+    if max_count == 1:
+        return [0]
+    return sorted({round(i * (num - 1) / (max_count - 1)) for i in range(max_count)})
+
+
+def _draw_chains(trace_ax: Axes, hist_ax: Axes, values: np.ndarray, name: str) -> None:
+    """Traces and step histograms of one parameter; ``values`` is ``chains x draws``."""
+    for chain, chain_values in enumerate(values):
+        color = f"C{chain % 10}"
+        trace_ax.plot(chain_values, lw=0.6, alpha=0.8, color=color, label=f"chain {chain}")
+        finite = chain_values[np.isfinite(chain_values)]  # a diverged chain must not break the histogram
+        if finite.size:
+            hist_ax.hist(finite, bins=30, density=True, histtype="step", color=color)
+    trace_ax.set_ylabel(name)
+    hist_ax.set_yticks([])
