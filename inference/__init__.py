@@ -2,7 +2,8 @@
 
 from inference.base import Algorithm, as_logdensity
 from inference.posterior import SamplePosterior
+from inference.pyro_bridge import from_pyro
 from inference.runner import run
 from inference.sample import METHODS, sample
 
-__all__ = ["METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "run", "sample"]
+__all__ = ["METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "from_pyro", "run", "sample"]

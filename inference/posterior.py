@@ -29,11 +29,14 @@ class SamplePosterior:
         info: Plain run metadata (method, settings, wall time, ...).
         log_weights: Optional importance log weights ``C x S`` (SMC); uniform when ``None``.
         final_state: The sampler state after the last iteration (to continue or warm-start a run).
+        constrain: Optional map from unconstrained draws ``(..., D)`` to named constrained values (Pyro
+            models); used by ``params``, ``summary`` and ``to_arviz``.
     """
 
     def __init__(self, samples: Tensor, sample_stats: dict[str, Tensor] | None = None, *,
                  warmup_stats: dict[str, Tensor] | None = None, spec: ParamSpec | None = None,
-                 info: dict[str, Any] | None = None, log_weights: Tensor | None = None, final_state: Any = None):
+                 info: dict[str, Any] | None = None, log_weights: Tensor | None = None, final_state: Any = None,
+                 constrain=None):
         if samples.dim() != 3:
             raise ValueError(f"samples must have shape (chains, draws, D), got {tuple(samples.shape)}")
         if spec is not None and spec.dim != samples.shape[-1]:
@@ -47,6 +50,7 @@ class SamplePosterior:
         self.info = dict(info or {})
         self.log_weights = log_weights
         self.final_state = final_state
+        self.constrain = constrain
 
     def __repr__(self) -> str:
         return f"SamplePosterior(chains={self.num_chains}, draws={self.num_draws}, dim={self.samples.shape[-1]})"
@@ -74,10 +78,15 @@ class SamplePosterior:
         return self.samples.reshape(-1, self.samples.shape[-1])
 
     def params(self) -> dict[str, Tensor]:
-        """Named views ``C x S x *shape`` (requires ``spec``)."""
+        """Named draws ``C x S x *shape`` (constrained when the posterior has a ``constrain`` map)."""
+        if self.constrain is not None:
+            return self.constrain(self.samples)
         if self.spec is None:
             raise ValueError("this posterior has no ParamSpec; named views are unavailable")
         return self.spec.unflatten(self.samples)
+
+    def _named(self) -> dict[str, Tensor]:
+        return self.params() if (self.spec is not None or self.constrain is not None) else {"theta": self.samples}
 
     def sample(self, sample_shape: Sequence[int] = (), *, generator: torch.Generator | None = None) -> Tensor:
         """Resample draws (with replacement, by weight if weighted): ``*sample_shape x D``."""
@@ -106,7 +115,7 @@ class SamplePosterior:
         """ArviZ-style table (mean, sd, interval, MCSE, bulk/tail ESS, R-hat) of named parameters."""
         from inference import diagnostics
 
-        draws = self.params() if self.spec is not None else {"theta": self.samples}
+        draws = self._named()
         if names is not None:
             draws = {n: draws[n] for n in names}
         return diagnostics.summary(draws, prob=prob)
@@ -115,8 +124,7 @@ class SamplePosterior:
         """Convergence warnings: divergences, R-hat > 1.01, low ESS."""
         from inference import diagnostics
 
-        draws = self.params() if self.spec is not None else {"theta": self.samples}
-        return diagnostics.convergence_warnings(diagnostics.summary(draws), diverging=self.sample_stats.get("diverging"),
+        return diagnostics.convergence_warnings(diagnostics.summary(self._named()), diverging=self.sample_stats.get("diverging"),
                                                 num_chains=self.num_chains)
 
     def to_arviz(self, model: ProbModel | None = None, batch: Batch | None = None, *, chunk_size: int = 256):
@@ -124,8 +132,7 @@ class SamplePosterior:
         ``log_likelihood`` and ``observed_data`` groups."""
         import arviz as az
 
-        posterior = {k: v.detach().cpu().numpy() for k, v in (self.params() if self.spec is not None
-                                                              else {"theta": self.samples}).items()}
+        posterior = {k: v.detach().cpu().numpy() for k, v in self._named().items()}
         groups: dict[str, Any] = {
             "posterior": posterior,
             "sample_stats": {k: v.detach().cpu().numpy() for k, v in self.sample_stats.items()},

@@ -53,6 +53,7 @@ def sample(
     trajectory_length: float | None = None,
     max_leapfrog_steps: int = 1000,
     dense_mass: bool = False,
+    step_size: float = 0.1,
     temperature: float = 1.0,
     progress: bool = True,
     checkpoint: str | Path | None = None,
@@ -61,8 +62,9 @@ def sample(
     """Sample a posterior with NUTS, static HMC or ChEES-HMC, chains vectorised in one tensor.
 
     Args:
-        target: A ``ProbModel`` (then ``data`` is required) or a log density: a ``LogDensity`` or a
-            function ``theta (C, D) -> (C,)`` (then give ``init`` or ``dim``).
+        target: A ``ProbModel`` (then ``data`` is required), a Pyro model wrapped by ``from_pyro``, or a
+            log density: a ``LogDensity`` or a function ``theta (C, D) -> (C,)`` (then give ``init`` or
+            ``dim``).
         data: ``(x, y)`` for a ``ProbModel``.
         method: ``"nuts"`` (multinomial NUTS with Stan's windowed warm-up), ``"hmc"`` (static
             trajectories, same warm-up) or ``"chees"`` (many-chain ChEES-HMC).
@@ -76,6 +78,8 @@ def sample(
         num_steps / trajectory_length: HMC only: fixed leapfrog steps, or a fixed integration time
             (steps = ``ceil(trajectory_length / step_size)`` capped at ``max_leapfrog_steps``).
         dense_mass: Adapt a dense mass matrix instead of a diagonal one.
+        step_size: Initial step size (refined by a heuristic and dual averaging during warm-up; used as is
+            when ``num_warmup=0``).
         temperature: Likelihood tempering (``ProbModel`` only).
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
 
@@ -95,6 +99,7 @@ def sample(
     num_samples = check_positive_int(num_samples, "num_samples")
     if target_accept is not None:
         check_probability(target_accept, "target_accept")
+    step_size = check_positive_float(step_size, "step_size")
     generator = torch.Generator().manual_seed(int(seed))
 
     model = target if isinstance(target, ProbModel) else None
@@ -111,26 +116,31 @@ def sample(
     else:
         if init is not None:
             dim = init.shape[-1]
+        dim = dim if dim is not None else getattr(target, "dim", None)
         if dim is None:
             raise ValueError("give init (C x D starting points) or dim when sampling a bare log density")
         logdensity = as_logdensity(target, dim)
-        spec = None
+        spec = getattr(target, "spec", None)
         dtype = dtype or (init.dtype if init is not None else torch.get_default_dtype())
-        if init is None:
+        if init is None and hasattr(target, "init_theta"):
+            init = target.init_theta(num_chains, generator=generator, dtype=dtype)
+        elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity)
-    _check_initial_density(counter, init)
+    init = _check_initial_density(counter, init)
 
     if method == "chees":
         algorithm = chees_lib.chees(counter, num_warmup, target_accept=target_accept or chees_lib.TARGET_ACCEPT,
-                                    max_leapfrog_steps=max_leapfrog_steps, dense=dense_mass)
+                                    max_leapfrog_steps=max_leapfrog_steps, dense=dense_mass,
+                                    initial_step_size=step_size)
     else:
         if method == "nuts":
             kernel = nuts_lib.build_kernel(max_tree_depth)
         else:
             kernel = _static_hmc_kernel(num_steps, trajectory_length, max_leapfrog_steps)
-        algorithm = window_adaptation(kernel, counter, num_warmup, dense=dense_mass, target_accept=target_accept or 0.8)
+        algorithm = window_adaptation(kernel, counter, num_warmup, dense=dense_mass, target_accept=target_accept or 0.8,
+                                      initial_step_size=step_size)
 
     config = {"method": method, "seed": int(seed), "max_tree_depth": max_tree_depth, "num_steps": num_steps,
               "trajectory_length": trajectory_length, "dense_mass": dense_mass, "temperature": temperature,
@@ -139,6 +149,7 @@ def sample(
                             progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                             config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
+    posterior.constrain = getattr(target, "constrain", None)
     return posterior
 
 
@@ -172,13 +183,15 @@ def _check_init(init: Tensor, num_chains: int, dim: int, dtype: torch.dtype) -> 
     return init.to(dtype)
 
 
-def _check_initial_density(logdensity: LogDensity, init: Tensor) -> None:
+def _check_initial_density(logdensity: LogDensity, init: Tensor) -> Tensor:
+    """Fail fast on a non-finite start; adopt the log density's dtype if it promotes the positions."""
     value, grad = logdensity.value_and_grad(init)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
         chains = bad.nonzero().flatten().tolist()
         raise ValueError(f"the log density or its gradient is not finite at the initial point of chains {chains[:10]}"
                          f"{'...' if len(chains) > 10 else ''}; choose another init")
+    return init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
 
 
 __all__ = ["METHODS", "CountingLogDensity", "sample"]

@@ -37,8 +37,16 @@ class Predictive:
             raise ValueError(f"f must have shape (S, n, m), got {tuple(self.f.shape)}")
         if self.f.shape[0] == 0:
             raise ValueError("f must hold at least one draw")
-        if self.log_weights is not None and self.log_weights.shape != self.f.shape[:1]:
-            raise ValueError(f"log_weights must have shape ({self.f.shape[0]},), got {tuple(self.log_weights.shape)}")
+        if not torch.is_floating_point(self.f):
+            raise TypeError(f"f must be a floating-point tensor, got {self.f.dtype}")
+        if self.log_weights is not None:
+            if self.log_weights.shape != self.f.shape[:1]:
+                raise ValueError(f"log_weights must have shape ({self.f.shape[0]},), got {tuple(self.log_weights.shape)}")
+            if bool(torch.isnan(self.log_weights).any()) or not bool(torch.isfinite(self.log_weights).any()):
+                raise ValueError("log_weights must not contain NaN and must have at least one finite entry")
+        for name, value in self.phi.items():
+            if value.shape[:1] != self.f.shape[:1]:
+                raise ValueError(f"phi[{name!r}] must have one entry per draw ({self.f.shape[0]}), got {tuple(value.shape)}")
 
     @property
     def num_draws(self) -> int:
@@ -122,27 +130,36 @@ class Predictive:
         y = self.likelihood.prepare_targets(torch.as_tensor(y, dtype=self.f.dtype, device=self.f.device))
         return self._wsum(self.distribution().cdf(y.expand_as(self.f)))
 
-    def quantile(self, q: float | Sequence[float] | Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
-        """Quantiles of the mixture by bisection on its CDF, ``len(q) x n x m`` (regression only)."""
+    def quantile(self, q: float | Sequence[float] | Tensor, *, rtol: float = 1e-7, chunk_size: int = 256) -> Tensor:
+        """Quantiles of the mixture by bisection on its CDF, ``len(q) x n x m`` (regression only).
+
+        The bracket starts at the components' extremes +- 10 standard deviations and is halved until its
+        width is below ``rtol`` times the initial width (at most 64 halvings); points are processed in
+        chunks of ``chunk_size`` to bound memory (``len(q) x S x chunk_size x m``).
+        """
         self._require_regression("quantile")
         q = torch.as_tensor(q, dtype=self.f.dtype, device=self.f.device).reshape(-1)
         if bool(((q <= 0) | (q >= 1)).any()):
             raise ValueError(f"q must lie strictly inside (0, 1), got {q.tolist()}")
-        d = self.distribution()
-        sd = d.stddev.expand_as(self.f)
-        lo = (self.f - 10 * sd).min(0).values.expand(len(q), -1, -1).clone()
-        hi = (self.f + 10 * sd).max(0).values.expand(len(q), -1, -1).clone()
+        sd = self.distribution().stddev.expand_as(self.f)
         w = self.weights
         qq = q[:, None, None]
-        for _ in range(max_iter):
-            mid = 0.5 * (lo + hi)
-            c = torch.einsum("s,qsnm->qnm", w, d.cdf(mid[:, None].expand(-1, self.num_draws, -1, -1)))
-            below = c < qq
-            lo = torch.where(below, mid, lo)
-            hi = torch.where(below, hi, mid)
-            if float((hi - lo).max()) < tol:
-                break
-        return 0.5 * (lo + hi)
+        out = []
+        for rows in torch.arange(self.f.shape[1], device=self.f.device).split(chunk_size):
+            f, s = self.f[:, rows], sd[:, rows]
+            lo = (f - 10 * s).min(0).values.expand(len(q), -1, -1).clone()
+            hi = (f + 10 * s).max(0).values.expand(len(q), -1, -1).clone()
+            width = (hi - lo).clamp_min(torch.finfo(f.dtype).tiny)
+            normal = torch.distributions.Normal(f, s)
+            for _ in range(64):
+                mid = 0.5 * (lo + hi)
+                below = torch.einsum("s,qsnm->qnm", w, normal.cdf(mid[:, None])) < qq
+                lo = torch.where(below, mid, lo)
+                hi = torch.where(below, hi, mid)
+                if bool(((hi - lo) <= rtol * width).all()):
+                    break
+            out.append(0.5 * (lo + hi))
+        return torch.cat(out, 1)
 
     def interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
         """Central predictive interval with probability ``level``: (lower, upper), each ``n x m``."""
@@ -152,13 +169,17 @@ class Predictive:
         return qs[0], qs[1]
 
     def sample(self, num_samples: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
-        """Draws of ``y``: ``num_samples x n x m`` (regression) or ``num_samples x n`` (classification)."""
+        """Joint draws of ``y`` at all points: ``num_samples x n x m`` (regression) or ``num_samples x n``
+        (classification). Each sample picks one mixture component (one function draw) for all points,
+        so values within a sample are correlated across points, as under the posterior."""
         idx = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
         sub = Predictive(self.f[idx], self.likelihood, {k: v[idx] for k, v in self.phi.items()})
         d = sub.distribution()
         if isinstance(d, torch.distributions.Normal):
             eps = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype, device=d.loc.device)
             return d.loc + d.scale * eps
+        if not isinstance(d, (torch.distributions.Bernoulli, torch.distributions.Categorical)):
+            raise NotImplementedError(f"sampling from a {type(d).__name__} likelihood is not implemented")
         u = torch.rand(d.batch_shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
         if isinstance(d, torch.distributions.Bernoulli):
             return (u < d.probs).to(self.f.dtype)
@@ -167,4 +188,4 @@ class Predictive:
 
     def _require_regression(self, what: str) -> None:
         if self.is_classification:
-            raise AttributeError(f"{what} is defined for regression likelihoods only")
+            raise ValueError(f"{what} is defined for regression likelihoods only")

@@ -85,6 +85,6 @@ class ParamSpec:
             raise ValueError(f"theta has last dimension {theta.shape[-1]}, expected {self.dim}")
         batch = theta.shape[:-1]
         return {
-            name: theta[..., off : off + math.prod(shape)].reshape(*batch, *shape)
+            name: theta[..., off : off + math.prod(shape)].reshape((*batch, *shape))
             for name, shape, off in zip(self.names, self.shapes, self.offsets)
         }
