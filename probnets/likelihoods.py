@@ -106,7 +106,9 @@ class Gaussian(Likelihood):
         if not self.learned:
             return torch.zeros(())
         u = phi[self.PARAM]
-        return self.noise_prior.log_prob(u.exp()) + u
+        finite = torch.isfinite(u)
+        lp = self.noise_prior.log_prob(torch.where(finite, u, torch.zeros_like(u)).exp()) + u
+        return torch.where(finite, lp, torch.full_like(lp, float("nan")))
 
     def init_phi(self, num, *, dtype=None, generator=None):
         if not self.learned:
@@ -128,7 +130,7 @@ class Gaussian(Likelihood):
         scale = self.scale(phi)
         if isinstance(scale, Tensor):
             scale = scale[..., None, None].to(f.dtype)
-        return dist.Normal(f, scale)
+        return dist.Normal(f, scale, validate_args=False)
 
     def log_prob(self, f, y, phi):
         scale = self.scale(phi)
@@ -160,7 +162,7 @@ class Bernoulli(Likelihood):
         return y.to(torch.get_default_dtype() if not torch.is_floating_point(y) else y.dtype)
 
     def distribution(self, f, phi):
-        return dist.Bernoulli(logits=f.squeeze(-1))
+        return dist.Bernoulli(logits=f.squeeze(-1), validate_args=False)
 
     def log_prob(self, f, y, phi):
         return self.distribution(f, phi).log_prob(y.to(f.dtype))
@@ -192,7 +194,7 @@ class Categorical(Likelihood):
         return y
 
     def distribution(self, f, phi):
-        return dist.Categorical(logits=f)
+        return dist.Categorical(logits=f, validate_args=False)
 
     def log_prob(self, f, y, phi):
         return torch.log_softmax(f, -1).gather(-1, y.expand(*f.shape[:-1]).unsqueeze(-1)).squeeze(-1)

@@ -68,8 +68,14 @@ def resolve(prior: PriorSpec, names: Sequence[str], shapes: Sequence[torch.Size]
 
 
 def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims: int) -> Tensor:
-    """Sum of the elementwise log prior over the last ``event_dims`` dimensions of ``value``."""
-    lp = prior.log_prob(value)
+    """Sum of the elementwise log prior over the last ``event_dims`` dimensions of ``value``.
+
+    Non-finite entries give NaN (never a validation error), so a sampler sees numerical trouble as a
+    divergence.
+    """
+    finite = torch.isfinite(value)
+    lp = prior.log_prob(torch.where(finite, value, torch.zeros_like(value)))
+    lp = torch.where(finite, lp, torch.full_like(lp, float("nan")))
     return lp.sum(tuple(range(-event_dims, 0))) if event_dims else lp
 
 
