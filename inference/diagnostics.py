@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ConvergenceWarning",
     "SummaryTable",
     "convergence_warnings",
     "ess_bulk",
@@ -36,6 +37,12 @@ __all__ = [
 ]
 
 _MIN_DRAWS = 4
+
+
+class ConvergenceWarning(UserWarning):
+    """Issued after sampling for divergences, R-hat above 1.01 or low effective sample sizes."""
+
+
 # ArviZ treats draws whose range is below float64 resolution as constant and returns ESS = size.
 _CONSTANT_RANGE = float(np.finfo(np.float64).resolution)
 # Blom (1958) offset used by ArviZ's rank normalisation: (r - 3/8) / (S + 1/4).

@@ -144,7 +144,8 @@ class SamplePosterior:
             groups["log_likelihood"] = {"y": ll.reshape(self.num_chains, self.num_draws, -1).detach().cpu().numpy()}
             groups["observed_data"] = {"y": y.detach().cpu().numpy()}
         attrs = {"inference_library": "probnets", "inference_library_version": _version(),
-                 **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str))}}
+                 **{k: (int(v) if isinstance(v, bool) else v) for k, v in self.info.items()
+                    if isinstance(v, (int, float, str))}}  # NetCDF attributes have no boolean type
         return az.from_dict(**groups, attrs=attrs)
 
     def save(self, path: str | os.PathLike) -> None:

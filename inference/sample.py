@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from inference import runner
 from inference.base import as_logdensity
+from inference.diagnostics import ConvergenceWarning
 from inference.mcmc import chees as chees_lib
 from inference.mcmc import hmc as hmc_lib
 from inference.mcmc import nuts as nuts_lib
@@ -56,6 +58,7 @@ def sample(
     step_size: float = 0.1,
     temperature: float = 1.0,
     progress: bool = True,
+    print_summary: bool | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
 ) -> SamplePosterior:
@@ -81,6 +84,10 @@ def sample(
         step_size: Initial step size (refined by a heuristic and dual averaging during warm-up; used as is
             when ``num_warmup=0``).
         temperature: Likelihood tempering (``ProbModel`` only).
+        progress: Show a live progress bar (step size, acceptance rate, divergences, leapfrog steps).
+        print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
+            Convergence problems (divergences, R-hat > 1.01, low ESS) are always raised as
+            ``ConvergenceWarning``s.
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
 
     Returns:
@@ -150,6 +157,10 @@ def sample(
                             config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
+    if print_summary if print_summary is not None else progress:
+        print(posterior.summary().to_string(max_rows=12))
+    for message in posterior.warnings():
+        warnings.warn(message, ConvergenceWarning, stacklevel=2)
     return posterior
 
 
@@ -194,4 +205,4 @@ def _check_initial_density(logdensity: LogDensity, init: Tensor) -> Tensor:
     return init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
 
 
-__all__ = ["METHODS", "CountingLogDensity", "sample"]
+__all__ = ["METHODS", "ConvergenceWarning", "CountingLogDensity", "sample"]
