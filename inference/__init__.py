@@ -7,5 +7,5 @@ from inference.pyro_bridge import from_pyro
 from inference.runner import run
 from inference.sample import METHODS, sample
 
-__all__ = [
-    "diagnostics", "metrics","METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "from_pyro", "run", "sample"]
+__all__ = ["METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "diagnostics", "from_pyro", "metrics", "run",
+           "sample"]
