@@ -1,0 +1,178 @@
+"""The fused numba log-density kernel agrees with the generic autograd path.
+
+Kernels are compiled per (architecture, activation, dtype), so the cases below share a handful of
+architectures to keep the (first, uncached) run short.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from probnets import BNN, Bernoulli, Gaussian
+from probnets.model import LogDensity
+
+fused_mlp = pytest.importorskip("probnets.fused_mlp")
+if not fused_mlp._HAVE_NUMBA:  # pragma: no cover
+    pytest.skip("numba is not installed", allow_module_level=True)
+
+FusedGaussianMLPLogDensity = fused_mlp.FusedGaussianMLPLogDensity
+TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def make(d=3, widths=(5,), m=1, *, activation="tanh", learned=True, prior=None, n=37, dtype=torch.float64,
+         temperature=0.7, seed=0):
+    torch.manual_seed(seed)
+    lik = Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)) if learned else Gaussian(noise_scale=0.4)
+    model = BNN(d, widths, m, activation=activation, likelihood=lik, prior=prior)
+    x = torch.randn(n, d, dtype=dtype)
+    y = torch.randn(n, m, dtype=dtype) if m > 1 else torch.randn(n, dtype=dtype)
+    return model, model.logdensity((x, y), temperature=temperature)
+
+
+def theta_for(model, shape, dtype, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    theta = model.init_theta(math.prod(shape), generator=g, dtype=dtype) * 1.7
+    theta += 0.1 * torch.randn(theta.shape, generator=g, dtype=dtype)
+    if model.likelihood.learned:
+        theta[:, -1] = -1.0 + 0.3 * torch.randn(theta.shape[0], generator=g, dtype=dtype)
+    return theta.reshape(*shape, -1)
+
+
+def assert_matches(ld, theta):
+    assert isinstance(ld, FusedGaussianMLPLogDensity)
+    value, grad = ld.value_and_grad(theta)
+    ref_value, ref_grad = LogDensity.value_and_grad(ld, theta)  # autograd of the generic function
+    tol = TOL[theta.dtype]
+    assert value.shape == theta.shape[:-1] and grad.shape == theta.shape
+    assert value.dtype == theta.dtype and grad.dtype == theta.dtype
+    torch.testing.assert_close(value, ref_value, **tol)
+    torch.testing.assert_close(grad, ref_grad, rtol=tol["rtol"], atol=tol["atol"] * ref_grad.abs().max().item())
+    torch.testing.assert_close(ld(theta), ref_value, **tol)
+
+
+# Kernels compiled by these tests (about a second each on first use, then cached on disk):
+# 3 -> [5] -> 1 tanh in float32 and float64, 3 -> 2 in float64, and 5 -> [3, 5] -> 2 relu in float32 with
+# tiny unrolling limits (the code paths of wide layers).
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_hidden_layer_learned_noise(dtype):
+    model, ld = make(dtype=dtype)
+    assert_matches(ld, theta_for(model, (6,), dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_layer_normal_priors_fixed_noise_and_leading_dims(dtype):
+    prior = {"layers.0.*": dist.Normal(0.1, 0.3), "*": dist.Normal(0.0, 1.0)}
+    model, ld = make(learned=False, prior=prior, dtype=dtype, temperature=2.5)
+    assert ld.analytic_prior is not None
+    assert_matches(ld, theta_for(model, (2, 3), dtype))
+
+
+def test_no_hidden_layer_two_outputs():
+    model, ld = make(widths=(), m=2, learned=False)
+    assert_matches(ld, theta_for(model, (5,), torch.float64))
+
+
+def test_two_hidden_layers_two_outputs_relu_and_wide_layer_code_paths(monkeypatch):
+    # Tiny unrolling/blocking limits make these small layers take the code paths of wide ones: blocked
+    # forward and weight-gradient loops, a back-propagated error summed in blocks, an unfused output layer.
+    monkeypatch.setattr(fused_mlp, "_UNROLL", 2)
+    monkeypatch.setattr(fused_mlp, "_BLOCK", 2)
+    monkeypatch.setattr(fused_mlp, "_FUSE_OUT", 1)
+    model, ld = make(d=5, widths=(3, 5), m=2, activation="relu", dtype=torch.float32)
+    assert_matches(ld, theta_for(model, (3,), torch.float32))
+    assert_matches(ld, theta_for(model, (1,), torch.float32))
+
+
+def test_cauchy_prior_gradient_falls_back_to_autograd():
+    prior = {"layers.1.*": dist.Cauchy(0.0, 0.5), "*": dist.Normal(0.0, 1.0)}
+    model, ld = make(prior=prior, dtype=torch.float64)
+    assert ld.analytic_prior is None
+    assert_matches(ld, theta_for(model, (3,), torch.float64))
+
+
+def test_non_lognormal_noise_prior_falls_back_to_autograd():
+    torch.manual_seed(0)
+    model = BNN(3, (5,), likelihood=Gaussian(noise_prior=dist.HalfNormal(1.0)))
+    ld = model.logdensity((torch.randn(20, 3, dtype=torch.float64), torch.randn(20, dtype=torch.float64)))
+    assert ld.analytic_prior is None
+    assert_matches(ld, theta_for(model, (3,), torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_data_blocks_across_threads(dtype, monkeypatch):
+    # Few chains and a zero threshold: chains and blocks of data points are spread over two threads.
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(fused_mlp, "_available_cpus", lambda: 2)
+    model, ld = make(n=200, dtype=dtype)
+    ld.parallel_threshold = 0
+    nthreads, blocks, _ = ld._plan(3)
+    assert nthreads == 2 and len(blocks) > 2
+    assert_matches(ld, theta_for(model, (3,), dtype))
+    assert_matches(ld, theta_for(model, (8,), dtype))  # chains only
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_theta_gives_non_finite_results_without_raising(dtype):
+    model, ld = make(dtype=dtype)
+    theta = theta_for(model, (4,), dtype)
+    theta[0, 2] = float("nan")  # a first-layer weight
+    theta[1, -1] = float("nan")  # the noise parameter
+    theta[2, 0] = float("inf")
+    theta[3, -1] = -1e4  # sigma underflows: the likelihood overflows
+    value, grad = ld.value_and_grad(theta)
+    for c in range(4):
+        assert not (torch.isfinite(value[c]) and torch.isfinite(grad[c]).all()), c
+    assert not torch.isfinite(ld(theta)).any()
+
+
+def test_tanh_approximations_are_accurate():
+    x64 = torch.cat([torch.linspace(-25, 25, 200_001, dtype=torch.float64),
+                     torch.logspace(-30, 1.5, 10_001, dtype=torch.float64)])
+    ref = torch.tanh(x64)
+    got64 = torch.tensor([fused_mlp._tanh64.py_func(float(v)) for v in x64[::50]], dtype=torch.float64)
+    torch.testing.assert_close(got64, ref[::50], rtol=5e-16, atol=0)
+    x32 = x64.to(torch.float32)
+    import numpy as np
+
+    got32 = torch.tensor([float(fused_mlp._tanh32.py_func(np.float32(v))) for v in x32[::50].tolist()])
+    torch.testing.assert_close(got32.double(), torch.tanh(x32[::50].double()), rtol=4e-7, atol=0)
+    for f, nan in ((fused_mlp._tanh64.py_func, float("nan")), (fused_mlp._tanh32.py_func, np.float32("nan"))):
+        assert math.isnan(f(nan))
+        assert f(float("inf")) == 1.0 and f(-float("inf")) == -1.0
+
+
+def test_returned_tensors_are_not_reused():
+    model, ld = make()
+    theta = theta_for(model, (3,), torch.float64)
+    value, grad = ld.value_and_grad(theta)
+    saved = value.clone(), grad.clone()
+    ld.value_and_grad(theta * 0.5)
+    assert torch.equal(value, saved[0]) and torch.equal(grad, saved[1])
+
+
+def test_differentiable_call_and_other_dtypes_use_the_generic_path():
+    model, ld = make()
+    theta = theta_for(model, (2,), torch.float64).requires_grad_(True)
+    value = ld(theta)
+    assert value.requires_grad  # autograd graph of the generic path
+    (g,) = torch.autograd.grad(value.sum(), theta)
+    torch.testing.assert_close(g, ld.value_and_grad(theta.detach())[1], rtol=1e-10, atol=1e-10)
+    half = theta.detach().to(torch.bfloat16)
+    value, grad = ld.value_and_grad(half)  # not a kernel dtype: autograd
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(value).all()
+
+
+def test_supports():
+    assert fused_mlp.supports(BNN(3, (5,), activation="relu", likelihood=Gaussian(noise_scale=1.0)))
+    assert not fused_mlp.supports(BNN(3, (5,), likelihood=Bernoulli()))
+    assert not fused_mlp.supports(BNN(3, (5,), activation="gelu"))
+    assert not fused_mlp.supports(BNN(3, (5,), activation=lambda t: t.tanh()))
+    model = BNN(3, (5,), likelihood=Bernoulli())
+    x, y = torch.randn(10, 3), (torch.rand(10) > 0.5).float()
+    assert not isinstance(model.logdensity((x, y)), FusedGaussianMLPLogDensity)
