@@ -33,6 +33,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import math
 import os
 import sys
@@ -187,12 +188,10 @@ if _HAVE_NUMBA:
 
     @numba.njit(**_JIT_INNER)
     def _tanh32(x):
-        # Rational minimax approximation (Eigen's float tanh), error < 2 ulp; the clamps leave NaN alone.
+        # Rational minimax approximation (Eigen's float tanh), error < 2 ulp. numba's min/max follow Python
+        # (max(x, b) = b if b > x else x), so the clamp keeps NaN, and LLVM emits vmaxps/vminps for it.
         c = np.float32(7.90531110763549805)
-        if x > c:
-            x = c
-        if x < -c:
-            x = -c
+        x = min(max(x, -c), c)
         x2 = x * x
         p = np.float32(-2.76076847742355e-16)
         p = p * x2 + np.float32(2.00018790482477e-13)
@@ -217,10 +216,8 @@ if _HAVE_NUMBA:
         z = x * x
         p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
         q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
-        y = ax
-        if y > 20.0:
-            y = 20.0
-        if not (y > 0.0):
+        y = min(ax, 20.0)
+        if not (y > 0.0):  # NaN: keep the integer conversion below defined (the result takes the other branch)
             y = 0.0
         y = y + y
         k = np.int64(y * 1.4426950408889634 + 0.5)
@@ -670,6 +667,8 @@ class FusedGaussianMLPLogDensity(LogDensity):
     #: Below this many multiply-adds per call (forward + backward) one thread does all the work: waking
     #: a helper thread costs more than it saves.
     parallel_threshold = 2_000_000
+    #: Threads take work in chunks of at least about this many multiply-adds (~100 us).
+    min_chunk_macs = 1_000_000
 
     def __init__(self, model, batch, temperature: float = 1.0, *, fallback: LogDensity | None = None):
         if not supports(model):
@@ -758,26 +757,29 @@ class FusedGaussianMLPLogDensity(LogDensity):
             self._ws.buffers = {key: bufs}  # keep only the latest shape
         return bufs
 
-    def _plan(self, C: int) -> tuple[int, np.ndarray, int]:
-        """(threads, data block boundaries, largest block) for C chains: several data blocks only when the
-        chains alone cannot keep every thread busy."""
+    def _plan(self, C: int) -> tuple[int, np.ndarray, int, int]:
+        """(threads, data block boundaries, largest block, items per chunk) for C chains.
+
+        Work items are (chain, data block) pairs, handed out to the threads in chunks from a shared
+        counter, so a thread that is slowed down (e.g. by other processes) simply takes fewer chunks. The
+        data are split into blocks only when there are too few chains for every thread to get some.
+        """
         requested = torch.get_num_threads()
         key = (C, requested)
         plan = self._plans.get(key)
         if plan is None:
             npad = self.n_padded
-            work = C * npad * self._macs_per_point * 2
-            nthreads = max(1, min(requested, _available_cpus(), work // max(self.parallel_threshold, 1)))
+            macs_chain = npad * self._macs_per_point * 2  # forward + backward
+            nthreads = max(1, min(requested, _available_cpus(), C * macs_chain // max(self.parallel_threshold, 1)))
             nblk = 1
-            if nthreads > 1:
-                max_blocks = max(1, npad // (4 * _PAD))
-                for nblk in range(1, max_blocks + 1):
-                    items = C * nblk
-                    if items >= 8 * nthreads or items / (nthreads * -(-items // nthreads)) >= 0.85:
-                        break
+            if nthreads > 1 and C < 4 * nthreads:
+                nblk = min(max(1, npad // (4 * _PAD)), -(-4 * nthreads // C))
             units = npad // _PAD
             blocks = np.asarray([(units * b // nblk) * _PAD for b in range(nblk + 1)], dtype=np.int64)
-            plan = (nthreads, blocks, int(np.max(np.diff(blocks))))
+            items = C * nblk
+            min_chunk = -(-self.min_chunk_macs * nblk // macs_chain)
+            chunk = max(1, min(max(min_chunk, -(-items // (8 * nthreads))), -(-items // (2 * nthreads))))
+            plan = (nthreads, blocks, int(np.max(np.diff(blocks))), chunk)
             if len(self._plans) > 64:
                 self._plans.clear()
             self._plans[key] = plan
@@ -804,7 +806,7 @@ class FusedGaussianMLPLogDensity(LogDensity):
         out_val = np.empty(C, dtype=npd)
         out_grad = np.empty((C, D), dtype=npd) if need_grad else self._dummies[npd][2]
         if C > 0:
-            nthreads, blocks, nb_max = self._plan(C)
+            nthreads, blocks, nb_max, chunk = self._plan(C)
             nblk = len(blocks) - 1
             module = self._modules.get(dtype)
             if module is None:
@@ -825,14 +827,21 @@ class FusedGaussianMLPLogDensity(LogDensity):
             if nthreads == 1:
                 kernel(*args, *workspaces[0], *outs, 0, items)
             else:
-                futures = [_pool().submit(kernel, *args, *workspaces[t], *outs,
-                                                      t * items // nthreads, (t + 1) * items // nthreads)
-                           for t in range(1, nthreads)]
+                nchunks = -(-items // chunk)
+                counter = itertools.count()  # next() is atomic under the GIL
+
+                def work(t):
+                    ws = workspaces[t]
+                    while (i := next(counter)) < nchunks:
+                        kernel(*args, *ws, *outs, i * chunk, min(items, (i + 1) * chunk))
+
+                futures = [_pool().submit(work, t) for t in range(1, nthreads)]
                 try:
-                    kernel(*args, *workspaces[0], *outs, 0, items // nthreads)
+                    work(0)
                 finally:
                     for f in futures:
-                        f.result()
+                        if not f.cancel():  # a helper that never started has nothing left to do
+                            f.result()
             if nblk > 1:
                 _combine(th, self._dnet, prm_i, self._prm_f, self._prior_loc, self._prior_prec, part_g,
                          part_sse, out_val, out_grad)
