@@ -630,19 +630,20 @@ def _available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The process-wide pool of helper threads (started lazily; the calling thread always runs one share
-    of the work itself)."""
+    """The process-wide pool of helper threads, started lazily (and anew in a forked child, which does not
+    inherit the threads). The calling thread always works too and takes every chunk a helper does not
+    get to, so a call never waits for a helper that has not started."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, _available_cpus() - 1),
-                                       thread_name_prefix="probnets-fused")
-        return _POOL
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(1, _available_cpus() - 1),
+                                                     thread_name_prefix="probnets-fused"))
+        return _POOL[1]
 
 
 class FusedGaussianMLPLogDensity(LogDensity):
