@@ -266,6 +266,13 @@ def _markdown(r: dict) -> str:
              f"{_fmt_load(r['machine'].get('loadavg_start'))} at start, "
              f"{_fmt_load(r['machine'].get('loadavg_end'))} at end. Versions: "
              + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", ""]
+    load = r["machine"].get("loadavg_start")
+    if load and load[0] > 0.5:
+        lines += [f"*The machine was busy (1-minute load average {load[0]:.1f} on {r['machine']['cpus']} CPUs): other "
+                  "processes held CPU time, so wall-clock times with several threads are inflated (PyTorch's "
+                  "OpenMP regions stall by milliseconds when a thread is descheduled). The fused CPU column is "
+                  "the cost in CPU time (all threads); with idle cores the fused wall time can at best approach "
+                  "that divided by the number of threads (not measured here).*", ""]
     for dtype_name, e in r["dtypes"].items():
         has_jax = "jax" in e
         t = r["threads"]
