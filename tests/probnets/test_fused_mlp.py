@@ -168,8 +168,13 @@ def test_differentiable_call_and_other_dtypes_use_the_generic_path():
     assert grad.dtype == torch.bfloat16 and torch.isfinite(value).all()
 
 
-def test_supports():
+def test_supports(monkeypatch):
     assert fused_mlp.supports(BNN(3, (5,), activation="relu", likelihood=Gaussian(noise_scale=1.0)))
+    with monkeypatch.context() as mp:
+        mp.setattr(fused_mlp, "_HAVE_NUMBA", False)  # numba missing: the generic path
+        model = BNN(3, (5,))
+        assert not fused_mlp.supports(model)
+        assert not isinstance(model.logdensity((torch.randn(4, 3), torch.randn(4))), FusedGaussianMLPLogDensity)
     assert not fused_mlp.supports(BNN(3, (5,), likelihood=Bernoulli()))
     assert not fused_mlp.supports(BNN(3, (5,), activation="gelu"))
     assert not fused_mlp.supports(BNN(3, (5,), activation=lambda t: t.tanh()))
