@@ -589,9 +589,13 @@ def _kernel_module(sizes: tuple[int, ...], act: str, dtype: str):
                 if not os.path.exists(path):
                     # Atomic and never rewritten: numba's cache index is keyed on the file's timestamp.
                     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-                    with os.fdopen(fd, "w") as fh:
-                        fh.write(source)
-                    os.replace(tmp, path)
+                    try:
+                        with os.fdopen(fd, "w") as fh:
+                            fh.write(source)
+                        os.replace(tmp, path)
+                    finally:
+                        if os.path.exists(tmp):
+                            os.unlink(tmp)
                 with open(path) as fh:
                     if fh.read() != source:  # pragma: no cover - digest collision or tampering
                         raise OSError("unexpected kernel file content")
