@@ -9,7 +9,18 @@ from probnets.predictive import Predictive
 from probnets.spec import ParamSpec
 
 __all__ = [
-    "BNN", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood", "LogDensity", "ModuleModel", "ParamSpec",
-    "Predictive", "ProbModel", "datasets", "from_module", "priors",
+    "BNN", "BNNClassifier", "BNNRegressor", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood",
+    "LogDensity", "ModuleModel", "ParamSpec", "Predictive", "ProbModel", "datasets", "from_module", "priors",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Lazy access to the scikit-learn estimators, which live in the engine package ``inference``
+    (``probnets`` never imports ``inference`` at import time: the engine depends on the models, not the
+    reverse)."""
+    if name in ("BNNRegressor", "BNNClassifier"):
+        from inference import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,25 @@
+"""Every example runs with --quick and writes its outputs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = {
+    "fit_bnn_uncertainty.py": ["uncertainty_band.png", "uncertainty_calibration.png"],
+    "sample_pyro_model.py": ["eight_schools.nc"],
+    "sklearn_estimator.py": ["sklearn_predictions.csv"],
+}
+
+
+@pytest.mark.parametrize("script", list(EXAMPLES))
+def test_example_runs_quick(script, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    result = subprocess.run([sys.executable, str(REPO / "examples" / script), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for name in EXAMPLES[script]:
+        assert (tmp_path / name).stat().st_size > 0, name
