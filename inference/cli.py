@@ -17,24 +17,12 @@ import math
 import sys
 from pathlib import Path
 
+from inference.sample_settings import DEFAULT_SETTINGS
+
 PROG = "probnets"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-#: Per-method defaults (chains, warm-up, draws), measured on the diabetes demo (BNN 10-50-1, 2 CPU cores).
-#: Split R-hat of short chains grows like ``sqrt(1 + 1/ESS_per_split_chain - 1/draws_per_split_chain)``
-#: even when the chains have mixed, so ChEES needs long chains rather than many: 64 x 100 draws gave a
-#: max R-hat of f(x_test) of 1.016-1.023; 32 x 400 gave 1.005-1.008 for f but 1.013-1.018 for the noise
-#: scale (the slowest-mixing identifiable quantity); 16 x 1000 gave 1.003-1.004 for f and 1.005-1.008 for
-#: the noise scale in ~55 s of sampling (1.2-1.4 M gradients). ChEES needs ~300 warm-up iterations to adapt
-#: its trajectory length (200: R-hat 1.012-1.014). NUTS: 4 x 500 gives R-hat ~1.005 and bulk ESS > 1000
-#: in ~2.5-3 minutes. Static HMC (32 leapfrog steps) mixes slowly per draw (ESS ~0.1 per draw), so it needs
-#: long chains: 4 x 500 gives R-hat 1.036, 4 x 3000 gives 1.007 in ~30 s.
-METHOD_DEFAULTS = {
-    "chees": {"chains": 16, "warmup": 300, "samples": 1000},
-    "nuts": {"chains": 4, "warmup": 500, "samples": 500},
-    "hmc": {"chains": 4, "warmup": 500, "samples": 3000},
-}
 MIN_TRAIN_ROWS = 10
 MIN_TEST_ROWS = 2
 
@@ -102,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "held-out test split: RMSE, NLL, CRPS, interval coverage (original units), function-space "
                     "R-hat/ESS, figures and report.json in --out.",
         epilog="Method defaults (chains/warm-up/draws): "
-               + "; ".join(f"{m}: {d['chains']}/{d['warmup']}/{d['samples']}" for m, d in METHOD_DEFAULTS.items()),
+               + "; ".join(f"{m}: {d['num_chains']}/{d['num_warmup']}/{d['num_samples']}"
+                           for m, d in DEFAULT_SETTINGS.items()),
     )
     fit.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
-    fit.add_argument("--method", choices=list(METHOD_DEFAULTS), default="chees",
+    fit.add_argument("--method", choices=list(DEFAULT_SETTINGS), default="chees",
                      help="sampler: many-chain ChEES-HMC, NUTS or static HMC (default: chees)")
     fit.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                      help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
@@ -277,10 +266,10 @@ def _fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from inference.report import fit_report, format_report
     from probnets import BNN, Gaussian
 
-    defaults = METHOD_DEFAULTS[args.method]
-    chains = args.chains if args.chains is not None else defaults["chains"]
-    warmup = args.warmup if args.warmup is not None else defaults["warmup"]
-    draws = args.samples if args.samples is not None else defaults["samples"]
+    defaults = DEFAULT_SETTINGS[args.method]
+    chains = args.chains if args.chains is not None else defaults["num_chains"]
+    warmup = args.warmup if args.warmup is not None else defaults["num_warmup"]
+    draws = args.samples if args.samples is not None else defaults["num_samples"]
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
                     prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))

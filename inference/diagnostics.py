@@ -598,22 +598,52 @@ def _rhat_warning(rows: list[dict], threshold: float) -> list[str]:
     ]
 
 
-def _ess_warning(rows: list[dict], num_chains: int, min_ess_per_chain: float) -> list[str]:
-    threshold = min_ess_per_chain * num_chains
-
+def _ess_warning(rows: list[dict], min_ess: float) -> list[str]:
     def lowest(row: dict) -> tuple[float, str]:
         return min((float(row["ess_bulk"]), "bulk"), (float(row["ess_tail"]), "tail"))
 
-    bad = [row for row in rows if lowest(row)[0] < threshold]
+    bad = [row for row in rows if lowest(row)[0] < min_ess]
     if not bad:
         return []
     worst = min(bad, key=lambda row: lowest(row)[0])
     worst_ess, kind = lowest(worst)
     return [
-        f"{len(bad)} of {len(rows)} parameters have bulk or tail ESS < {threshold:g} "
-        f"({min_ess_per_chain:g} per chain x {num_chains} chains) "
+        f"{len(bad)} of {len(rows)} parameters have bulk or tail ESS < {min_ess:g} "
         f"(worst: {worst['name']} with {kind} ESS {worst_ess:.0f}); estimates may be unreliable."
     ]
+
+
+def _rhat_and_ess(flat: Tensor) -> Tensor:
+    """``split_rhat``, ``ess_bulk`` and ``ess_tail`` of ``(chains, draws, E)`` draws, ``(E, 3)``, sharing the
+    rank normalisation and the sort (the sorts dominate the cost on large posteriors)."""
+    chains, draws = flat.shape[:2]
+    invalid = _invalid(flat, 1)
+    if bool(invalid.all()):
+        return torch.full((flat.shape[2], 3), math.nan, dtype=torch.float64, device=flat.device)
+    split = _split_chains(flat)
+    normal_scores = _rank_normalise(split)
+    ordered = _sorted_pooled(flat)
+    ordered_split = ordered if draws % 2 == 0 else _sorted_pooled(split)
+    size = ordered_split.shape[0]
+    median = (ordered_split[(size - 1) // 2] + ordered_split[size // 2]) / 2
+    bulk = _potential_scale_reduction(normal_scores)
+    tail = _potential_scale_reduction(_rank_normalise((split - median).abs()))
+    rhat = torch.where(torch.isnan(tail), bulk, torch.maximum(bulk, tail))
+    if chains < 2:
+        rhat = torch.full_like(rhat, math.nan)
+    tail_ess = torch.minimum(*(_effective_sample_size(_split_chains((flat <= _quantile_from_sorted(ordered, p)).double()))
+                               for p in (0.05, 0.95)))
+    stats = torch.stack([rhat, _effective_sample_size(normal_scores), tail_ess], 1)
+    return stats.masked_fill(invalid.unsqueeze(1), math.nan)
+
+
+def _convergence_rows(draws: Tensor | np.ndarray | Mapping[str, Tensor | np.ndarray]) -> tuple[list[dict], int]:
+    """Only what the warnings need (R-hat, bulk and tail ESS) per element, and the number of chains."""
+    rows = []
+    for element_names, flat in _named_blocks(draws, None):
+        stats = _rhat_and_ess(flat).tolist()
+        rows.extend({"name": n, "r_hat": r, "ess_bulk": b, "ess_tail": t} for n, (r, b, t) in zip(element_names, stats))
+    return rows, flat.shape[0]
 
 
 def convergence_warnings(
@@ -626,24 +656,29 @@ def convergence_warnings(
 ) -> list[str]:
     """Human-readable convergence warnings; an empty list when nothing is wrong.
 
-    Reports divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters
-    whose bulk or tail ESS is below ``min_ess_per_chain * num_chains`` (count and worst offender).
+    Reports divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters whose
+    bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``: 400 with four or more chains
+    (Vehtari et al. 2021), so that runs with many short chains are not held to a per-chain rule.
 
     Args:
-        table_or_draws: A ``SummaryTable``, or draws accepted by ``summary``.
+        table_or_draws: A ``SummaryTable``, or draws accepted by ``summary`` (then only R-hat and ESS are
+            computed).
         diverging: Optional boolean divergence flags, shape ``(chains, draws)``.
         num_chains: Overrides the number of chains stored in the table.
         rhat_threshold: R-hat above this is reported.
-        min_ess_per_chain: ESS below this times the number of chains is reported.
+        min_ess_per_chain: ESS threshold per chain, for up to four chains.
 
     Returns:
         List of warning strings.
     """
-    table = table_or_draws if isinstance(table_or_draws, SummaryTable) else summary(table_or_draws)
-    chains = table.num_chains if num_chains is None else num_chains
+    if isinstance(table_or_draws, SummaryTable):
+        rows, chains = table_or_draws.rows, table_or_draws.num_chains
+    else:
+        rows, chains = _convergence_rows(table_or_draws)
+    chains = chains if num_chains is None else num_chains
     warnings: list[str] = []
     if diverging is not None:
         warnings += _divergence_warning(diverging)
-    warnings += _rhat_warning(table.rows, rhat_threshold)
-    warnings += _ess_warning(table.rows, chains, min_ess_per_chain)
+    warnings += _rhat_warning(rows, rhat_threshold)
+    warnings += _ess_warning(rows, min_ess_per_chain * min(chains, 4))
     return warnings

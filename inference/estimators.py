@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from inference.cli import METHOD_DEFAULTS
+from inference.sample_settings import DEFAULT_SETTINGS
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -35,10 +35,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["BNNClassifier", "BNNRegressor", "DEFAULT_SETTINGS"]
 
-#: Default (chains, warm-up, draws) per method, used when the estimator's arguments are ``None`` (the
-#: CLI's measured defaults, see ``inference.cli.METHOD_DEFAULTS``).
-DEFAULT_SETTINGS = {method: {"num_chains": d["chains"], "num_warmup": d["warmup"], "num_samples": d["samples"]}
-                    for method, d in METHOD_DEFAULTS.items()}
 _DTYPES = ("float32", "float64")
 # Bound on (draws x points x outputs) evaluated at once by predict/predict_proba.
 _PREDICT_BLOCK = 2**22

@@ -124,7 +124,7 @@ class SamplePosterior:
         """Convergence warnings: divergences, R-hat > 1.01, low ESS."""
         from inference import diagnostics
 
-        return diagnostics.convergence_warnings(diagnostics.summary(self._named()), diverging=self.sample_stats.get("diverging"),
+        return diagnostics.convergence_warnings(self._named(), diverging=self.sample_stats.get("diverging"),
                                                 num_chains=self.num_chains)
 
     def to_arviz(self, model: ProbModel | None = None, batch: Batch | None = None, *, chunk_size: int = 256):

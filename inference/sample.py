@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -16,11 +17,11 @@ from inference.mcmc import hmc as hmc_lib
 from inference.mcmc import nuts as nuts_lib
 from inference.mcmc.window_adaptation import window_adaptation
 from inference.posterior import SamplePosterior
+from inference.sample_settings import DEFAULT_SETTINGS
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.validation import check_positive_float, check_positive_int, check_probability
 
-METHODS = ("nuts", "hmc", "chees")
-DEFAULT_CHAINS = {"nuts": 4, "hmc": 4, "chees": 32}
+METHODS = tuple(DEFAULT_SETTINGS)
 
 
 class CountingLogDensity(LogDensity):
@@ -29,6 +30,7 @@ class CountingLogDensity(LogDensity):
     def __init__(self, inner: LogDensity):
         super().__init__(inner.__call__, inner.dim)
         self.inner = inner
+        self.uses_own_threads = inner.uses_own_threads
         self.grad_evals = 0
 
     def value_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,8 +44,8 @@ def sample(
     *,
     method: str = "nuts",
     num_chains: int | None = None,
-    num_warmup: int = 500,
-    num_samples: int = 500,
+    num_warmup: int | None = None,
+    num_samples: int | None = None,
     seed: int = 0,
     init: Tensor | None = None,
     dim: int | None = None,
@@ -59,6 +61,7 @@ def sample(
     temperature: float = 1.0,
     progress: bool = True,
     print_summary: bool | None = None,
+    check_convergence: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
 ) -> SamplePosterior:
@@ -71,13 +74,15 @@ def sample(
         data: ``(x, y)`` for a ``ProbModel``.
         method: ``"nuts"`` (multinomial NUTS with Stan's windowed warm-up), ``"hmc"`` (static
             trajectories, same warm-up) or ``"chees"`` (many-chain ChEES-HMC).
-        num_chains: Default 4 (NUTS, HMC) or 32 (ChEES).
-        num_warmup, num_samples: Iterations per chain.
+        num_chains, num_warmup, num_samples: Chains and iterations per chain; ``None`` takes the measured
+            defaults of ``inference.sample_settings.DEFAULT_SETTINGS`` (ChEES 16 x (300 + 1000), NUTS
+            4 x (500 + 500), HMC 4 x (500 + 3000)).
         seed: Seeds the ``torch.Generator`` that drives everything (initialisation included).
         init: Starting points ``C x D``; default ``model.init_theta`` (or N(0, 1)/Uniform(-2, 2)-style
             draws for a bare log density).
         dtype: Computation dtype (default: that of ``x``/``init``, else torch's default).
-        target_accept: Step-size adaptation target (0.8 for NUTS/HMC, 0.651 harmonic mean for ChEES).
+        target_accept: Step-size adaptation target (default 0.8; for ChEES, of the mean acceptance over
+            chains).
         num_steps / trajectory_length: HMC only: fixed leapfrog steps, or a fixed integration time
             (steps = ``ceil(trajectory_length / step_size)`` capped at ``max_leapfrog_steps``).
         dense_mass: Adapt a dense mass matrix instead of a diagonal one.
@@ -86,8 +91,8 @@ def sample(
         temperature: Likelihood tempering (``ProbModel`` only).
         progress: Show a live progress bar (step size, acceptance rate, divergences, leapfrog steps).
         print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
-            Convergence problems (divergences, R-hat > 1.01, low ESS) are always raised as
-            ``ConvergenceWarning``s.
+        check_convergence: Issue ``ConvergenceWarning``s for divergences, R-hat > 1.01 and low ESS (computing
+            R-hat and ESS of every parameter takes seconds on large posteriors).
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
 
     Returns:
@@ -101,9 +106,12 @@ def sample(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    num_chains = check_positive_int(num_chains if num_chains is not None else DEFAULT_CHAINS[method], "num_chains")
-    num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
-    num_samples = check_positive_int(num_samples, "num_samples")
+    defaults = DEFAULT_SETTINGS[method]
+    num_chains = check_positive_int(num_chains if num_chains is not None else defaults["num_chains"], "num_chains")
+    num_warmup = check_positive_int(num_warmup if num_warmup is not None else defaults["num_warmup"], "num_warmup",
+                                    minimum=0)
+    num_samples = check_positive_int(num_samples if num_samples is not None else defaults["num_samples"],
+                                     "num_samples")
     if target_accept is not None:
         check_probability(target_accept, "target_accept")
     step_size = check_positive_float(step_size, "step_size")
@@ -138,7 +146,7 @@ def sample(
     init = _check_initial_density(counter, init)
 
     if method == "chees":
-        algorithm = chees_lib.chees(counter, num_warmup, target_accept=target_accept or chees_lib.TARGET_ACCEPT,
+        algorithm = chees_lib.chees(counter, num_warmup, target_accept=target_accept,
                                     max_leapfrog_steps=max_leapfrog_steps, dense=dense_mass,
                                     initial_step_size=step_size)
     else:
@@ -152,16 +160,29 @@ def sample(
     config = {"method": method, "seed": int(seed), "max_tree_depth": max_tree_depth, "num_steps": num_steps,
               "trajectory_length": trajectory_length, "dense_mass": dense_mass, "temperature": temperature,
               "target_accept": target_accept}
-    posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator, thin=thin,
-                            progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                            config=config, spec=spec, description=method)
+    with _torch_threads(1 if counter.uses_own_threads else None):
+        posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator,
+                               thin=thin, progress=progress, checkpoint=checkpoint,
+                               checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
     if print_summary if print_summary is not None else progress:
         print(posterior.summary().to_string(max_rows=12))
-    for message in posterior.warnings():
+    for message in posterior.warnings() if check_convergence else ():
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     return posterior
+
+
+@contextlib.contextmanager
+def _torch_threads(num: int | None):
+    """Run the block with ``num`` torch threads (unchanged when ``None``), restoring the setting after."""
+    before = torch.get_num_threads()
+    if num is not None:
+        torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _static_hmc_kernel(num_steps: int | None, trajectory_length: float | None, max_leapfrog_steps: int):

@@ -32,6 +32,11 @@ class LogDensity:
         dim: ``D``.
     """
 
+    #: True when ``value_and_grad`` runs its own worker threads (a fused CPU kernel): the samplers then run
+    #: their small per-step tensor operations single-threaded, so that torch's OpenMP threads do not compete
+    #: with the kernel's threads for the cores.
+    uses_own_threads: bool = False
+
     def __init__(self, fn: Callable[[Tensor], Tensor], dim: int):
         self.fn = fn
         self.dim = dim

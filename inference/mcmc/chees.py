@@ -5,8 +5,8 @@ Hamiltonian Monte Carlo". Every chain uses the same step size and the same (jitt
 steps, so all chains advance in lockstep with one batched gradient call per step, which is what makes it
 fast on vectorised hardware. During warm-up:
 
-- the step size follows dual averaging on the harmonic mean of the chains' acceptance probabilities
-  (target 0.651 by default);
+- the step size follows dual averaging on the mean of the chains' acceptance probabilities (arithmetic
+  with target 0.8 by default; the paper's harmonic mean with target 0.651 is available);
 - the trajectory length ``T`` follows an RMSProp-style ascent on the ChEES criterion
   ``1/4 E[(||x' - E x'||^2 - ||x - E x||^2)^2]`` (expectations estimated across chains, in the coordinates
   preconditioned by the mass matrix), with the update clipped to ``+-0.35`` in log space and iterate
@@ -33,8 +33,11 @@ from inference.mcmc.step_size import find_reasonable_step_size
 from inference.mcmc.window_adaptation import _sample_stats, build_schedule
 from probnets.model import LogDensity
 
-#: Optimal acceptance rate of HMC in high dimensions (Beskos et al. 2013).
-TARGET_ACCEPT = 0.651
+#: Default step-size targets per cross-chain mean of the acceptance probabilities. The paper's harmonic
+#: mean with 0.651 (the optimal acceptance rate of HMC in high dimensions, Beskos et al. 2013) lets the
+#: worst chain set everyone's step size; on BNN posteriors (protocol H1) the arithmetic mean with 0.8
+#: gave 1.2-1.5x the ESS per second at the same R-hat, so it is the default.
+TARGET_ACCEPT = {"arithmetic": 0.8, "harmonic": 0.651}
 _LOG_UPDATE_CLIP = 0.35
 _SQ_GRAD_RATE = 0.05
 
@@ -87,7 +90,8 @@ def chees_gradient(position: Tensor, proposal_position: Tensor, proposal_momentu
     return (weight * per_chain).sum() / (weight.sum() + 1e-20)
 
 
-def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float = TARGET_ACCEPT,
+def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | None = None,
+          acceptance_mean: str = "arithmetic",
           initial_step_size: float = 0.1, learning_rate: float = 0.025, jitter_amount: float = 1.0,
           max_leapfrog_steps: int = 1000, dense: bool = False, adapt_mass_matrix: bool = True,
           divergence_threshold: float = 1000.0) -> Algorithm:
@@ -97,13 +101,18 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float = TAR
         logdensity: Target log density over ``C x D`` positions (needs ``C >= 2`` chains).
         num_warmup: Adaptation iterations; afterwards step size and trajectory length are frozen at their
             averaged values.
-        target_accept: Target of the harmonic-mean acceptance probability.
+        target_accept: Target of the pooled acceptance probability (default ``TARGET_ACCEPT[acceptance_mean]``).
+        acceptance_mean: How the chains' acceptance probabilities are pooled for the step size:
+            ``"arithmetic"`` or ``"harmonic"`` (as in the paper; robust to, but slowed by, stuck chains).
         learning_rate: Adaptation rate of ``log T``.
         jitter_amount: The integration time is drawn from ``[(1 - jitter_amount) T, T]``.
         max_leapfrog_steps: Upper bound on leapfrog steps per iteration.
         dense: Adapt a dense mass matrix (pooled over chains) instead of a diagonal one.
         adapt_mass_matrix: Whether to adapt the mass matrix at all (identity otherwise).
     """
+    if acceptance_mean not in TARGET_ACCEPT:
+        raise ValueError(f"acceptance_mean must be one of {tuple(TARGET_ACCEPT)}, got {acceptance_mean!r}")
+    target_accept = TARGET_ACCEPT[acceptance_mean] if target_accept is None else target_accept
     if not 0 < jitter_amount <= 1:
         raise ValueError(f"jitter_amount must lie in (0, 1], got {jitter_amount!r}")
     if not (isinstance(max_leapfrog_steps, int) and max_leapfrog_steps >= 1):
@@ -144,9 +153,8 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float = TAR
         if i >= num_warmup:
             return state._replace(chain=chain, iteration=state.iteration + 1), stats
 
-        acceptance = torch.where(info.is_divergent, torch.zeros_like(info.acceptance_rate), info.acceptance_rate)
-        harmonic = 1.0 / (1.0 / acceptance.clamp_min(1e-10)).mean()
-        da = dual_averaging.update(da, harmonic, target=target_accept)
+        da = dual_averaging.update(da, _pooled_acceptance(info.acceptance_rate, info.is_divergent, acceptance_mean),
+                                   target=target_accept)
         new_step_size = da.log_step_size.exp()
 
         grad = chees_gradient(state.chain.position, info.proposal_position, info.proposal_momentum,
@@ -176,6 +184,16 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float = TAR
         return new_state, stats
 
     return Algorithm(init, step)
+
+
+def _pooled_acceptance(acceptance: Tensor, is_divergent: Tensor, kind: str) -> Tensor:
+    """Cross-chain acceptance statistic for the step size: the arithmetic or harmonic mean over the
+    non-divergent chains (0 when every chain diverged)."""
+    ok = ~is_divergent
+    if not bool(ok.any()):
+        return torch.zeros((), dtype=acceptance.dtype, device=acceptance.device)
+    a = acceptance[ok]
+    return 1.0 / (1.0 / a.clamp_min(1e-10)).mean() if kind == "harmonic" else a.mean()
 
 
 def _shared_step_size(chain, logdensity, metric, step_size, generator) -> Tensor:

@@ -111,7 +111,7 @@ def test_data_blocks_across_threads(dtype, monkeypatch):
     monkeypatch.setattr(fused_mlp, "_available_cpus", lambda: 2)
     model, ld = make(n=200, dtype=dtype)
     ld.parallel_threshold = 0
-    nthreads, blocks, _, _ = ld._plan(3)
+    nthreads, blocks, _ = ld._plan(3)
     assert nthreads == 2 and len(blocks) > 2
     assert_matches(ld, theta_for(model, (3,), dtype))
     assert_matches(ld, theta_for(model, (8,), dtype))  # chains only
