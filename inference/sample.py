@@ -97,7 +97,8 @@ def sample(
 
     Returns:
         A ``SamplePosterior``; ``info`` holds the settings, ``wall_time`` and ``grad_evals`` (gradient
-        evaluations summed over chains, including warm-up and step-size search).
+        evaluations summed over chains, including warm-up and step-size search, made by this call: a
+        resumed run counts only its own).
 
     Example:
         >>> model = BNN(10, [50])

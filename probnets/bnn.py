@@ -139,6 +139,12 @@ class BNN(ProbModel):
         parts += [phi[n].reshape(num, -1) for n in self.likelihood.spec.names]
         return torch.cat(parts, -1)
 
+    def prepare_batch(self, batch: Batch) -> Batch:
+        x, y = super().prepare_batch(batch)
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (n, {self.in_features}), got {tuple(x.shape)}")
+        return x, y
+
     def logdensity(self, batch: Batch, *, temperature: float = 1.0) -> LogDensity:
         """Log posterior; on CPU with a Gaussian likelihood and a fused kernel available for the
         activation, the network's gradient comes from a fused analytic kernel instead of autograd."""

@@ -185,3 +185,21 @@ def test_bad_init():
         inference.sample(target, init=torch.full((2, 2), float("nan")), num_chains=2, progress=False)
     with pytest.raises(ValueError, match="not finite at the initial point"):
         inference.sample(Cliff(), init=torch.full((2, 2), 2.0, dtype=torch.float64), num_chains=2, progress=False)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda x, y: (x, torch.cat([y[:-1], torch.tensor([float("nan")], dtype=y.dtype)])), "y contains"),
+    (lambda x, y: (x, torch.cat([y[:-1], torch.tensor([float("inf")], dtype=y.dtype)])), "y contains"),
+    (lambda x, y: (torch.where(x > 1.5, float("inf"), x), y), "x contains"),
+    (lambda x, y: (x, y[:-2]), "same number of rows"),
+    (lambda x, y: (x[:0], y[:0]), "zero rows"),
+    (lambda x, y: (x[:, :2], y), r"x must have shape \(n, 3\)"),
+    (lambda x, y: (x[:, 0], y), r"x must have shape \(n, d\)"),
+])
+def test_bad_data_is_rejected_before_sampling(mutate, match):
+    from probnets import BNN
+    from tests_support import make_regression
+
+    x, y = make_regression(20, 3)
+    with pytest.raises(ValueError, match=match):
+        inference.sample(BNN(3, [4]), mutate(x, y), num_chains=2, num_warmup=5, num_samples=5, progress=False)
