@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -129,7 +130,8 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _ProgressBar:
-    """tqdm bar with live step size, acceptance rate, divergences and leapfrog steps (refreshed ~4x/s)."""
+    """tqdm bar with live step size, acceptance rate, divergences and leapfrog steps (refreshed ~4x/s on a
+    terminal, every 15 s otherwise)."""
 
     def __init__(self, total: int, start: int, description: str, *, enabled: bool):
         self.enabled = enabled
@@ -138,7 +140,11 @@ class _ProgressBar:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc=description, dynamic_ncols=True, leave=True)
+            # Off a terminal (CI logs, pipes) every refresh is a new line: refresh rarely there.
+            interactive = sys.stderr.isatty()
+            self.refresh_every = 0.25 if interactive else 15.0
+            self.bar = tqdm(total=total, initial=start, desc=description, dynamic_ncols=True, leave=True,
+                            mininterval=self.refresh_every)
 
     def update(self, i: int, stats: dict[str, Tensor], *, warmup: bool) -> None:
         if not self.enabled:
@@ -147,7 +153,7 @@ class _ProgressBar:
             self.divergences += int(stats["diverging"].sum())
         self.bar.update(1)
         now = time.perf_counter()
-        if now - self.last > 0.25:
+        if now - self.last > self.refresh_every:
             self.last = now
             postfix = {"phase": "warmup" if warmup else "sample"}
             if "step_size" in stats:
