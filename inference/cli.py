@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    parser.commands = commands  # packages above the engine (surrogates) add their commands here
 
     fit = commands.add_parser(
         "fit", help="sample a BNN posterior on a data set and write a fit report",
@@ -121,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``probnets`` console script; returns the exit status."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the command line (``parser`` defaults to ``build_parser()``); returns the exit status."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on bad options
     try:
         return args.handler(args, parser)

@@ -1,0 +1,173 @@
+"""``fit_surrogate``: one entry point that fits every surrogate kind to BO data and returns a BoTorch model.
+
+Every kind sees inputs normalised to the unit cube (BoTorch ``Normalize`` with the problem's bounds) and
+standardised outcomes (``Standardize``); both transforms stay attached to the returned model, so its
+posterior is in the units of the observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro.distributions as dist
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.model import Model
+from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch import Tensor
+
+import inference
+from probnets import BNN, Gaussian, LogDensity
+from probnets.validation import check_finite
+from surrogates.ensemble_model import SampleEnsembleModel
+
+
+def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bounds: Tensor | None = None,
+                  warm_start: Tensor | None = None, seed: int = 0, **options) -> Model:
+    """Fit a surrogate of the given kind.
+
+    Args:
+        train_X: Observed inputs, ``n x d``.
+        train_Y: Observed outcomes, ``n x m`` (maximisation convention does not matter here).
+        kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"hmc-bnn"`` (tanh BNN sampled
+            with ChEES-HMC), ``"ensemble"`` (deep ensemble of MAP networks on bootstrap subsets).
+        bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
+        warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
+            the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
+        seed: Seed for every random choice of the fit.
+        **options: Kind-specific settings (see the ``fit_*`` functions).
+
+    Returns:
+        A BoTorch ``Model`` with ``num_outputs == m``.
+    """
+    X, Y = _check_data(train_X, train_Y)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if bounds is not None:
+        bounds = torch.as_tensor(bounds, dtype=X.dtype)
+        if bounds.shape != (2, X.shape[-1]) or not bool((bounds[1] > bounds[0]).all()):
+            raise ValueError(f"bounds must be a 2 x {X.shape[-1]} tensor with upper > lower, got "
+                             f"{tuple(bounds.shape)}")
+    return KINDS[kind](X, Y, bounds=bounds, warm_start=warm_start, seed=seed, **options)
+
+
+def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0) -> Model:
+    """BoTorch's ``SingleTaskGP`` (Matern-5/2 ARD kernel, learned noise) fitted by marginal likelihood."""
+    del warm_start
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        gp = SingleTaskGP(X, Y, input_transform=Normalize(X.shape[-1], bounds=bounds),
+                          outcome_transform=Standardize(Y.shape[-1]))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+    return gp
+
+
+def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, widths=(64, 64),
+                activation: str = "tanh", prior_scale: float = 1.0, noise_scale: float | None = None,
+                method: str = "chees", num_chains: int = 8, num_warmup: int = 200, num_samples: int = 32,
+                warm_start_warmup: int = 100, pretrain_steps: int = 500, progress: bool = False) -> Model:
+    """A tanh BNN on normalised inputs and standardised outcomes, sampled with probnets' ChEES-HMC (or NUTS/HMC).
+
+    Following the BNN-surrogate study's HMC recipe (Li, Rudner and Wilson 2024) the chains start from MAP
+    estimates (``pretrain_steps`` of Adam on the log posterior, one per chain from different prior draws);
+    with ``warm_start`` (the last draws of an earlier ``hmc-bnn`` surrogate of the same architecture) they
+    start at those draws instead and warm up for ``warm_start_warmup`` iterations. The returned model's
+    ``warm_start`` holds this run's last draws, ``num_chains x D``.
+
+    Args:
+        widths: Hidden widths. prior_scale: Normal prior standard deviation of every weight and bias.
+        noise_scale: Fixed noise standard deviation in standardised units; learned under a
+            LogNormal(-1, 1) prior when ``None``.
+        method, num_chains, num_warmup, num_samples: Sampler settings (see ``inference.sample``).
+    """
+    input_tf, outcome_tf, Xn, Yn = _transformed(X, Y, bounds)
+    likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
+    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=dist.Normal(0.0, prior_scale),
+              likelihood=likelihood)
+    generator = torch.Generator().manual_seed(seed)
+    if warm_start is not None and warm_start.shape == (num_chains, bnn.spec.dim):
+        init, warmup = warm_start.to(Xn.dtype), warm_start_warmup
+    else:
+        init, warmup = _map_estimates(bnn, (Xn, Yn), num_chains, pretrain_steps, generator), num_warmup
+    post = inference.sample(bnn, (Xn, Yn), method=method, num_chains=num_chains, num_warmup=warmup,
+                            num_samples=num_samples, seed=seed, init=init, progress=progress,
+                            print_summary=False, check_convergence=False)
+    model = SampleEnsembleModel(bnn, post.samples, input_transform=input_tf, outcome_transform=outcome_tf)
+    model.warm_start = post.samples[:, -1].clone()
+    model.posterior_samples = post
+    return model
+
+
+def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, num_members: int = 10,
+                      widths=(64, 64), activation: str = "tanh", prior_scale: float = 1.0,
+                      subsample: float = 0.8, steps: int = 1000, lr: float = 1e-2) -> Model:
+    """Deep ensemble: ``num_members`` networks, each the MAP estimate on its own random ``subsample`` of the
+    data, trained together as one batched parameter tensor (as in the BNN-surrogate study)."""
+    del warm_start
+    input_tf, outcome_tf, Xn, Yn = _transformed(X, Y, bounds)
+    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=dist.Normal(0.0, prior_scale))
+    generator = torch.Generator().manual_seed(seed)
+    n = Xn.shape[0]
+    keep = max(1, round(subsample * n))
+    mask = torch.zeros(num_members, n, dtype=Xn.dtype)
+    for member in range(num_members):
+        mask[member, torch.randperm(n, generator=generator)[:keep]] = 1.0
+    objective = LogDensity(lambda t: (bnn.log_likelihood(t, (Xn, Yn)) * mask).sum(-1) * (n / keep)
+                           + bnn.log_prior(t), bnn.spec.dim)
+    theta = _adam(objective.value_and_grad, bnn.init_theta(num_members, generator=generator, dtype=Xn.dtype),
+                  steps, lr)
+    return SampleEnsembleModel(bnn, theta, input_transform=input_tf, outcome_transform=outcome_tf)
+
+
+KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "hmc-bnn": fit_hmc_bnn, "ensemble": fit_deep_ensemble}
+
+
+def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
+    for name, value in (("train_X", train_X), ("train_Y", train_Y)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (n x d / n x m), got shape {tuple(value.shape)}")
+        if not torch.is_floating_point(value):
+            raise TypeError(f"{name} must be floating point, got {value.dtype}")
+        check_finite(value, name)
+    if train_X.shape[0] != train_Y.shape[0]:
+        raise ValueError(f"train_X and train_Y must have the same number of rows, got {train_X.shape[0]} and "
+                         f"{train_Y.shape[0]}")
+    if train_X.shape[0] < 2:
+        raise ValueError(f"at least 2 observations are needed to fit a surrogate, got {train_X.shape[0]}")
+    return train_X, train_Y.to(train_X.dtype)
+
+
+def _transformed(X: Tensor, Y: Tensor, bounds):
+    """Fitted Normalize/Standardize transforms (in eval mode) and the transformed data."""
+    input_tf = Normalize(X.shape[-1], bounds=bounds)
+    input_tf.train()
+    input_tf(X)  # learns the data range when bounds is None
+    input_tf.eval()
+    outcome_tf = Standardize(Y.shape[-1])
+    Yn, _ = outcome_tf(Y)
+    outcome_tf.eval()
+    return input_tf, outcome_tf, input_tf(X), Yn
+
+
+def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, steps: int,
+          lr: float) -> Tensor:
+    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent."""
+    theta = theta.clone()
+    opt = torch.optim.Adam([theta], lr=lr)
+    for _ in range(steps):
+        _, grad = value_and_grad(theta)
+        theta.grad = -torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        opt.step()
+    return theta
+
+
+def _map_estimates(bnn: BNN, batch, num_chains: int, steps: int, generator: torch.Generator) -> Tensor:
+    theta = bnn.init_theta(num_chains, generator=generator, dtype=batch[0].dtype)
+    if steps == 0:
+        return theta
+    return _adam(bnn.logdensity(batch).value_and_grad, theta, steps, 1e-2)

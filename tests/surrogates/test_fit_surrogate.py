@@ -1,0 +1,73 @@
+"""Every surrogate kind passes the surrogate contract; fit_surrogate's input checks; HMC warm starts."""
+
+import pytest
+import torch
+from botorch.posteriors.ensemble import EnsemblePosterior
+from surrogate_contract import BOUNDS, SurrogateContract, toy_data
+
+from probnets import BNN
+from surrogates import SampleEnsembleModel, fit_surrogate
+
+TINY_HMC = {"widths": (16,), "num_chains": 4, "num_warmup": 60, "num_samples": 8, "pretrain_steps": 100}
+
+
+class TestGP(SurrogateContract):
+    kind = "gp"
+
+
+class TestHMCBNN(SurrogateContract):
+    kind = "hmc-bnn"
+    options = TINY_HMC
+
+
+class TestDeepEnsemble(SurrogateContract):
+    kind = "ensemble"
+    options = {"widths": (16,), "num_members": 4, "steps": 300}
+
+
+def test_sample_ensemble_model_matches_predict_f():
+    bnn = BNN(2, (5,))
+    theta = bnn.init_theta(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = SampleEnsembleModel(bnn, theta)
+    X = torch.randn(3, 4, 2, dtype=torch.float64)
+    post = model.posterior(X)
+    assert isinstance(post, EnsemblePosterior)
+    values = post.values                                   # 3 x 6 x 4 x 1
+    assert values.shape == (3, 6, 4, 1)
+    for b in range(3):
+        torch.testing.assert_close(values[b], bnn.predict_f(theta, X[b]))
+    torch.testing.assert_close(post.mean, values.mean(-3))
+
+
+def test_weighted_members():
+    bnn = BNN(1, (3,))
+    theta = bnn.init_theta(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model = SampleEnsembleModel(bnn, theta, log_weights=torch.tensor([0.0, -1e9, -1e9], dtype=torch.float64))
+    x = torch.linspace(-1, 1, 5, dtype=torch.float64).unsqueeze(-1)
+    torch.testing.assert_close(model.posterior(x).mean, bnn.predict_f(theta[0], x))
+    with pytest.raises(ValueError, match="log_weights"):
+        SampleEnsembleModel(bnn, theta, log_weights=torch.zeros(2))
+
+
+def test_hmc_warm_start_is_used():
+    X, Y = toy_data(torch.float64)
+    first = fit_surrogate(X, Y[:, :1], "hmc-bnn", bounds=BOUNDS, **TINY_HMC)
+    assert first.warm_start.shape == (4, first.model.spec.dim)
+    second = fit_surrogate(X, Y[:, :1], "hmc-bnn", bounds=BOUNDS, warm_start=first.warm_start,
+                           warm_start_warmup=20, **TINY_HMC)
+    assert second.posterior_samples.info["num_warmup"] == 20
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(train_X=torch.full((5, 2), float("nan"))), "train_X"),
+    (dict(train_Y=torch.tensor([[1.0], [float("nan")], [0.0], [1.0], [2.0]])), "train_Y"),
+    (dict(train_Y=torch.zeros(4, 1)), "same number of rows"),
+    (dict(train_X=torch.zeros(5)), "train_X must be 2-D"),
+    (dict(kind="forest"), "kind must be one of"),
+    (dict(bounds=torch.zeros(2, 3)), "bounds"),
+])
+def test_bad_input(bad, match):
+    args = dict(train_X=torch.rand(5, 2), train_Y=torch.rand(5, 1), kind="gp", bounds=None)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        fit_surrogate(args.pop("train_X"), args.pop("train_Y"), args.pop("kind"), **args)
