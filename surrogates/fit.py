@@ -21,7 +21,9 @@ from torch import Tensor
 
 import inference
 from probnets import BNN, Gaussian, LogDensity
+from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
+from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
 
 
@@ -32,8 +34,9 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
     Args:
         train_X: Observed inputs, ``n x d``.
         train_Y: Observed outcomes, ``n x m`` (maximisation convention does not matter here).
-        kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"hmc-bnn"`` (tanh BNN sampled
-            with ChEES-HMC), ``"ensemble"`` (deep ensemble of MAP networks on bootstrap subsets).
+        kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"ibnn"`` (GP with an
+            infinite-width network kernel), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC), ``"ensemble"``
+            (deep ensemble of MAP networks on random subsets).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -54,15 +57,27 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
     return KINDS[kind](X, Y, bounds=bounds, warm_start=warm_start, seed=seed, **options)
 
 
-def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0) -> Model:
-    """BoTorch's ``SingleTaskGP`` (Matern-5/2 ARD kernel, learned noise) fitted by marginal likelihood."""
+def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, covar_module=None) -> Model:
+    """BoTorch's ``SingleTaskGP`` (Matern-5/2 ARD kernel unless ``covar_module`` is given, learned noise)
+    fitted by marginal likelihood."""
     del warm_start
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        gp = SingleTaskGP(X, Y, input_transform=Normalize(X.shape[-1], bounds=bounds),
+        gp = SingleTaskGP(X, Y, covar_module=covar_module, input_transform=Normalize(X.shape[-1], bounds=bounds),
                           outcome_transform=Standardize(Y.shape[-1]))
         fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
     return gp
+
+
+def fit_ibnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, depth: int = 3,
+             activation: str = "relu", weight_var: float = 10.0, bias_var: float = 1.5) -> Model:
+    """Infinite-width BNN (I-BNN): a GP whose kernel is the NNGP of a ``depth``-layer network
+    (``probnets.kernels.NNGPKernel``), starting from the BNN-surrogate study's variances (10 and 1.5) and
+    fitted by marginal likelihood."""
+    # SingleTaskGP models m > 1 outputs as a batch of m independent GPs: one kernel per output.
+    batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+    kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, batch_shape=batch_shape).to(X)
+    return fit_gp(X, Y, bounds=bounds, warm_start=warm_start, seed=seed, covar_module=kernel)
 
 
 def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, widths=(64, 64),
@@ -122,7 +137,8 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
     return SampleEnsembleModel(bnn, theta, input_transform=input_tf, outcome_transform=outcome_tf)
 
 
-KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "hmc-bnn": fit_hmc_bnn, "ensemble": fit_deep_ensemble}
+KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "dkl": fit_dkl, "hmc-bnn": fit_hmc_bnn,
+                                          "ensemble": fit_deep_ensemble}
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,15 @@ class TestGP(SurrogateContract):
     kind = "gp"
 
 
+class TestIBNN(SurrogateContract):
+    kind = "ibnn"
+
+
+class TestDKL(SurrogateContract):
+    kind = "dkl"
+    options = {"widths": (16, 8), "steps": 200}
+
+
 class TestHMCBNN(SurrogateContract):
     kind = "hmc-bnn"
     options = TINY_HMC
