@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
+import numpy as np
 import pyro.distributions as dist
 import torch
+from scipy import special
 from torch import Tensor
 from torch.distributions import constraints
 
@@ -47,6 +49,10 @@ class Likelihood(ABC):
     def prepare_targets(self, y: Tensor) -> Tensor:
         """Validate ``y`` and bring it into the shape ``log_prob`` expects."""
         return y
+
+    def validate_phi(self, phi: dict[str, Tensor], f_shape: torch.Size) -> None:
+        """Check the likelihood parameters of a predictive with latent draws of shape ``f_shape``
+        (``S x n x m``); raises ``ValueError`` naming the entry. Nothing to check by default."""
 
     def log_prob(self, f: Tensor, y: Tensor, phi: dict[str, Tensor]) -> Tensor:
         """Per-datum log-likelihood ``(..., n)`` of prepared targets ``y`` under latent ``f`` ``(..., n, m)``."""
@@ -118,13 +124,7 @@ class Gaussian(Likelihood):
         return {self.PARAM: start.expand(num).clone()}
 
     def prepare_targets(self, y):
-        if y.dim() == 1:
-            y = y.unsqueeze(-1)
-        if y.dim() != 2:
-            raise ValueError(f"y must have shape (n,) or (n, m), got {tuple(y.shape)}")
-        if not torch.is_floating_point(y):
-            y = y.to(torch.get_default_dtype())
-        return y
+        return _regression_targets(y)
 
     def distribution(self, f, phi):
         scale = self.scale(phi)
@@ -141,6 +141,83 @@ class Gaussian(Likelihood):
             log_scale = math.log(scale)
         z = (y - f) / scale
         return (-0.5 * z * z - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class NormalMarginal(Likelihood):
+    """Closed-form Gaussian predictive per draw: ``y ~ Normal(f, scale)`` with a scale per draw, point and output.
+
+    The per-draw predictive of GP-type models (exact GPs, scale mixtures of NNGPs): ``f`` is the predictive
+    mean and ``phi["scale"]`` (``S x n x m``, positive, already constrained) the predictive standard deviation
+    of ``y``, latent variance and observation noise together. The scales are not sampled parameters
+    (``spec`` is empty): this likelihood describes predictives, not a model to sample.
+
+    Example:
+        >>> pred = Predictive(mu.expand(1, n, 1), NormalMarginal(), {"scale": sd.expand(1, n, 1)})
+    """
+
+    task = "regression"
+
+    def num_latent(self, num_outputs):
+        return num_outputs
+
+    def prepare_targets(self, y):
+        return _regression_targets(y)
+
+    def validate_phi(self, phi, f_shape):
+        _check_scale(phi, f_shape)
+
+    def distribution(self, f, phi):
+        return dist.Normal(f, phi["scale"].to(f.dtype), validate_args=False)
+
+
+class StudentTMarginal(Likelihood):
+    """Closed-form Student-t predictive per draw: ``y ~ StudentT(df, f, scale)``.
+
+    The per-draw predictive of Student-t processes: ``f`` is the location, ``phi["scale"]`` (``S x n x m``,
+    positive) the scale and ``phi["df"]`` (``S``, positive) the degrees of freedom of each draw. Like
+    :class:`NormalMarginal` it describes predictives only (``spec`` is empty). The predictive mean needs
+    ``df > 1`` and the variance ``df > 2`` (``Predictive`` raises, resp. returns ``inf``, otherwise); ``cdf``,
+    quantiles and sampling work for every ``df``.
+    """
+
+    task = "regression"
+
+    def num_latent(self, num_outputs):
+        return num_outputs
+
+    def prepare_targets(self, y):
+        return _regression_targets(y)
+
+    def validate_phi(self, phi, f_shape):
+        _check_scale(phi, f_shape)
+        df = phi.get("df")
+        if df is None or df.shape != f_shape[:1]:
+            raise ValueError(f"phi['df'] must have shape ({f_shape[0]},) (one value per draw), got "
+                             f"{None if df is None else tuple(df.shape)}")
+        if not bool(((df > 0) & ~torch.isnan(df)).all()):
+            raise ValueError("phi['df'] must be positive (the degrees of freedom of every draw)")
+
+    def distribution(self, f, phi):
+        df = phi["df"].to(f.dtype)[..., None, None]
+        return StudentTWithCDF(df, f, phi["scale"].to(f.dtype), validate_args=False)
+
+
+class StudentTWithCDF(dist.StudentT):
+    """Student-t distribution with ``cdf`` and ``icdf`` (torch's has neither).
+
+    Both are evaluated by scipy's ``stdtr``/``stdtrit`` in float64 on the CPU and returned in the dtype and
+    device of ``value``; they carry no gradient (they serve CDFs, quantiles and inverse-CDF sampling).
+    ``value`` broadcasts against the batch shape as in ``log_prob``.
+    """
+
+    def cdf(self, value: Tensor) -> Tensor:
+        t = (value - self.loc) / self.scale
+        return _from_numpy(special.stdtr(_to_numpy(self.df.expand(t.shape)), _to_numpy(t)), t)
+
+    def icdf(self, value: Tensor) -> Tensor:
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        z = _from_numpy(special.stdtrit(_to_numpy(self.df.expand(shape)), _to_numpy(value.expand(shape))), self.loc)
+        return self.loc + self.scale * z
 
 
 class Bernoulli(Likelihood):
@@ -198,6 +275,35 @@ class Categorical(Likelihood):
 
     def log_prob(self, f, y, phi):
         return torch.log_softmax(f, -1).gather(-1, y.expand(*f.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+def _regression_targets(y: Tensor) -> Tensor:
+    """Regression targets as ``n x m`` floats."""
+    if y.dim() == 1:
+        y = y.unsqueeze(-1)
+    if y.dim() != 2:
+        raise ValueError(f"y must have shape (n,) or (n, m), got {tuple(y.shape)}")
+    if not torch.is_floating_point(y):
+        y = y.to(torch.get_default_dtype())
+    return y
+
+
+def _check_scale(phi: dict[str, Tensor], f_shape: torch.Size) -> None:
+    """``phi["scale"]`` must be positive and of shape ``S x n x m`` (or broadcast to it along the outputs)."""
+    scale = phi.get("scale")
+    if scale is None or scale.dim() != 3 or scale.shape[:2] != f_shape[:2] or scale.shape[2] not in (1, f_shape[2]):
+        raise ValueError(f"phi['scale'] must have shape {tuple(f_shape)} (one scale per draw, point and output), "
+                         f"got {None if scale is None else tuple(scale.shape)}")
+    if not bool((scale > 0).all()):
+        raise ValueError("phi['scale'] must be positive (NaN and non-positive scales are not allowed)")
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _from_numpy(a: np.ndarray, like: Tensor) -> Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float64)).to(like.device, like.dtype)
 
 
 def _typical_value(d: torch.distributions.Distribution) -> Tensor:

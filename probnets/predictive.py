@@ -19,12 +19,18 @@ class Predictive:
     Args:
         f: Latent function draws, ``S x n x m``.
         likelihood: The observation model turning each draw into a distribution over ``y``.
-        phi: Likelihood parameters per draw (unconstrained), each of shape ``S``.
+        phi: Likelihood parameters: each entry holds one value per draw (shape ``S``, e.g. an unconstrained
+            noise scale) or one per draw and point (shape ``S x n x ...``, e.g. the predictive scale of a
+            closed-form GP predictive under :class:`~probnets.likelihoods.NormalMarginal`).
         log_weights: Optional (unnormalised) log importance weights, ``S``; uniform when ``None``.
 
     Regression shapes: ``mean``, ``variance``, ``cdf`` are ``n x m``; ``quantile(q)`` is
     ``len(q) x n x m``. Classification: ``probs`` is ``n x K``; ``mean`` is ``n x m`` (for Bernoulli
     the probability of class 1). ``log_prob(y)`` is ``n`` in both cases.
+
+    Regression moments are those of ``y``, from the per-draw distribution's own mean and variance (for a
+    Student-t per draw: a ``ValueError`` when they are undefined, ``df <= 1``, and an ``inf`` variance for
+    ``1 < df <= 2``).
     """
 
     f: Tensor
@@ -47,6 +53,10 @@ class Predictive:
         for name, value in self.phi.items():
             if value.shape[:1] != self.f.shape[:1]:
                 raise ValueError(f"phi[{name!r}] must have one entry per draw ({self.f.shape[0]}), got {tuple(value.shape)}")
+            if value.dim() >= 2 and value.shape[1] != self.f.shape[1]:
+                raise ValueError(f"phi[{name!r}] has per-point entries, so its shape must start with "
+                                 f"({self.f.shape[0]}, {self.f.shape[1]}), got {tuple(value.shape)}")
+        self.likelihood.validate_phi(self.phi, self.f.shape)
 
     @property
     def num_draws(self) -> int:
@@ -68,7 +78,20 @@ class Predictive:
         return self.likelihood.distribution(self.f, self.phi)
 
     def _wsum(self, values: Tensor) -> Tensor:
-        return torch.tensordot(self.weights, values, dims=([0], [0]))
+        w = self.weights
+        if not bool((w > 0).all()):  # drop zero-weight draws, so that their inf moments give no 0 * inf
+            values, w = values[w > 0], w[w > 0]
+        return torch.tensordot(w, values, dims=([0], [0]))
+
+    def _component_moment(self, name: str) -> Tensor:
+        """Per-draw mean or variance of ``y``, ``S x n x m``; a ``ValueError`` where it is undefined (NaN)."""
+        value = getattr(self.distribution(), name).expand_as(self.f)
+        undefined = torch.isnan(value) & ~torch.isnan(self.f)
+        if bool(undefined.any()):
+            raise ValueError(f"the predictive {name} is undefined: {int(undefined.sum())} per-draw "
+                             f"{type(self.distribution()).__name__} distributions have no finite {name} "
+                             "(a Student-t needs df > 1 for its mean and df > 2 for a finite variance)")
+        return value
 
     @property
     def is_classification(self) -> bool:
@@ -90,7 +113,7 @@ class Predictive:
             if self.f.shape[-1] == 1:
                 return self.probs[:, 1:]
             return self.probs
-        return self._wsum(self.f)
+        return self._wsum(self._component_moment("mean"))
 
     @property
     def variance(self) -> Tensor:
@@ -98,9 +121,9 @@ class Predictive:
         if self.is_classification:
             p = self.mean
             return p * (1 - p)
-        d = self.distribution()
-        second = self._wsum(d.variance.expand_as(self.f) + self.f**2)
-        return (second - self.mean**2).clamp_min(0)
+        means = self._component_moment("mean")
+        second = self._wsum(self._component_moment("variance") + means**2)
+        return (second - self._wsum(means) ** 2).clamp_min(0)
 
     @property
     def stddev(self) -> Tensor:
@@ -133,33 +156,37 @@ class Predictive:
     def quantile(self, q: float | Sequence[float] | Tensor, *, rtol: float = 1e-7, chunk_size: int = 256) -> Tensor:
         """Quantiles of the mixture by bisection on its CDF, ``len(q) x n x m`` (regression only).
 
-        The bracket starts at the components' extremes +- 10 standard deviations and is halved until its
-        width is below ``rtol`` times the initial width (at most 64 halvings); points are processed in
-        chunks of ``chunk_size`` to bound memory (``len(q) x S x chunk_size x m``).
+        The mixture's ``q``-quantile lies between the smallest and the largest ``q``-quantile of its
+        components (the per-draw distributions' ``icdf``), which brackets the bisection; the bracket is
+        halved until its width is below ``rtol`` times the initial width (at most 64 halvings). Points are
+        processed in chunks of ``chunk_size`` to bound memory (``len(q) x S x chunk_size x m``); per-point
+        entries of ``phi`` are sliced with them.
         """
         self._require_regression("quantile")
         q = torch.as_tensor(q, dtype=self.f.dtype, device=self.f.device).reshape(-1)
         if bool(((q <= 0) | (q >= 1)).any()):
             raise ValueError(f"q must lie strictly inside (0, 1), got {q.tolist()}")
-        sd = self.distribution().stddev.expand_as(self.f)
         w = self.weights
         qq = q[:, None, None]
         out = []
         for rows in torch.arange(self.f.shape[1], device=self.f.device).split(chunk_size):
-            f, s = self.f[:, rows], sd[:, rows]
-            lo = (f - 10 * s).min(0).values.expand(len(q), -1, -1).clone()
-            hi = (f + 10 * s).max(0).values.expand(len(q), -1, -1).clone()
-            width = (hi - lo).clamp_min(torch.finfo(f.dtype).tiny)
-            normal = torch.distributions.Normal(f, s)
+            d = self.likelihood.distribution(self.f[:, rows], self._phi_at(rows))
+            component_q = d.icdf(q.reshape(-1, 1, 1, 1).expand(-1, *d.batch_shape))  # q x S x chunk x m
+            lo, hi = component_q.min(1).values, component_q.max(1).values
+            width = (hi - lo).clamp_min(torch.finfo(self.f.dtype).tiny)
             for _ in range(64):
                 mid = 0.5 * (lo + hi)
-                below = torch.einsum("s,qsnm->qnm", w, normal.cdf(mid[:, None])) < qq
+                below = torch.einsum("s,qsnm->qnm", w, d.cdf(mid[:, None])) < qq
                 lo = torch.where(below, mid, lo)
                 hi = torch.where(below, hi, mid)
                 if bool(((hi - lo) <= rtol * width).all()):
                     break
             out.append(0.5 * (lo + hi))
         return torch.cat(out, 1)
+
+    def _phi_at(self, rows: Tensor) -> dict[str, Tensor]:
+        """``phi`` restricted to the points ``rows`` (per-draw entries are kept whole)."""
+        return {k: v[:, rows] if v.dim() >= 2 else v for k, v in self.phi.items()}
 
     def interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
         """Central predictive interval with probability ``level``: (lower, upper), each ``n x m``."""
@@ -178,9 +205,13 @@ class Predictive:
         if isinstance(d, torch.distributions.Normal):
             eps = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype, device=d.loc.device)
             return d.loc + d.scale * eps
-        if not isinstance(d, (torch.distributions.Bernoulli, torch.distributions.Categorical)):
-            raise NotImplementedError(f"sampling from a {type(d).__name__} likelihood is not implemented")
         u = torch.rand(d.batch_shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
+        if not isinstance(d, (torch.distributions.Bernoulli, torch.distributions.Categorical)):
+            try:  # inverse CDF, e.g. Student-t (u = 0 would map to -inf)
+                return d.icdf(u.clamp_min(torch.finfo(u.dtype).tiny))
+            except NotImplementedError:
+                raise NotImplementedError(f"sampling from a {type(d).__name__} likelihood needs its icdf, "
+                                          "which it does not implement") from None
         if isinstance(d, torch.distributions.Bernoulli):
             return (u < d.probs).to(self.f.dtype)
         cum = d.probs.cumsum(-1)
