@@ -105,7 +105,7 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
             model = fit_surrogate(result.X, result.Y, surrogate, bounds=problem.bounds, seed=seed * 100003 + it,
                                   warm_start=warm_start, **(surrogate_options or {}))
             fit_done = time.perf_counter()
-            acq = _acquisition(acquisition, model, result.X, problem)
+            acq = make_acquisition(acquisition, model, result.X, problem)
             candidates, _ = optimize_acqf(acq, problem.bounds, q=q, num_restarts=num_restarts,
                                           raw_samples=raw_samples)
             acq_done = time.perf_counter()
@@ -140,7 +140,8 @@ def _best(problem: Problem, Y: Tensor) -> float:
     return float(DominatedPartitioning(ref_point=problem.ref_point, Y=Y).compute_hypervolume())
 
 
-def _acquisition(name: str, model, X_baseline: Tensor, problem: Problem):
+def make_acquisition(name: str, model, X_baseline: Tensor, problem: Problem):
+    """The named BoTorch acquisition function for ``model`` given the evaluated points ``X_baseline``."""
     if name == "qlognei":
         return qLogNoisyExpectedImprovement(model, X_baseline, prune_baseline=True)
     if name == "qlogei":

@@ -1,0 +1,158 @@
+"""BO benchmark: every surrogate kind on Branin, Hartmann-6, Ackley-10 and a high-dimensional non-stationary
+problem (a draw from a random tanh network), several seeds, in one run.
+
+Reports final log10 regret (or best value where the optimum is unknown), mean fit and acquisition time per
+iteration, and saves regret curves (one PNG per problem), JSON and a markdown table to
+``benchmarks/results/bo.{json,md}`` and ``benchmarks/results/bo_<problem>.png``.
+
+A second section times one HMC-BNN BO iteration (fit + acquisition) at 25, 50 and 100 observations on
+Hartmann-6, for the target "an HMC-BNN iteration takes at most 10 s on 2 cores at up to 100 observations".
+
+Usage:
+    python benchmarks/bo.py                      # full: 5 seeds, study iteration counts (long)
+    python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
+    python benchmarks/bo.py --quick              # tiny, to check the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from botorch.optim import optimize_acqf
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from surrogates import KINDS, fit_surrogate, get_problem, run_bo  # noqa: E402
+from surrogates.bo import make_acquisition  # noqa: E402
+from surrogates.plots import plot_regret  # noqa: E402
+
+#: (problem, n_init, q, iterations, dim) following the BNN-surrogate study (q reduced to 1-4 for CPU time).
+PROBLEMS = [("branin", 10, 1, 20, None), ("hartmann6", 10, 2, 20, None), ("ackley10", 10, 2, 20, None),
+            ("bnn-draw", 20, 2, 15, 50)]
+
+
+def bo_section(args) -> list[dict]:
+    rows, results = [], {}
+    for name, n_init, q, iterations, dim in PROBLEMS:
+        problem = get_problem(name, dim=dim, seed=0)
+        iterations = args.iterations or iterations
+        for surrogate in args.surrogates:
+            for seed in args.seeds:
+                start = time.perf_counter()
+                result = run_bo(problem, surrogate, q=q, n_init=n_init, iterations=iterations, seed=seed,
+                                progress=False, surrogate_options=_options(surrogate, args.quick))
+                wall = time.perf_counter() - start
+                results.setdefault(problem.name, []).append(result)
+                rows.append(dict(
+                    problem=problem.name, surrogate=surrogate, seed=seed, evaluations=int(result.X.shape[0]),
+                    best=result.best[-1],
+                    log10_regret=None if result.regret is None else math.log10(max(result.regret[-1], 1e-12)),
+                    fit_time=statistics.mean(result.fit_time) if result.fit_time else 0.0,
+                    acq_time=statistics.mean(result.acq_time) if result.acq_time else 0.0, wall_time=wall,
+                    curve=result.regret if result.regret is not None else result.best))
+                print({k: v for k, v in rows[-1].items() if k != "curve"}, flush=True)
+    for name, runs in results.items():
+        plot_regret(runs, Path(args.out) / f"bo_{name}.png", title=f"{name}: median and range over seeds")
+    return rows
+
+
+def hmc_iteration_section(args) -> list[dict]:
+    """Fit + acquisition time of one HMC-BNN BO iteration on Hartmann-6 at growing data sizes."""
+    problem = get_problem("hartmann6")
+    rows = []
+    for n in (25, 50, 100) if not args.quick else (10,):
+        g = torch.Generator().manual_seed(n)
+        X = problem.bounds[0] + torch.rand(n, problem.dim, generator=g, dtype=torch.float64) * (
+            problem.bounds[1] - problem.bounds[0])
+        Y = problem(X)
+        options = _options("hmc-bnn", args.quick)
+        for phase, warm in (("cold start (MAP pre-training)", None), ("warm start (previous draws)", "warm")):
+            warm_start = None
+            if warm:
+                warm_start = fit_surrogate(X, Y, "hmc-bnn", bounds=problem.bounds, seed=1, **options).warm_start
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                start = time.perf_counter()
+                model = fit_surrogate(X, Y, "hmc-bnn", bounds=problem.bounds, seed=0, warm_start=warm_start,
+                                      **options)
+                fit_done = time.perf_counter()
+                acquisition = make_acquisition("qlognei", model, X, problem)
+                optimize_acqf(acquisition, problem.bounds, q=1, num_restarts=4, raw_samples=64)
+                done = time.perf_counter()
+            rows.append(dict(n=n, phase=phase, fit_time=fit_done - start, acq_time=done - fit_done,
+                             iteration_time=done - start))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _options(surrogate: str, quick: bool) -> dict:
+    if not quick:
+        return {}
+    return {"hmc-bnn": {"widths": (16,), "num_chains": 4, "num_warmup": 30, "num_samples": 8,
+                        "pretrain_steps": 30},
+            "ensemble": {"widths": (16,), "num_members": 3, "steps": 50},
+            "dkl": {"widths": (16, 8), "steps": 30}}.get(surrogate, {})
+
+
+def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
+    lines = ["# BO benchmark", "", f"Machine: {meta['cpus']} CPUs; torch {meta['torch']}; seeds {meta['seeds']}.",
+             "", "## Final log10 regret (median over seeds; best value where the optimum is unknown)", "",
+             "| problem | surrogate | runs | evaluations | median final | worst final | fit s/iter | acq s/iter |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in bo_rows:
+        groups.setdefault((r["problem"], r["surrogate"]), []).append(r)
+    for (problem, surrogate), rs in groups.items():
+        key = "log10_regret" if rs[0]["log10_regret"] is not None else "best"
+        values = [r[key] for r in rs]
+        worst = max(values) if key == "log10_regret" else min(values)
+        lines.append(f"| {problem} | {surrogate} | {len(rs)} | {rs[0]['evaluations']} | "
+                     f"{statistics.median(values):.3f} ({key}) | {worst:.3f} | "
+                     f"{statistics.mean(r['fit_time'] for r in rs):.2f} | {statistics.mean(r['acq_time'] for r in rs):.2f} |")
+    lines += ["", "## One HMC-BNN iteration on Hartmann-6 (target: <= 10 s at up to 100 observations)", "",
+              "| observations | start | fit s | acquisition s | iteration s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['n']} | {r['phase']} | {r['fit_time']:.2f} | {r['acq_time']:.2f} | {r['iteration_time']:.2f} |"
+              for r in hmc_rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--surrogates", default=",".join(KINDS), help=f"comma-separated subset of {list(KINDS)}")
+    parser.add_argument("--iterations", type=int, help="override every problem's iteration count")
+    parser.add_argument("--quick", action="store_true", help="tiny settings to smoke-test the script")
+    parser.add_argument("--skip-bo", action="store_true", help="only time HMC-BNN iterations")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.surrogates = args.surrogates.split(",")
+    unknown = [s for s in args.surrogates if s not in KINDS]
+    if unknown:
+        parser.error(f"unknown surrogates {unknown}; choose from {list(KINDS)}")
+    if args.quick:
+        args.seeds, args.iterations = args.seeds[:1], args.iterations or 1
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    meta = dict(cpus=os.cpu_count(), torch=torch.__version__, seeds=args.seeds, surrogates=args.surrogates)
+    hmc_rows = hmc_iteration_section(args)
+    bo_rows = [] if args.skip_bo else bo_section(args)
+    stem = "bo_quick" if args.quick else "bo"
+    (Path(args.out) / f"{stem}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
+                                                            indent=1))
+    markdown = _markdown(bo_rows, hmc_rows, meta)
+    (Path(args.out) / f"{stem}.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
