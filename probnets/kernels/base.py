@@ -39,6 +39,12 @@ def expand_right(value: float | Tensor, num_dims: int) -> float | Tensor:
     return value.reshape(*value.shape, *(1,) * num_dims) if isinstance(value, Tensor) else value
 
 
+def batch_numel(x1: Tensor, x2: Tensor, *hyperparameters: float | Tensor) -> int:
+    """Number of matrices in a batch: the broadcast batch shape of ``x1``, ``x2`` and the hyperparameters."""
+    shapes = [h.shape for h in hyperparameters if isinstance(h, Tensor)]
+    return torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], *shapes).numel()
+
+
 class NetworkKernel(Kernel):
     """Base of NNGP-type kernels: ``depth`` hidden layers with an activation, and positive hyperparameters
     ``weight_var`` and ``bias_var`` (each of shape ``batch_shape``) shared by all layers.

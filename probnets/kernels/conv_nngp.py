@@ -16,11 +16,13 @@ As the channel counts go to infinity the output is a GP. With the pixel-pair cov
     K_out = sigma_b^2 + sigma_w^2 mean_p F_depth(p, p)              ("flatten")
 
 Cost per image pair with ``P = H W`` pixels: the GAP readout needs the full ``P x P`` pixel covariance,
-``O(P^2 (C + 9 depth))`` time and memory; the flatten readout only its diagonal (the recursion maps diagonal
-to diagonal), ``O(P (C + 9 depth))``. Pairs are processed in chunks of rows of ``x1`` holding at most
-``max_chunk_elements`` entries, and with gradients enabled each chunk is checkpointed (recomputed in the
-backward pass), so memory stays bounded by one chunk. Keep GAP to small images: 8x8 digits give
-``P^2 = 4096`` entries per pair. The dual activations allocate about ten temporaries of a chunk's size.
+``O(P^2 (C + depth))`` time and memory; the flatten readout only its diagonal (the recursion maps diagonal
+to diagonal), ``O(P (C + depth))``. Keep GAP to small images: 8x8 digits give ``P^2 = 4096`` entries per
+pair, and the 200 x 200 matrix of 8x8 single-channel images at depth 2 takes about 10 s on one CPU core
+(flatten: 0.2 s). Pairs are processed in chunks of rows of ``x1`` holding at most ``max_chunk_elements``
+entries (at least one row), and with gradients enabled each chunk is checkpointed (recomputed in the backward
+pass), so memory stays bounded by one chunk; the dual activations allocate about ten temporaries of a chunk's
+size.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from probnets.kernels.base import NetworkKernel, check_inputs, expand_right
+from probnets.kernels.base import NetworkKernel, batch_numel, check_inputs, expand_right
 from probnets.kernels.nngp import DualActivation, dual_activation, pointwise_dual
 from probnets.validation import check_positive_float, check_positive_int
 
@@ -47,18 +49,35 @@ def check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     return tuple(check_positive_int(s, "image_shape") for s in image_shape)
 
 
-def _shift_sum(t: Tensor, num_spatial: int) -> Tensor:
-    """Sum of ``t`` over the nine 3x3 offsets applied jointly to every pixel index, zero outside the image.
+def _box_sum(t: Tensor) -> Tensor:
+    """Sum over the 3x3 neighbourhood of every pixel, zero outside the image: ``... x H x W``."""
+    height, width = t.shape[-2:]
+    flat = t.reshape(-1, 1, height, width)
+    return 9 * F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=True).reshape(t.shape)
 
-    ``t`` ends in ``H x W`` (``num_spatial = 2``) or ``H x W x H x W`` (``num_spatial = 4``)."""
-    sizes = t.shape[-num_spatial:]
-    padded = F.pad(t, (1, 1) * num_spatial)
-    total = 0
-    for dh in range(3):
-        for dw in range(3):
-            index = (slice(dh, dh + sizes[0]), slice(dw, dw + sizes[1])) * (num_spatial // 2)
-            total = total + padded[(..., *index)]
-    return total
+
+def _joint_shift_sum(t: Tensor, size: int, dim: int) -> Tensor:
+    """Sum over shifts by -1, 0, 1 applied to both pixels of a pair along one image axis.
+
+    Along ``dim``, ``t`` holds the pair ``(a, a')`` of a zero-padded axis flattened as ``a (size + 2) + a'``;
+    moving both by one is a shift by ``size + 3``, so the sum is three contiguous slices. Returns ``dim``
+    replaced by the interior pairs ``size x size``."""
+    step = size + 3
+    length = t.shape[dim] - 2 * step
+    total = t.narrow(dim, 0, length) + t.narrow(dim, step, length) + t.narrow(dim, 2 * step, length)
+    # Entry j is the interior pair (a, a') with j = a (size + 2) + a'; pad the two missing tail entries to
+    # unflatten, then drop the columns a' >= size.
+    total = F.pad(total, (0, 0) * (-dim - 1) + (0, 2))
+    return total.unflatten(dim, (size, size + 2)).narrow(dim, 0, size)
+
+
+def _pair_box_sum(t: Tensor) -> Tensor:
+    """``_box_sum`` applied jointly to both pixels of the pixel pairs in ``t``: ``... x H x H x W x W`` with
+    the pixel pair laid out as ``(h, h', w, w')``."""
+    *batch, height, _, width, _ = t.shape
+    padded = F.pad(t, (1, 1) * 4).reshape(*batch, (height + 2) ** 2, (width + 2) ** 2)
+    summed = _joint_shift_sum(padded, width, -1)
+    return _joint_shift_sum(summed.flatten(-2), height, -2).unflatten(-1, (width, width))
 
 
 def _pixel_variances(images: Tensor, depth: int, weight_var, bias_var, dual: DualActivation) -> list[Tensor]:
@@ -69,7 +88,7 @@ def _pixel_variances(images: Tensor, depth: int, weight_var, bias_var, dual: Dua
     for _ in range(depth):
         if variances:
             feature = pointwise_dual(dual, variances[-1], variances[-1], variances[-1])
-        variances.append(b + w / 9 * _shift_sum(feature, 2))
+        variances.append(b + w / 9 * _box_sum(feature))
     return variances
 
 
@@ -77,19 +96,18 @@ def _readout(g0: Tensor, side1: list[Tensor], side2: list[Tensor], weight_var, b
              gap: bool) -> Tensor:
     """Run the layer recursion from the input pixel covariance ``g0`` to the readout; returns ``...``.
 
-    GAP: ``g0`` is ``... x H x W x H x W``; the per-layer pixel variances of the two sides are laid out for
-    ``dual`` on the ``... x P x P`` view (``P = H W``). Flatten: ``g0`` and the variances broadcast as
-    ``... x H x W``.
+    GAP: ``g0`` is ``... x H x H x W x W`` (pixel pairs ``(h, h', w, w')``) and the per-layer pixel variances of
+    the two sides broadcast as ``... x H x 1 x W`` and ``... x 1 x H x W`` in ``dual``'s outer-product
+    convention. Flatten: ``g0`` and the variances broadcast as ``... x H x W``.
     """
     spatial = 4 if gap else 2
     w, b = expand_right(weight_var, spatial), expand_right(bias_var, spatial)
     feature = g0
     for v1, v2 in zip(side1, side2):
-        cov = b + w / 9 * _shift_sum(feature, spatial)
         if gap:
-            feature = dual(cov.flatten(-2).flatten(-3, -2), v1, v2).reshape(cov.shape)
+            feature = dual(b + w / 9 * _pair_box_sum(feature), v1, v2)
         else:
-            feature = pointwise_dual(dual, cov, v1, v2)
+            feature = pointwise_dual(dual, b + w / 9 * _box_sum(feature), v1, v2)
     return bias_var + weight_var * feature.flatten(-spatial).mean(-1)
 
 
@@ -100,9 +118,9 @@ def _block(images1: Tensor, images2: Tensor, *variances: Tensor, weight_var, bia
     var1, var2 = variances[: len(variances) // 2], variances[len(variances) // 2:]
     channels = images1.shape[-3]
     if gap:
-        g0 = torch.einsum("...ichw,...icuv->...ihwuv" if diag else "...ichw,...jcuv->...ijhwuv", images1, images2)
-        side1 = [v.flatten(-2) if diag else v.flatten(-2).unsqueeze(-2) for v in var1]
-        side2 = [v.flatten(-2) if diag else v.flatten(-2).unsqueeze(-3) for v in var2]
+        g0 = torch.einsum("...ichw,...icuv->...ihuwv" if diag else "...ichw,...jcuv->...ijhuwv", images1, images2)
+        side1 = [v.unsqueeze(-2) if diag else v.unsqueeze(-2).unsqueeze(-4) for v in var1]
+        side2 = [v.unsqueeze(-3) if diag else v.unsqueeze(-3).unsqueeze(-5) for v in var2]
     else:
         g0 = torch.einsum("...ichw,...ichw->...ihw" if diag else "...ichw,...jchw->...ijhw", images1, images2)
         side1 = list(var1) if diag else [v.unsqueeze(-3) for v in var1]
@@ -121,7 +139,7 @@ def conv_nngp_covariance(
     readout: str = "gap",
     *,
     diag: bool = False,
-    max_chunk_elements: int = 2**22,
+    max_chunk_elements: int = 2**18,
 ) -> Tensor:
     """Convolutional NNGP covariance (see the module docstring for the network and the cost).
 
@@ -168,9 +186,7 @@ def conv_nngp_covariance(
                     bias_var=expand_right(bias_var, pair_dims), dual=dual, gap=gap, diag=diag)
 
     per_row = (1 if diag else x2.shape[-2]) * (height * width) ** (2 if gap else 1)
-    batch = torch.broadcast_shapes(
-        x1.shape[:-2], x2.shape[:-2], *(v.shape for v in (weight_var, bias_var) if isinstance(v, Tensor)))
-    chunk = max(1, max_chunk_elements // (per_row * batch.numel()))
+    chunk = max(1, max_chunk_elements // (per_row * batch_numel(x1, x2, weight_var, bias_var)))
     use_checkpoint = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_var, bias_var))
     out = []
@@ -211,7 +227,7 @@ class ConvNNGPKernel(NetworkKernel):
         *,
         weight_var: float = 1.0,
         bias_var: float = 0.1,
-        max_chunk_elements: int = 2**22,
+        max_chunk_elements: int = 2**18,
         **kwargs,
     ):
         dual_activation(activation)

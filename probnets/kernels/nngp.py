@@ -20,12 +20,14 @@ import torch
 from gpytorch.constraints import Interval
 from gpytorch.priors import Prior
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from probnets.kernels import dual_activations
-from probnets.kernels.base import NetworkKernel, check_inputs, expand_right
+from probnets.kernels.base import NetworkKernel, batch_numel, check_inputs, expand_right
 from probnets.validation import check_positive_float, check_positive_int
 
 DualActivation = Callable[[Tensor, Tensor, Tensor], Tensor]
+_BLOCK_ELEMENTS = 2**17
 
 ACTIVATIONS: dict[str, DualActivation] = {
     "relu": dual_activations.relu,
@@ -75,7 +77,7 @@ def nngp_covariance(
 ) -> NNGPCovariance:
     """NNGP covariance of a fully connected network with ``depth`` hidden layers.
 
-    Vectorised over the whole ``n x m`` matrix: ``O(n m (d + depth))`` time, a few ``n x m`` temporaries.
+    Vectorised torch, ``O(n m (d + depth))`` time, computed in blocks of rows of ``x1`` (all layers per block).
 
     Args:
         x1: Inputs ``... x n x d``.
@@ -114,22 +116,45 @@ def nngp_covariance(
     if diag and x1.shape[-2] != x2.shape[-2]:
         raise ValueError(f"diag=True needs as many points in x2 as in x1, got {x2.shape[-2]} and {x1.shape[-2]}")
 
-    b_var = expand_right(bias_var, 1)
-    w_var = expand_right(weight_var, 1)
-    var1 = b_var + (x1 * x1 * scale).sum(-1)
-    var2 = var1 if same else b_var + (x2 * x2 * scale).sum(-1)
+    b_vec, w_vec = expand_right(bias_var, 1), expand_right(weight_var, 1)
+    variances1 = _layer_variances(b_vec + (x1 * x1 * scale).sum(-1), depth, w_vec, b_vec, dual)
+    variances2 = variances1 if same else _layer_variances(b_vec + (x2 * x2 * scale).sum(-1), depth, w_vec, b_vec,
+                                                          dual)
     if diag:
-        cross, b_cross, w_cross = b_var + (x1 * x2 * scale).sum(-1), b_var, w_var
-    else:
-        cross = expand_right(bias_var, 2) + (x1 * scale) @ x2.transpose(-1, -2)
-        b_cross, w_cross = expand_right(bias_var, 2), expand_right(weight_var, 2)
+        cross = b_vec + (x1 * x2 * scale).sum(-1)
+        for layer in range(depth):
+            cross = b_vec + w_vec * pointwise_dual(dual, cross, variances1[layer], variances2[layer])
+        return NNGPCovariance(cross, variances1[-1], variances2[-1])
+
+    b_mat, w_mat = expand_right(bias_var, 2), expand_right(weight_var, 2)
+
+    def rows_of_cross(x1_rows: Tensor, *var1_rows: Tensor) -> Tensor:
+        cross = b_mat + (x1_rows * scale) @ x2.transpose(-1, -2)
+        for layer in range(depth):
+            cross = b_mat + w_mat * dual(cross, var1_rows[layer], variances2[layer])
+        return cross
+
+    # All layers run on one block of rows at a time: the block's temporaries stay in cache and are reused by
+    # the allocator (about twice as fast as whole-matrix passes at n = m = 2000). With gradients, each block is
+    # recomputed in the backward pass instead of keeping every layer's temporaries for the whole matrix.
+    rows = max(1, _BLOCK_ELEMENTS // max(1, x2.shape[-2] * batch_numel(x1, x2, weight_var, bias_var)))
+    use_checkpoint = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_var, bias_var, input_weight_var))
+    blocks = []
+    for start in range(0, x1.shape[-2], rows):
+        block = slice(start, start + rows)
+        args = (x1[..., block, :], *(v[..., block] for v in variances1[:depth]))
+        blocks.append(checkpoint(rows_of_cross, *args, use_reentrant=False) if use_checkpoint
+                      else rows_of_cross(*args))
+    return NNGPCovariance(torch.cat(blocks, dim=-2), variances1[-1], variances2[-1])
+
+
+def _layer_variances(var: Tensor, depth: int, weight_var, bias_var, dual: DualActivation) -> list[Tensor]:
+    """``K_l(x, x)`` for ``l = 0..depth`` from ``K_0(x, x)`` (``... x n`` each)."""
+    variances = [var]
     for _ in range(depth):
-        phi = pointwise_dual(dual, cross, var1, var2) if diag else dual(cross, var1, var2)
-        cross = b_cross + w_cross * phi
-        new_var1 = b_var + w_var * pointwise_dual(dual, var1, var1, var1)
-        var2 = new_var1 if same else b_var + w_var * pointwise_dual(dual, var2, var2, var2)
-        var1 = new_var1
-    return NNGPCovariance(cross, var1, var2)
+        variances.append(bias_var + weight_var * pointwise_dual(dual, variances[-1], variances[-1], variances[-1]))
+    return variances
 
 
 class NNGPKernel(NetworkKernel):

@@ -34,6 +34,15 @@ MAX_REL_SE = 0.005
 REL_TOL = 0.02
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are small: extra threads only contend with other work on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _inputs(n, d, seed, dtype=torch.float64):
     """Correlated inputs of different norms, so every kernel entry is well away from zero."""
     g = torch.Generator().manual_seed(seed)
