@@ -1,0 +1,298 @@
+"""Kernel benchmarks; each section is a ``run_<section>(args) -> dict`` registered in ``SECTIONS``.
+
+Section ``nngp_timing``: the NNGP kernel matrix of a ReLU network (``--depth`` hidden layers, default 3) on
+N = 2000 standard-normal inputs with d = 10, ``K(x, x)`` as a dense N x N matrix, from
+
+* ``probnets``: ``probnets.kernels.nngp_covariance`` (vectorised torch over the whole matrix), float64 and
+  float32, and ``NNGPKernel`` forward + backward to the hyperparameters (float64; the cost of one step of
+  marginal-likelihood training, without the Cholesky);
+* ``numpy loop``: a straightforward per-layer loop in numpy (float64), written here;
+* ``neural-tangents``: ``stax.serial(Dense, Relu, ..., Dense)`` and its ``kernel_fn(x, x, "nngp")`` under
+  ``jax.jit`` (float64 with
+  ``JAX_ENABLE_X64``, and float32), run with the interpreter given by ``--nt-python`` or the environment
+  variable ``PROBNETS_NT_PYTHON`` (a separate virtual environment, so that its JAX pin does not touch this
+  one); skipped with a note when unavailable.
+
+Every measurement runs in a fresh child process with ``--threads`` threads (default 1: BLAS, OpenMP, torch and
+XLA): first-call wall time (includes JIT compilation for JAX), then the best and the median of ``--repeats``
+further calls; peak memory is the child's peak resident set size (``ru_maxrss``) and its increase over the
+resident size just before the first call (after imports, data and one call on 8 points, so one-time library
+set-up is not counted). The children save their matrices; the
+parent reports the largest difference from probnets float64, relative to the largest kernel entry.
+
+Usage::
+
+    python benchmarks/kernels.py [--sections nngp_timing] [--n 2000] [--d 10] [--depth 3] [--threads 1]
+                                 [--repeats 3] [--nt-python /path/to/python] [--out benchmarks/results]
+
+Writes ``kernels_timing.json`` and ``kernels_timing.md`` into ``--out`` and prints the markdown.
+
+This module imports only the standard library and numpy at the top level, so the neural-tangents child runs
+in an environment without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+NNGP_METHODS = {
+    # name: (label, dtype, interpreter: "self" or "nt")
+    "probnets_float64": ("probnets `nngp_covariance`", "float64", "self"),
+    "probnets_float32": ("probnets `nngp_covariance`", "float32", "self"),
+    "probnets_kernel_backward": ("probnets `NNGPKernel` forward + backward", "float64", "self"),
+    "numpy_loop": ("numpy per-layer loop", "float64", "self"),
+    "neural_tangents_float64": ("neural-tangents jitted `kernel_fn(x, x, 'nngp')`", "float64", "nt"),
+    "neural_tangents_float32": ("neural-tangents jitted `kernel_fn(x, x, 'nngp')`", "float32", "nt"),
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def _inputs(n: int, d: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, d))
+
+
+def numpy_nngp(x: np.ndarray, depth: int, weight_var: float, bias_var: float) -> np.ndarray:
+    """ReLU NNGP by the arc-cosine recursion, one layer at a time (the reference implementation)."""
+    k = bias_var + weight_var * (x @ x.T) / x.shape[1]
+    for _ in range(depth):
+        std = np.sqrt(np.diag(k))
+        norm = np.outer(std, std)
+        cos = np.clip(k / norm, -1.0, 1.0)
+        theta = np.arccos(cos)
+        k = bias_var + weight_var * norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi)
+    return k
+
+
+def _method_fn(method: str, x: np.ndarray, depth: int, weight_var: float, bias_var: float):
+    """A zero-argument function computing the N x N kernel matrix as a numpy array."""
+    if method == "numpy_loop":
+        return lambda: numpy_nngp(x, depth, weight_var, bias_var)
+    if method.startswith("neural_tangents"):
+        import jax
+        import jax.numpy as jnp
+        from neural_tangents import stax
+
+        dense = lambda: stax.Dense(1, W_std=weight_var ** 0.5, b_std=bias_var ** 0.5)  # noqa: E731
+        _, _, kernel_fn = stax.serial(*[layer for _ in range(depth) for layer in (dense(), stax.Relu())], dense())
+        kernel_fn = jax.jit(kernel_fn, static_argnames="get")  # as the neural-tangents documentation advises
+        xj = jnp.asarray(x, dtype=jnp.float64 if method.endswith("float64") else jnp.float32)
+        return lambda: np.asarray(kernel_fn(xj, xj, get="nngp"))
+
+    import torch
+
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from probnets.kernels import NNGPKernel, nngp_covariance
+
+    if method == "probnets_kernel_backward":
+        kernel = NNGPKernel(depth, "relu").double()
+        kernel.weight_var, kernel.bias_var = weight_var, bias_var
+        xt = torch.from_numpy(x)
+
+        def forward_backward():
+            kernel.zero_grad()
+            K = kernel(xt).to_dense()
+            K.sum().backward()
+            return K.detach().numpy()
+
+        return forward_backward
+    xt = torch.from_numpy(x).to(torch.float64 if method.endswith("float64") else torch.float32)
+    return lambda: nngp_covariance(xt, None, depth, weight_var, bias_var, "relu").cross.numpy()
+
+
+def _child(args) -> None:
+    """Measure one method in this (fresh) process; print a JSON line and save the matrix."""
+    if args.method.startswith("neural_tangents"):
+        import jax
+
+        jax.config.update("jax_enable_x64", args.method.endswith("float64"))
+    else:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    x = _inputs(args.n, args.d)
+    _method_fn(args.method, x[:8], args.depth, args.weight_var, args.bias_var)()  # one-time library set-up
+    fn = _method_fn(args.method, x, args.depth, args.weight_var, args.bias_var)
+    rss_before = _rss_mb()
+    t0 = time.perf_counter()
+    K = fn()
+    first = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    np.save(os.path.join(args.workdir, f"{args.method}.npy"), K.astype(np.float64))
+    info = {"first_s": first, "best_s": min(times), "median_s": float(np.median(times)), "peak_rss_mb": peak,
+            "rss_before_mb": rss_before, "rss_increase_mb": peak - rss_before}
+    if args.method.startswith("neural_tangents"):
+        import jax
+        import neural_tangents
+
+        info["versions"] = {"jax": jax.__version__, "neural_tangents": neural_tangents.__version__}
+    print("RESULT " + json.dumps(info))
+
+
+def _thread_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                        f"intra_op_parallelism_threads={threads}")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def _run_child(python: str, method: str, args, workdir: str, extra_env: dict | None = None) -> dict:
+    cmd = [python, os.path.abspath(__file__), "--child", method, "--workdir", workdir, "--n", str(args.n),
+           "--d", str(args.d), "--depth", str(args.depth), "--weight-var", str(args.weight_var),
+           "--bias-var", str(args.bias_var), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    env = {**_thread_env(args.threads), **(extra_env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+
+
+def run_nngp_timing(args) -> dict:
+    """Time the N x N ReLU NNGP matrix across implementations (see the module docstring)."""
+    nt_python = args.nt_python or os.environ.get("PROBNETS_NT_PYTHON")
+    notes = []
+    if not nt_python:
+        notes.append("neural-tangents skipped: no --nt-python / PROBNETS_NT_PYTHON given.")
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for method, (label, dtype, interpreter) in NNGP_METHODS.items():
+            if interpreter == "nt" and not nt_python:
+                continue
+            python = sys.executable if interpreter == "self" else nt_python
+            print(f"[nngp_timing] {method} ...", file=sys.stderr, flush=True)
+            result = _run_child(python, method, args, workdir)
+            if "error" in result:
+                notes.append(f"{method} failed: {result['error']}")
+                continue
+            rows.append({"method": method, "implementation": label, "dtype": dtype, **result})
+        # glibc keeps freed ~1 MB blocks in its heap, so RSS overstates the live memory of the backward pass
+        # (many blocks freed between autograd objects); with small blocks forced to mmap it tracks live memory.
+        live = _run_child(sys.executable, "probnets_kernel_backward", args, workdir,
+                          extra_env={"MALLOC_MMAP_THRESHOLD_": "65536"})
+        if "error" not in live:
+            notes.append(f"NNGPKernel forward + backward with MALLOC_MMAP_THRESHOLD_=65536 (freed memory returned "
+                         f"to the OS at once, so RSS follows live tensors): RSS increase "
+                         f"{live['rss_increase_mb']:.0f} MB, best {live['best_s']:.3f} s.")
+        reference = np.load(os.path.join(workdir, "probnets_float64.npy"))
+        scale = np.abs(reference).max()
+        for row in rows:
+            other = np.load(os.path.join(workdir, f"{row['method']}.npy"))
+            row["max_abs_diff_rel"] = float(np.abs(other - reference).max() / scale)
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - the parent always runs in the probnets environment
+        pass
+    for row in rows:
+        versions.update(row.pop("versions", {}))
+    config = {"n": args.n, "d": args.d, "depth": args.depth, "activation": "relu", "weight_var": args.weight_var,
+              "bias_var": args.bias_var, "threads": args.threads, "repeats": args.repeats}
+    result = {"config": config, "rows": rows, "notes": notes, "versions": versions,
+              "machine": {"cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+                          "processor": platform.processor() or platform.machine()}}
+    result["markdown"] = _nngp_markdown(result)
+    return result
+
+
+def _nngp_markdown(result: dict) -> str:
+    c = result["config"]
+    lines = [
+        "## nngp_timing",
+        "",
+        f"ReLU NNGP matrix K(x, x), N = {c['n']}, d = {c['d']}, depth {c['depth']} hidden layers, "
+        f"sigma_w^2 = {c['weight_var']}, sigma_b^2 = {c['bias_var']}; {c['threads']} thread(s), each method in a "
+        f"fresh process. Times: first call (incl. JIT), best and median of {c['repeats']} further calls. Memory: "
+        "peak RSS of the process and its increase over the RSS just before the first call (after a warm-up call "
+        "on 8 points). Difference: max |K - "
+        "K_probnets,float64| / max |K|.",
+        "",
+        "| implementation | dtype | first call (s) | best (s) | median (s) | peak RSS (MB) | RSS increase (MB) "
+        "| max diff vs probnets f64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['implementation']} | {r['dtype']} | {r['first_s']:.3f} | {r['best_s']:.3f} | "
+                     f"{r['median_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['rss_increase_mb']:.0f} | "
+                     f"{r['max_abs_diff_rel']:.1e} |")
+    m, v = result["machine"], result["versions"]
+    lines += ["", f"Machine: {m['processor']}, {m['cpu_count']} CPUs, load average "
+              f"{'/'.join(f'{a:.1f}' for a in m['load_average'])} at start (shared machine: wall times are upper "
+              "bounds). Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + "."]
+    lines += [f"*{note}*" for note in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {"nngp_timing": run_nngp_timing}
+
+
+def _add_nngp_timing_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--d", type=int, default=10)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--weight-var", type=float, default=2.0)
+    parser.add_argument("--bias-var", type=float, default=0.1)
+    parser.add_argument("--nt-python", default=None,
+                        help="Python interpreter with neural-tangents installed (or env PROBNETS_NT_PYTHON)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {list(SECTIONS)}")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    _add_nngp_timing_args(parser)
+    args = parser.parse_args(argv)
+    if args.method is not None:
+        _child(args)
+        return
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    results = {name: SECTIONS[name](args) for name in sections}
+    markdown = "# Kernel benchmarks\n\n" + "\n".join(r["markdown"] for r in results.values())
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "kernels_timing.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.out, "kernels_timing.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
