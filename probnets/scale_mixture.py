@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -37,11 +38,12 @@ import gpytorch
 import pyro.distributions as dist
 import torch
 from linear_operator.utils.cholesky import psd_safe_cholesky
+from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.distributions import constraints
 
 from probnets.kernels.nngp import NNGPKernel
-from probnets.likelihoods import Categorical, NormalMarginal, StudentTMarginal
+from probnets.likelihoods import Categorical, NormalMarginal, StudentTMarginal, lgamma_difference
 from probnets.predictive import Predictive
 from probnets.priors import rsample
 from probnets.validation import as_tensor, check_finite, check_positive_float, check_positive_int, validate_batch
@@ -243,7 +245,7 @@ def student_t_process_log_marginal(quad: Tensor, logdet: Tensor, num_data: int, 
         alpha, beta: Inverse-gamma shape and scale.
     """
     half_n = num_data / 2
-    return (torch.lgamma(alpha + half_n) - torch.lgamma(alpha) - half_n * torch.log(2 * math.pi * beta)
+    return (lgamma_difference(alpha, half_n) - half_n * torch.log(2 * math.pi * beta)
             - 0.5 * logdet - (alpha + half_n) * torch.log1p(quad / (2 * beta)))
 
 
@@ -741,21 +743,49 @@ def _check_scale_distribution(d, name: str) -> torch.distributions.Distribution:
 
 def _minimise(loss_fn: Callable[[], Tensor], params: list[torch.nn.Parameter], *, optimizer: str, num_steps: int,
               lr: float | None) -> None:
-    """``num_steps`` iterations of L-BFGS (``optimizer="lbfgs"``) or Adam (``"adam"``) on ``loss_fn``."""
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else check_positive_float(lr, "lr"),
-                                max_iter=num_steps, line_search_fn="strong_wolfe")
+    """``num_steps`` iterations of L-BFGS (``optimizer="lbfgs"``) or Adam (``"adam"``) on ``loss_fn``.
 
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            return loss
+    The parameters with the lowest loss evaluated are kept. When an evaluation fails (a non-finite loss, or a
+    kernel matrix that is NaN or not positive definite after jitter) the optimiser stops there with a
+    ``RuntimeWarning``, keeping those best parameters.
+    """
+    best_loss, best_params = math.inf, [p.detach().clone() for p in params]
 
-        opt.step(closure)
-    else:
-        opt = torch.optim.Adam(params, lr=0.01 if lr is None else check_positive_float(lr, "lr"))
-        for _ in range(num_steps):
-            opt.zero_grad()
-            loss_fn().backward()
-            opt.step()
+    def evaluate() -> Tensor:
+        nonlocal best_loss, best_params
+        loss = loss_fn()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise _FitDiverged(f"the loss is {value}")
+        if value < best_loss:
+            best_loss, best_params = value, [p.detach().clone() for p in params]
+        return loss
+
+    try:
+        if optimizer == "lbfgs":
+            opt = torch.optim.LBFGS(params, lr=1.0 if lr is None else check_positive_float(lr, "lr"),
+                                    max_iter=num_steps, line_search_fn="strong_wolfe")
+
+            def closure() -> Tensor:
+                opt.zero_grad()
+                loss = evaluate()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam(params, lr=0.01 if lr is None else check_positive_float(lr, "lr"))
+            for _ in range(num_steps):
+                opt.zero_grad()
+                evaluate().backward()
+                opt.step()
+    except (_FitDiverged, NanError, NotPSDError) as exc:
+        warnings.warn(f"{optimizer} stopped early ({exc}); keeping the best hyperparameters found "
+                      f"(loss {best_loss:.6g})", RuntimeWarning, stacklevel=3)
+    with torch.no_grad():
+        for p, value in zip(params, best_params):
+            p.copy_(value)
+
+
+class _FitDiverged(Exception):
+    """A non-finite loss during fitting."""

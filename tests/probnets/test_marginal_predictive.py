@@ -158,3 +158,35 @@ def test_student_t_marginal_rejects_bad_degrees_of_freedom(df, match):
         phi["df"] = df
     with pytest.raises(ValueError, match=match):
         Predictive(torch.zeros(3, 4, 1, dtype=DT), StudentTMarginal(), phi)
+
+
+@pytest.mark.parametrize("df", [0.7, 3.0, 40.0, 1e6])
+def test_student_t_log_prob_matches_scipy(df):
+    from probnets.likelihoods import StudentTWithCDF
+
+    d = StudentTWithCDF(torch.tensor(df, dtype=DT), torch.tensor(0.3, dtype=DT), torch.tensor(1.7, dtype=DT))
+    x = torch.tensor([-5.0, 0.0, 2.0, 40.0], dtype=DT)
+    np.testing.assert_allclose(d.log_prob(x).numpy(), stats.t(df, 0.3, 1.7).logpdf(x.numpy()), rtol=1e-12)
+
+
+def test_student_t_with_huge_degrees_of_freedom_is_the_normal():
+    """torch's Student-t log density cancels two lgamma terms of size df log df; ours stays exact."""
+    from probnets.likelihoods import StudentTWithCDF
+
+    x = torch.tensor([-5.0, 0.0, 2.0], dtype=DT)
+    for df in (1e20, 1e118):
+        d = StudentTWithCDF(torch.tensor(df, dtype=DT), torch.tensor(0.3, dtype=DT), torch.tensor(1.7, dtype=DT))
+        np.testing.assert_allclose(d.log_prob(x).numpy(), stats.norm(0.3, 1.7).logpdf(x.numpy()), rtol=1e-13)
+        np.testing.assert_allclose(d.cdf(x).numpy(), stats.norm(0.3, 1.7).cdf(x.numpy()), rtol=1e-12)
+
+
+def test_lgamma_difference_is_accurate_on_both_branches():
+    import mpmath  # a dependency of torch (through sympy)
+
+    from probnets.likelihoods import lgamma_difference
+
+    z = torch.tensor([0.3, 9.99, 10.0, 12.5, 1e3, 1e8, 1e15], dtype=DT)
+    with mpmath.workdps(50):
+        for h in (0.5, 120.0):
+            exact = [float(mpmath.loggamma(mpmath.mpf(float(v)) + h) - mpmath.loggamma(float(v))) for v in z]
+            np.testing.assert_allclose(lgamma_difference(z, h).numpy(), exact, rtol=1e-12, atol=1e-10)

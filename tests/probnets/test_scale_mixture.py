@@ -425,3 +425,29 @@ def test_syn_t_posterior_proposal_agrees_within_its_standard_error_for_other_see
         x, y, generator=torch.Generator().manual_seed(seed))
     pred = model.predictive(x_test)
     assert abs(nll(pred, y_test, y_scale=y_scale) - exact) < 3.5 * nll_mcse(pred, y_test)
+
+
+class FailingKernel(NNGPKernel):
+    """An NNGP kernel whose output turns NaN from its ``fail_after``-th evaluation on."""
+
+    def __init__(self, fail_after):
+        super().__init__(depth=2, weight_var=2.0, bias_var=1.0)
+        self.calls, self.fail_after = 0, fail_after
+
+    def forward(self, x1, x2, diag=False, **params):
+        self.calls += 1
+        k = super().forward(x1, x2, diag=diag, **params)
+        return k * math.nan if self.calls >= self.fail_after else k
+
+
+def test_fitting_stops_with_a_warning_and_keeps_the_best_hyperparameters():
+    x, y, _, _ = small_data()
+    kernel = FailingKernel(fail_after=math.inf)
+    model = StudentTProcess(kernel)
+    before = model.fit(x, y, num_steps=0).log_marginal_likelihood()
+    kernel.calls, kernel.fail_after = 0, 6
+    with pytest.warns(RuntimeWarning, match="stopped early"):
+        model.fit(x, y, num_steps=20, optimizer="adam", lr=0.05)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    kernel.fail_after = math.inf
+    assert model.log_marginal_likelihood() > before
