@@ -23,8 +23,10 @@ import inference
 from probnets import BNN, Gaussian, LogDensity
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
+from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
+from surrogates.student_t import fit_student_t
 
 
 def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bounds: Tensor | None = None,
@@ -35,7 +37,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
         train_X: Observed inputs, ``n x d``.
         train_Y: Observed outcomes, ``n x m`` (maximisation convention does not matter here).
         kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"ibnn"`` (GP with an
-            infinite-width network kernel), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC), ``"ensemble"``
+            infinite-width network kernel), ``"student-t"`` (Student-t process on an NNGP kernel, one
+            output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC), ``"ensemble"``
             (deep ensemble of MAP networks on random subsets).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
@@ -98,7 +101,7 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
             LogNormal(-1, 1) prior when ``None``.
         method, num_chains, num_warmup, num_samples: Sampler settings (see ``inference.sample``).
     """
-    input_tf, outcome_tf, Xn, Yn = _transformed(X, Y, bounds)
+    input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
     bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=dist.Normal(0.0, prior_scale),
               likelihood=likelihood)
@@ -122,7 +125,7 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
     """Deep ensemble: ``num_members`` networks, each the MAP estimate on its own random ``subsample`` of the
     data, trained together as one batched parameter tensor (as in the BNN-surrogate study)."""
     del warm_start
-    input_tf, outcome_tf, Xn, Yn = _transformed(X, Y, bounds)
+    input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=dist.Normal(0.0, prior_scale))
     generator = torch.Generator().manual_seed(seed)
     n = Xn.shape[0]
@@ -137,8 +140,8 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
     return SampleEnsembleModel(bnn, theta, input_transform=input_tf, outcome_transform=outcome_tf)
 
 
-KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "dkl": fit_dkl, "hmc-bnn": fit_hmc_bnn,
-                                          "ensemble": fit_deep_ensemble}
+KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "student-t": fit_student_t, "dkl": fit_dkl,
+                                          "hmc-bnn": fit_hmc_bnn, "ensemble": fit_deep_ensemble}
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
@@ -156,18 +159,6 @@ def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
     if train_X.shape[0] < 2:
         raise ValueError(f"at least 2 observations are needed to fit a surrogate, got {train_X.shape[0]}")
     return train_X, train_Y.to(train_X.dtype)
-
-
-def _transformed(X: Tensor, Y: Tensor, bounds):
-    """Fitted Normalize/Standardize transforms (in eval mode) and the transformed data."""
-    input_tf = Normalize(X.shape[-1], bounds=bounds)
-    input_tf.train()
-    input_tf(X)  # learns the data range when bounds is None
-    input_tf.eval()
-    outcome_tf = Standardize(Y.shape[-1])
-    Yn, _ = outcome_tf(Y)
-    outcome_tf.eval()
-    return input_tf, outcome_tf, input_tf(X), Yn
 
 
 def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, steps: int,

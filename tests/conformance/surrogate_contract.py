@@ -13,6 +13,7 @@ import pytest
 import torch
 from botorch.acquisition import qLogNoisyExpectedImprovement, qUpperConfidenceBound
 from botorch.optim import optimize_acqf
+from botorch.posteriors.fully_bayesian import GaussianMixturePosterior
 
 from surrogates import fit_surrogate
 
@@ -27,6 +28,14 @@ def toy_data(dtype, n=12, seed=0):
     X = BOUNDS[0] + u * (BOUNDS[1] - BOUNDS[0])
     Y = torch.stack([torch.sin(3 * X[:, 0]) + X[:, 1] ** 2, X[:, 0] - X[:, 1]], -1)
     return X.to(dtype), Y.to(dtype)
+
+
+def marginal_moments(posterior):
+    """Mean and variance ``batch x q x m``: mixture posteriors (BoTorch's fully Bayesian pattern) carry a
+    model-batch dimension, and their marginal is the mixture over it."""
+    if isinstance(posterior, GaussianMixturePosterior):
+        return posterior.mixture_mean, posterior.mixture_variance
+    return posterior.mean, posterior.variance
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,12 +58,13 @@ class SurrogateContract:
         X = BOUNDS[0].to(dtype) + torch.rand(*shape, dtype=dtype) * (BOUNDS[1] - BOUNDS[0]).to(dtype)
         post = model.posterior(X)
         q_shape = shape[:-1]
-        assert post.mean.shape == (*q_shape, 1)
-        assert post.variance.shape == (*q_shape, 1)
-        assert bool((post.variance >= 0).all()) and bool(torch.isfinite(post.mean).all())
+        mean, variance = marginal_moments(post)
+        assert mean.shape == variance.shape == (*q_shape, 1)
+        assert bool((variance >= 0).all()) and bool(torch.isfinite(mean).all())
         draws = post.rsample(torch.Size([5]))
-        assert draws.shape == (5, *q_shape, 1)
-        assert post.mean.dtype == dtype
+        assert draws.shape[0] == 5 and draws.shape[-2:] == q_shape[-1:] + (1,)
+        assert draws.shape[1:len(q_shape)] == q_shape[:-1]
+        assert mean.dtype == dtype
 
     def test_multi_output(self):
         model, _ = self.fitted(torch.float64, outputs=2)
@@ -64,7 +74,7 @@ class SurrogateContract:
     def test_posterior_is_in_observation_units(self):
         model, X = self.fitted(torch.float64)
         _, Y = toy_data(torch.float64)
-        mean = model.posterior(X).mean.squeeze(-1).detach()
+        mean = marginal_moments(model.posterior(X))[0].squeeze(-1).detach()
         # the fit follows the data (standardisation is undone), far better than predicting the mean
         assert float(((mean - Y[:, 0]) ** 2).mean()) < 0.5 * float(Y[:, 0].var())
 
