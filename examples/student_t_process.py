@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     report = {}
     for name, model in models.items():
         scores = evaluate(model, split)
-        report[name] = {**scores, "noise": float(model.noise), "log_marginal_likelihood": model.log_marginal_likelihood()}
+        report[name] = {**scores, "noise": float(model.noise),
+                        "log_marginal_likelihood": model.log_marginal_likelihood()}
         print(f"{name:10s} test NLL {scores['nll']:.3f}  RMSE {scores['rmse']:.3f}  "
               f"90% coverage {scores['coverage_0.9']:.2f}")
     student_t, burr = models["student_t"], models["burr12_is"]

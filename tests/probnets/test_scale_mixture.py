@@ -8,7 +8,7 @@ import numpy as np
 import pyro.distributions as dist
 import pytest
 import torch
-from scipy import integrate, stats
+from scipy import stats
 
 from inference.importance import ImportanceSamplingWarning
 from inference.metrics import accuracy, nll

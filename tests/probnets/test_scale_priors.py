@@ -45,7 +45,8 @@ def test_burr_xii_draws_follow_the_distribution_and_are_seeded():
     assert burr.expand((3,)).rsample((2,)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name, args", [("c", (0.0, 1.0, 1.0)), ("d", (1.0, -1.0, 1.0)), ("scale", (1.0, 1.0, math.nan))])
+@pytest.mark.parametrize("name, args", [("c", (0.0, 1.0, 1.0)), ("d", (1.0, -1.0, 1.0)),
+                                        ("scale", (1.0, 1.0, math.nan))])
 def test_burr_xii_rejects_bad_parameters(name, args):
     with pytest.raises(ValueError, match=name):
         BurrXII(*args)
