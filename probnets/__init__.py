@@ -2,7 +2,7 @@
 
 from probnets import datasets, priors
 from probnets.bnn import BNN
-from probnets.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from probnets.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, NormalMarginal, StudentTMarginal
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.module_model import ModuleModel, from_module
 from probnets.predictive import Predictive
@@ -10,7 +10,8 @@ from probnets.spec import ParamSpec
 
 __all__ = [
     "BNN", "BNNClassifier", "BNNRegressor", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood",
-    "LogDensity", "ModuleModel", "ParamSpec", "Predictive", "ProbModel", "datasets", "from_module", "priors",
+    "LogDensity", "ModuleModel", "NormalMarginal", "ParamSpec", "Predictive", "ProbModel", "StudentTMarginal",
+    "datasets", "from_module", "priors",
 ]
 __version__ = "0.1.0"
 

@@ -152,6 +152,18 @@ class _ExactScaleMixture(torch.nn.Module, ABC):
         latent_var = (self.kernel(x, diag=True) - v.square().sum(0)).clamp_min(0)
         return k_xd @ factor.a_inv_y, latent_var + self.raw_noise.exp()
 
+    def joint_conditional(self, x: Tensor, *, observation_noise: bool = False) -> tuple[Tensor, Tensor]:
+        """Gaussian conditional at a unit scale: mean ``... x t`` and covariance ``... x t x t`` of the latent
+        values (plus the noise with ``observation_noise``) at inputs ``... x t x d``, differentiable in ``x``
+        and in the hyperparameters; each model's predictive scales the covariance by its scale (mixture)."""
+        factor = self._factor()
+        k_xd = self.kernel(x, self.train_x).to_dense()
+        v = torch.linalg.solve_triangular(factor.chol, k_xd.transpose(-1, -2), upper=False)
+        cov = self.kernel(x).to_dense() - v.transpose(-1, -2) @ v
+        if observation_noise:
+            cov = cov + self.raw_noise.exp() * torch.eye(x.shape[-2], dtype=cov.dtype, device=cov.device)
+        return k_xd @ factor.a_inv_y, cov
+
     def _check_fitted(self) -> None:
         bad = [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:

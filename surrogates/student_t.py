@@ -63,25 +63,13 @@ class StudentTProcessModel(Model):
         """``batch x q x d`` -> mixture posterior with values ``batch x num_scales x q x 1``."""
         self.eval()
         X = self.transform_inputs(X).to(self.process.dtype)
-        mean, cov = self._joint_conditional(X, observation_noise=bool(observation_noise is True))
+        mean, cov = self.process.joint_conditional(X, observation_noise=bool(observation_noise is True))
         cov = self.scales[:, None, None] * cov.unsqueeze(-3)                  # batch x K x q x q
         mean = mean.unsqueeze(-2).expand(*cov.shape[:-1])                     # batch x K x q
         jitter = 1e-9 * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
         mvn = MultivariateNormal(self.y_mean + self.y_std * mean, self.y_std**2 * cov + jitter)
         posterior = GaussianMixturePosterior(distribution=mvn)
         return posterior_transform(posterior) if posterior_transform is not None else posterior
-
-    def _joint_conditional(self, X: Tensor, *, observation_noise: bool) -> tuple[Tensor, Tensor]:
-        """Mean ``batch x q`` and covariance ``batch x q x q`` of the latent (or noisy) values at ``X``."""
-        process = self.process
-        factor = process._factor()
-        k_xd = process.kernel(X, process.train_x).to_dense()                          # batch x q x n
-        mean = k_xd @ factor.a_inv_y
-        v = torch.linalg.solve_triangular(factor.chol, k_xd.transpose(-1, -2), upper=False)   # batch x n x q
-        cov = process.kernel(X).to_dense() - v.transpose(-1, -2) @ v
-        if observation_noise:
-            cov = cov + process.noise * torch.eye(X.shape[-2], dtype=cov.dtype, device=cov.device)
-        return mean, cov
 
 
 def fit_student_t(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, depth: int = 3,
