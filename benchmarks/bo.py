@@ -43,13 +43,15 @@ PROBLEMS = [("branin", 10, 1, 20, None), ("hartmann6", 10, 2, 20, None), ("ackle
 def bo_section(args) -> list[dict]:
     rows, results = [], {}
     for name, n_init, q, iterations, dim in PROBLEMS:
+        if name not in args.problems:
+            continue
         problem = get_problem(name, dim=dim, seed=0)
         iterations = args.iterations or iterations
         for surrogate in args.surrogates:
             for seed in args.seeds:
                 start = time.perf_counter()
                 result = run_bo(problem, surrogate, q=q, n_init=n_init, iterations=iterations, seed=seed,
-                                progress=False, surrogate_options=_options(surrogate, args.quick))
+                                progress=False, surrogate_options=_options(surrogate, args.quick, args.options))
                 wall = time.perf_counter() - start
                 results.setdefault(problem.name, []).append(result)
                 rows.append(dict(
@@ -94,7 +96,9 @@ def hmc_iteration_section(args) -> list[dict]:
     return rows
 
 
-def _options(surrogate: str, quick: bool) -> dict:
+def _options(surrogate: str, quick: bool, overrides: dict | None = None) -> dict:
+    if overrides and surrogate in overrides:
+        return overrides[surrogate]
     if not quick:
         return {}
     return {"hmc-bnn": {"widths": (16,), "num_chains": 4, "num_warmup": 30, "num_samples": 8,
@@ -104,7 +108,9 @@ def _options(surrogate: str, quick: bool) -> dict:
 
 
 def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
-    lines = ["# BO benchmark", "", f"Machine: {meta['cpus']} CPUs; torch {meta['torch']}; seeds {meta['seeds']}.",
+    lines = ["# BO benchmark", "", f"Machine: {meta['cpus']} CPUs; torch {meta['torch']}; seeds {meta['seeds']}; "
+             f"iterations override {meta['iterations']}; surrogate options {meta['options']}; load average at "
+             f"start {meta['loadavg_start']}.",
              "", "## Final log10 regret (median over seeds; best value where the optimum is unknown)", "",
              "| problem | surrogate | runs | evaluations | median final | worst final | fit s/iter | acq s/iter |",
              "|---|---|---|---|---|---|---|---|"]
@@ -118,6 +124,8 @@ def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
         lines.append(f"| {problem} | {surrogate} | {len(rs)} | {rs[0]['evaluations']} | "
                      f"{statistics.median(values):.3f} ({key}) | {worst:.3f} | "
                      f"{statistics.mean(r['fit_time'] for r in rs):.2f} | {statistics.mean(r['acq_time'] for r in rs):.2f} |")
+    if not hmc_rows:
+        return "\n".join(lines) + "\n"
     lines += ["", "## One HMC-BNN iteration on Hartmann-6 (target: <= 10 s at up to 100 observations)", "",
               "| observations | start | fit s | acquisition s | iteration s |", "|---|---|---|---|---|"]
     lines += [f"| {r['n']} | {r['phase']} | {r['fit_time']:.2f} | {r['acq_time']:.2f} | {r['iteration_time']:.2f} |"
@@ -131,21 +139,27 @@ def main(argv=None) -> int:
     parser.add_argument("--surrogates", default=",".join(KINDS), help=f"comma-separated subset of {list(KINDS)}")
     parser.add_argument("--iterations", type=int, help="override every problem's iteration count")
     parser.add_argument("--quick", action="store_true", help="tiny settings to smoke-test the script")
+    parser.add_argument("--options", type=json.loads, default=None,
+                        help='per-surrogate fit options as JSON, e.g. \'{"ensemble": {"steps": 300}}\'')
+    parser.add_argument("--problems", default=",".join(p[0] for p in PROBLEMS), help="comma-separated subset")
     parser.add_argument("--skip-bo", action="store_true", help="only time HMC-BNN iterations")
+    parser.add_argument("--skip-timing", action="store_true", help="skip the HMC-BNN iteration timing")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.surrogates = args.surrogates.split(",")
+    args.problems = args.problems.split(",")
     unknown = [s for s in args.surrogates if s not in KINDS]
     if unknown:
         parser.error(f"unknown surrogates {unknown}; choose from {list(KINDS)}")
     if args.quick:
         args.seeds, args.iterations = args.seeds[:1], args.iterations or 1
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    meta = dict(cpus=os.cpu_count(), torch=torch.__version__, seeds=args.seeds, surrogates=args.surrogates)
-    hmc_rows = hmc_iteration_section(args)
+    meta = dict(cpus=os.cpu_count(), torch=torch.__version__, seeds=args.seeds, surrogates=args.surrogates,
+                iterations=args.iterations, options=args.options, loadavg_start=os.getloadavg())
+    hmc_rows = [] if args.skip_timing else hmc_iteration_section(args)
     bo_rows = [] if args.skip_bo else bo_section(args)
-    stem = "bo_quick" if args.quick else "bo"
+    stem = "bo_quick" if args.quick else ("bo_timing" if args.skip_bo else "bo")
     (Path(args.out) / f"{stem}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
                                                             indent=1))
     markdown = _markdown(bo_rows, hmc_rows, meta)
