@@ -1,0 +1,358 @@
+"""The convolutional deep kernel machine: Gram layers on spatial triples, residual blocks, the model and its
+training loop.
+
+Architecture (``edwardmilsom/convdkmpaper``, ``18layer.py``, with ``blocks_per_stage`` residual blocks per stage)::
+
+    Input -> ConvF2G -> ReluKernel -> ConvMixup -> GramLayer(nu) -> GramBatchNorm        (stem, widths[0] points)
+    -> per stage s: ResidualBlock(widths[s], strides[s]) x blocks_per_stage
+    -> NystromGAP -> GramBatchNorm -> Output
+
+A residual block is ``0.5 shortcut(G) + 0.5 [ReluKernel -> ConvMixup -> GramLayer -> GramBatchNorm] x 2 (G)``,
+the shortcut being the identity or, when the block changes the stride or the number of inducing points, a 1x1
+``ConvMixup -> GramBatchNorm``. The objective per training point is
+
+    E_q[log p(y | f)] - (sum over Gram layers of nu KL(N(0, G_ii) || N(0, K_ii)) + KL_out) / N
+
+with ``N`` the training-set size. With ``nu = inf`` every Gram layer returns its input kernel (no
+representation learning, no KL): the model is a deep GP with the conv NNGP's layer maps, sparse through the
+inducing points, whose kernel hyperparameters, inducing patches, mixup filters and output are still learned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from probnets.conv_dkm.layers import (
+    ConvF2G,
+    ConvMixup,
+    GramBatchNorm,
+    Grams,
+    Input,
+    NystromGAP,
+    ReluKernel,
+    check_grams,
+    sum_grams,
+)
+from probnets.likelihoods import Categorical, Gaussian
+from probnets.predictive import Predictive
+from probnets.validation import as_tensor, check_positive_float, check_positive_int
+
+LIKELIHOODS = ("categorical", "gaussian")
+
+
+def check_nu(nu) -> float:
+    """``nu`` in ``(0, inf]``; ``math.inf`` pins the Grams to the kernel."""
+    if isinstance(nu, bool) or not isinstance(nu, (int, float)) or math.isnan(nu) or nu <= 0:
+        raise ValueError(f"nu must be a positive number or math.inf, got {nu!r}")
+    return float(nu)
+
+
+def kl_gram(G: Tensor, K: Tensor) -> Tensor:
+    """``KL(N(0, G) || N(0, K)) = (tr(K^-1 G) - P + log|K| - log|G|) / 2`` for ``P x P`` SPD matrices."""
+    chol_k = torch.linalg.cholesky(K)
+    chol_g = torch.linalg.cholesky(G)
+    half = torch.linalg.solve_triangular(chol_k, chol_g, upper=False)
+    logdet_k = 2 * chol_k.diagonal().log().sum()
+    logdet_g = 2 * chol_g.diagonal().log().sum()
+    return 0.5 * (half.square().sum() - G.shape[-1] + logdet_k - logdet_g)
+
+
+class ConvGramLayer(nn.Module):
+    """Sparse DKM Gram layer on (spatial) triples: learned ``G_ii``, the rest follows by conditioning.
+
+    ``G_ii = V V^T / P * exp(s)`` (``V`` set to ``chol(K_ii) sqrt(P)`` at the first call, so ``G = K``
+    initially); at every test pixel ``G_ti = K_ti K_ii^-1 G_ii`` and
+    ``g_t = k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 G_ii K_ii^-1 K_it``; the triple's ``penalty`` grows by
+    ``nu KL(N(0, G_ii) || N(0, K_ii))`` (the layer objective is ``-nu KL``). With ``nu = inf`` the layer
+    returns its input unchanged.
+
+    Args:
+        num_points: Number of inducing points ``P``.
+        nu: Regularisation strength in ``(0, inf]`` (proportional to the layer width).
+    """
+
+    def __init__(self, num_points: int, nu: float):
+        super().__init__()
+        self.num_points = check_positive_int(num_points, "num_points")
+        self.nu = check_nu(nu)
+        if math.isfinite(self.nu):
+            self.V = nn.Parameter(torch.eye(self.num_points))
+            self.log_scale = nn.Parameter(torch.zeros(()))
+            self.register_buffer("initialised", torch.tensor(False))
+
+    def gram(self) -> Tensor:
+        """``G_ii``, ``P x P``."""
+        return self.V @ self.V.T / self.num_points * self.log_scale.exp()
+
+    def objective(self, kernel_ii: Tensor) -> Tensor:
+        """The layer objective ``-nu KL(N(0, G_ii) || N(0, K_ii))``."""
+        return -self.nu * kl_gram(self.gram(), kernel_ii)
+
+    def forward(self, kernels: Grams) -> Grams:
+        """Kernel triple -> Gram triple of the same shapes."""
+        check_grams(kernels, "kernels")
+        if kernels.ii.shape[0] != self.num_points:
+            raise ValueError(f"kernels has {kernels.ii.shape[0]} inducing points, this layer expects "
+                             f"{self.num_points}")
+        if math.isinf(self.nu):
+            return kernels
+        if not self.initialised:
+            with torch.no_grad():
+                self.V.copy_(torch.linalg.cholesky(kernels.ii) * math.sqrt(self.num_points))
+                self.initialised.fill_(True)
+        ti, t = kernels.flat()
+        chol = torch.linalg.cholesky(kernels.ii)
+        proj = torch.cholesky_solve(ti.T, chol).T  # K_ti K_ii^-1, (B H W) x P
+        gram = self.gram()
+        gram_ti = proj @ gram
+        g_t = t - (proj * ti).sum(-1) + (gram_ti * proj).sum(-1)
+        penalty = kernels.penalty - self.objective(kernels.ii)
+        return kernels.unflat(gram_ti, g_t, gram, penalty)
+
+
+class ResidualBlock(nn.Module):
+    """``0.5 shortcut(G) + 0.5 branch(G)`` with ``branch`` two [kernel -> mixup -> Gram layer -> batchnorm]
+    units (the first strided) and ``shortcut`` the identity or a strided 1x1 mixup with batchnorm.
+
+    Args:
+        in_points, out_points: Inducing points before and after.
+        nu: Gram-layer regularisation in ``(0, inf]``.
+        stride: Stride of the first convolution (and of the shortcut).
+        jitter: Diagonal jitter of the kernels.
+        inducing_norm, test_norm: Normalisations of the batchnorm layers (see :class:`GramBatchNorm`).
+        generator: Source of the initial mixup filters.
+    """
+
+    def __init__(self, in_points: int, out_points: int, nu: float, stride: int = 1, *, jitter: float = 1e-4,
+                 inducing_norm: str = "local", test_norm: str = "local", generator: torch.Generator | None = None):
+        super().__init__()
+
+        def unit(p_in, p_out, unit_stride):
+            return [ReluKernel(jitter=jitter), ConvMixup(p_in, p_out, stride=unit_stride, generator=generator),
+                    ConvGramLayer(p_out, nu), GramBatchNorm(inducing_norm, test_norm)]
+
+        self.branch = nn.Sequential(*unit(in_points, out_points, stride), *unit(out_points, out_points, 1))
+        if stride == 1 and in_points == out_points:
+            self.shortcut = nn.Sequential()
+        else:
+            self.shortcut = nn.Sequential(ConvMixup(in_points, out_points, filter_size=1, stride=stride,
+                                                    generator=generator), GramBatchNorm(inducing_norm, test_norm))
+
+    def forward(self, grams: Grams) -> Grams:
+        """Spatial Gram triple -> spatial Gram triple (the penalties of both paths add up)."""
+        fresh = grams._replace(penalty=torch.zeros_like(grams.penalty))
+        shortcut, branch = self.shortcut(fresh), self.branch(fresh)
+        return sum_grams([(0.5, shortcut), (0.5, branch)], grams.penalty + shortcut.penalty + branch.penalty)
+
+
+class ConvDKM(nn.Module):
+    """Convolutional deep kernel machine for images (see the module docstring for the architecture).
+
+    Args:
+        inducing_patches: Initial inducing patches of the input layer, ``P_0 x C x 3 x 3`` (e.g. from
+            :func:`~probnets.conv_dkm.sample_patches`).
+        num_outputs: Number of classes (or regression outputs for ``likelihood="gaussian"``).
+        nu: Gram-layer regularisation in ``(0, inf]``; ``math.inf`` is the fixed-kernel (deep GP) limit.
+        widths: Inducing points per stage; the stem uses ``widths[0]``.
+        strides: Stride of the first block of each stage (same length as ``widths``).
+        blocks_per_stage: Residual blocks per stage.
+        likelihood: ``"categorical"`` (softmax of Monte Carlo samples of the logits) or ``"gaussian"`` (unit noise
+            variance; integer labels are one-hot encoded; expected log-likelihood in closed form).
+        mc_samples: Monte Carlo samples of the outputs per point (categorical training, and predictions).
+        jitter: Diagonal jitter of every kernel.
+        inducing_norm, test_norm: Normalisations of every batchnorm layer (see :class:`GramBatchNorm`); after
+            pooling, ``"location"`` and ``"image"`` become ``"global"`` and ``"local"``.
+        generator: Source of the initial mixup filters and output parameters.
+
+    The parameters take the default dtype; ``.to(torch.float64)`` converts them (and inputs must match).
+    """
+
+    def __init__(self, inducing_patches: Tensor, num_outputs: int, *, nu: float = 0.01,
+                 widths: Sequence[int] = (16, 32, 64), strides: Sequence[int] = (1, 2, 2), blocks_per_stage: int = 1,
+                 likelihood: str = "categorical", mc_samples: int = 1000, jitter: float = 1e-4,
+                 inducing_norm: str = "local", test_norm: str = "local", generator: torch.Generator | None = None):
+        super().__init__()
+        self.nu = check_nu(nu)
+        self.num_outputs = check_positive_int(num_outputs, "num_outputs")
+        widths = _int_tuple(widths, "widths")
+        strides = _int_tuple(strides, "strides")
+        if len(strides) != len(widths):
+            raise ValueError(f"strides must have one entry per stage ({len(widths)}), got {len(strides)}")
+        blocks_per_stage = check_positive_int(blocks_per_stage, "blocks_per_stage")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == "categorical" and self.num_outputs < 2:
+            raise ValueError(f"num_outputs must be >= 2 for a categorical likelihood, got {num_outputs}")
+        self.likelihood = likelihood
+        self.mc_samples = check_positive_int(mc_samples, "mc_samples")
+        norms = {"inducing_norm": inducing_norm, "test_norm": test_norm}
+
+        layers = [Input(inducing_patches), ConvF2G(), ReluKernel(jitter=jitter),
+                  ConvMixup(inducing_patches.shape[0], widths[0], generator=generator),
+                  ConvGramLayer(widths[0], nu), GramBatchNorm(**norms)]
+        points = widths[0]
+        for width, stride in zip(widths, strides):
+            for block in range(blocks_per_stage):
+                layers.append(ResidualBlock(points, width, nu, stride if block == 0 else 1, jitter=jitter,
+                                            generator=generator, **norms))
+                points = width
+        pooled_test_norm = {"location": "global", "image": "local"}.get(test_norm, test_norm)
+        layers += [NystromGAP(), GramBatchNorm(inducing_norm, pooled_test_norm)]
+        self.body = nn.Sequential(*layers)
+        self.output = Output(points, self.num_outputs, generator=generator)
+
+    def forward(self, x: Tensor) -> Grams:
+        """Images ``B x C x H x W`` -> pooled top-layer Gram triple (``ti``: ``B x P``, ``t``: ``B``) whose
+        ``penalty`` is the sum of ``nu KL`` over the Gram layers."""
+        return self.body(x)
+
+    def latent(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Gaussian marginals of the outputs and the total KL regulariser.
+
+        Returns:
+            ``(mean B x m, variance B x 1, penalty)``, the variance shared by all outputs and ``penalty`` the sum
+            of ``nu KL`` over the Gram layers plus the output layer's KL.
+        """
+        grams = self(x)
+        mean, var = self.output(grams)
+        return mean, var, grams.penalty + self.output.kl(grams.ii)
+
+    def _targets(self, y) -> Tensor:
+        """Integer labels ``B`` (categorical; one-hot for Gaussian) or float targets ``B x m`` (Gaussian)."""
+        y = as_tensor(y, "y")
+        if self.likelihood == "categorical" or y.dim() == 1:
+            y = Categorical(max(self.num_outputs, 2)).prepare_targets(y)
+            return y if self.likelihood == "categorical" else nn.functional.one_hot(y, self.num_outputs)
+        if y.dim() != 2 or y.shape[1] != self.num_outputs:
+            raise ValueError(f"y must be integer labels (B,) or targets (B, {self.num_outputs}), "
+                             f"got {tuple(y.shape)}")
+        return y
+
+    def loss(self, x: Tensor, y, num_data: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Negative objective per training point on a minibatch (scalar).
+
+        Args:
+            x: Images ``B x C x H x W``.
+            y: Labels ``B`` (or Gaussian targets ``B x m``).
+            num_data: Size ``N`` of the training set the minibatch is drawn from.
+            generator: Source of the Monte Carlo samples (categorical).
+        """
+        num_data = check_positive_int(num_data, "num_data")
+        target = self._targets(y)
+        if target.shape[0] != x.shape[0]:
+            raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {target.shape[0]}")
+        mean, var, penalty = self.latent(x)
+        if self.likelihood == "categorical":
+            logits = self._sample(mean, var, generator)
+            expected = torch.log_softmax(logits, -1).gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
+            expected_log_lik = expected.mean()
+        else:
+            target = target.to(mean.dtype)
+            expected_log_lik = (-0.5 * math.log(2 * math.pi) - 0.5 * ((target - mean).square() + var)).sum(-1).mean()
+        return -expected_log_lik + penalty / num_data
+
+    def _sample(self, mean: Tensor, var: Tensor, generator: torch.Generator | None) -> Tensor:
+        noise = torch.randn(self.mc_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + var.sqrt() * noise
+
+    @torch.no_grad()
+    def predictive(self, x: Tensor, *, batch_size: int = 256, generator: torch.Generator | None = None) -> Predictive:
+        """Predictive at images ``x`` (``n x C x H x W``) from ``mc_samples`` draws of the outputs.
+
+        Categorical: the probabilities averaged over the draws; Gaussian: unit-variance noise around each draw.
+        Evaluated in chunks of ``batch_size`` images, in evaluation mode.
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        draws = []
+        for start in range(0, x.shape[0], batch_size):
+            mean, var, _ = self.latent(x[start:start + batch_size])
+            draws.append(self._sample(mean, var, generator))
+        f = torch.cat(draws, 1)
+        if self.likelihood == "categorical":
+            return Predictive(f, Categorical(self.num_outputs))
+        return Predictive(f, Gaussian(noise_scale=1.0))
+
+
+class Output(nn.Module):
+    """Output layer: ``q(F_ii) = N(mu, A)`` per output column, ``A`` shared; predictive marginals at test points.
+
+    ``A = L L^T / P``; at a test point ``f ~ N(K_ti K_ii^-1 mu, k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 A K_ii^-1 K_it)``.
+
+    Args:
+        num_points: ``P``.
+        num_outputs: ``m``.
+        generator: Source of the initial ``mu`` and ``L`` (standard normal, as in the reference).
+    """
+
+    def __init__(self, num_points: int, num_outputs: int, *, generator: torch.Generator | None = None):
+        super().__init__()
+        self.mu = nn.Parameter(torch.randn(num_points, num_outputs, generator=generator))
+        self.L = nn.Parameter(torch.randn(num_points, num_points, generator=generator))
+
+    def covariance(self) -> Tensor:
+        return self.L @ self.L.T / self.L.shape[-1]
+
+    def kl(self, kernel_ii: Tensor) -> Tensor:
+        """``KL(q(F_ii) || p(F_ii))`` averaged over the output columns (the reference's scaling)."""
+        chol = torch.linalg.cholesky(kernel_ii)
+        mahalanobis = torch.linalg.solve_triangular(chol, self.mu, upper=False).square().sum() / self.mu.shape[1]
+        return kl_gram(self.covariance(), kernel_ii) + 0.5 * mahalanobis
+
+    def forward(self, kernels: Grams) -> tuple[Tensor, Tensor]:
+        """Pooled kernel triple -> (mean ``B x m``, variance ``B x 1``)."""
+        check_grams(kernels, "kernels", spatial=False)
+        chol = torch.linalg.cholesky(kernels.ii)
+        proj = torch.cholesky_solve(kernels.ti.T, chol).T  # B x P
+        var = kernels.t - (proj * kernels.ti).sum(-1) + ((proj @ self.covariance()) * proj).sum(-1)
+        return proj @ self.mu, var.unsqueeze(-1)
+
+
+def fit(model: ConvDKM, x: Tensor, y, *, epochs: int, batch_size: int = 128, lr: float = 0.01,
+        betas: tuple[float, float] = (0.8, 0.9), generator: torch.Generator | None = None,
+        callback: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train with Adam on shuffled minibatches; returns the mean loss per epoch.
+
+    Args:
+        model: The model.
+        x: Training images ``N x C x H x W``.
+        y: Labels ``N`` (or Gaussian targets ``N x m``).
+        epochs: Passes over the data.
+        batch_size: Minibatch size.
+        lr, betas: Adam settings (the reference's defaults).
+        generator: Source of the shuffling and of the Monte Carlo samples.
+        callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    lr = check_positive_float(lr, "lr")
+    y = as_tensor(y, "y")
+    if y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
+    num_data = x.shape[0]
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
+    history = []
+    for epoch in range(epochs):
+        order = torch.randperm(num_data, generator=generator)
+        total = 0.0
+        for start in range(0, num_data, batch_size):
+            index = order[start:start + batch_size]
+            loss = model.loss(x[index], y[index], num_data, generator=generator)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * index.numel()
+        history.append(total / num_data)
+        if callback is not None:
+            callback(epoch, history[-1])
+    return history
+
+
+def _int_tuple(values, name: str) -> tuple[int, ...]:
+    if not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {values!r}")
+    return tuple(check_positive_int(v, name) for v in values)
