@@ -14,6 +14,7 @@ EXAMPLES = {
     "sklearn_estimator.py": ["sklearn_predictions.csv"],
     "student_t_process.py": ["student_t_process_metrics.json"],
     "bayesian_optimisation.py": ["bo_regret.png", "bo_runs.json"],
+    "conv_dkm_digits.py": ["conv_dkm_digits.json"],
 }
 
 
