@@ -115,7 +115,6 @@ def run_digits_experiment(nu: float, epochs: int = 20, seed: int = 0, *, num_tra
 
         history = fit(model, split.x_train, split.y_train, epochs=epochs, batch_size=batch_size,
                       generator=generator, callback=report)
-        model.eval()
         predictive = model.predictive(split.x_test, generator=generator)
         accuracy = (predictive.probs.argmax(-1) == split.y_test).double().mean().item()
         nll = -predictive.log_prob(split.y_test).mean().item()

@@ -102,9 +102,11 @@ def sample_patches(images: Tensor, num_patches: int, filter_size: int = 3, *,
     Returns:
         ``P x C x filter_size x filter_size``.
     """
-    if not isinstance(images, Tensor) or images.dim() != 4 or not torch.is_floating_point(images):
-        raise ValueError(f"images must be a floating-point N x C x H x W tensor, got "
-                         f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+    if not isinstance(images, Tensor) or not torch.is_floating_point(images):
+        raise TypeError(f"images must be a floating-point tensor, got "
+                        f"{images.dtype if isinstance(images, Tensor) else type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape N x C x H x W, got {tuple(images.shape)}")
     num_patches = check_positive_int(num_patches, "num_patches")
     filter_size = _check_filter_size(filter_size)
     channels = images.shape[1]

@@ -222,13 +222,14 @@ class ConvDKM(nn.Module):
         return mean, var, grams.penalty + self.output.kl(grams.ii)
 
     def _targets(self, y) -> Tensor:
-        """Integer labels ``B`` (categorical; one-hot for Gaussian) or float targets ``B x m`` (Gaussian)."""
+        """Integer labels ``B`` (categorical; one-hot encoded for Gaussian) or float targets ``B x m`` (Gaussian)."""
         y = as_tensor(y, "y")
-        if self.likelihood == "categorical" or y.dim() == 1:
-            y = Categorical(max(self.num_outputs, 2)).prepare_targets(y)
-            return y if self.likelihood == "categorical" else nn.functional.one_hot(y, self.num_outputs)
+        if self.likelihood == "categorical":
+            return Categorical(self.num_outputs).prepare_targets(y)
+        if y.dim() == 1 and not torch.is_floating_point(y):
+            return nn.functional.one_hot(Categorical(self.num_outputs).prepare_targets(y), self.num_outputs)
         if y.dim() != 2 or y.shape[1] != self.num_outputs:
-            raise ValueError(f"y must be integer labels (B,) or targets (B, {self.num_outputs}), "
+            raise ValueError(f"y must be integer labels (B,) or float targets (B, {self.num_outputs}), "
                              f"got {tuple(y.shape)}")
         return y
 
@@ -243,9 +244,9 @@ class ConvDKM(nn.Module):
         """
         num_data = check_positive_int(num_data, "num_data")
         target = self._targets(y)
-        if target.shape[0] != x.shape[0]:
-            raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {target.shape[0]}")
         mean, var, penalty = self.latent(x)
+        if target.shape[0] != mean.shape[0]:
+            raise ValueError(f"x and y must have the same number of rows, got {mean.shape[0]} and {target.shape[0]}")
         if self.likelihood == "categorical":
             logits = self._sample(mean, var, generator)
             expected = torch.log_softmax(logits, -1).gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
@@ -264,7 +265,7 @@ class ConvDKM(nn.Module):
         """Predictive at images ``x`` (``n x C x H x W``) from ``mc_samples`` draws of the outputs.
 
         Categorical: the probabilities averaged over the draws; Gaussian: unit-variance noise around each draw.
-        Evaluated in chunks of ``batch_size`` images, in evaluation mode.
+        Evaluated in chunks of ``batch_size`` images.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         draws = []
@@ -326,6 +327,8 @@ def fit(model: ConvDKM, x: Tensor, y, *, epochs: int, batch_size: int = 128, lr:
         generator: Source of the shuffling and of the Monte Carlo samples.
         callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of images N x C x H x W, got {type(x).__name__}")
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     lr = check_positive_float(lr, "lr")
@@ -333,7 +336,6 @@ def fit(model: ConvDKM, x: Tensor, y, *, epochs: int, batch_size: int = 128, lr:
     if y.shape[:1] != x.shape[:1]:
         raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
     num_data = x.shape[0]
-    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
     history = []
     for epoch in range(epochs):
