@@ -281,7 +281,8 @@ class ConvDKM(nn.Module):
 class Output(nn.Module):
     """Output layer: ``q(F_ii) = N(mu, A)`` per output column, ``A`` shared; predictive marginals at test points.
 
-    ``A = L L^T / P``; at a test point ``f ~ N(K_ti K_ii^-1 mu, k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 A K_ii^-1 K_it)``.
+    ``A = L L^T / P``; at a test point
+    ``f ~ N(K_ti K_ii^-1 mu, k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 A K_ii^-1 K_it)``.
 
     Args:
         num_points: ``P``.

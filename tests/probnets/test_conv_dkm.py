@@ -130,7 +130,8 @@ def test_relu_kernel_jitter_enters_and_leaves_the_diagonals():
     eps = 1e-3
     kernel = ReluKernel(weight_var=1.0, bias_var=0.5, jitter=eps).double()(grams)
     noisy = (1 / 3) * (1 + eps) + eps
-    torch.testing.assert_close(kernel.ii.diagonal(), torch.full((3,), (noisy + 0.5) * (1 + eps) + eps, dtype=torch.float64))
+    expected_diag = torch.full((3,), (noisy + 0.5) * (1 + eps) + eps, dtype=torch.float64)
+    torch.testing.assert_close(kernel.ii.diagonal(), expected_diag)
     torch.testing.assert_close(kernel.t, ((grams.t * (1 + eps) + eps + 0.5) * (1 + eps) + eps))
 
 
