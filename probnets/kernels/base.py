@@ -4,7 +4,7 @@ hyperparameters, and the input checks every such kernel runs."""
 from __future__ import annotations
 
 import torch
-from gpytorch.constraints import Interval, Positive
+from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import Kernel
 from gpytorch.priors import Prior
 from torch import Tensor
@@ -56,7 +56,9 @@ class NetworkKernel(Kernel):
         weight_var: Initial weight variance ``sigma_w^2`` (weights are ``N(0, sigma_w^2 / fan_in)``).
         bias_var: Initial bias variance ``sigma_b^2``.
         weight_var_prior, bias_var_prior: Optional GPyTorch priors on the variances.
-        weight_var_constraint, bias_var_constraint: Constraints on the raw parameters (default ``Positive()``).
+        weight_var_constraint, bias_var_constraint: Constraints on the raw parameters (default
+            ``GreaterThan(1e-6)``: a plain softplus underflows to exactly 0 when an optimiser pushes a variance
+            down, and the recursion rejects a zero variance).
         **kwargs: Passed to ``gpytorch.kernels.Kernel`` (``batch_shape``, ``active_dims``, ``ard_num_dims``).
     """
 
@@ -90,7 +92,7 @@ class NetworkKernel(Kernel):
         check_positive_float(value, name)
         raw = torch.nn.Parameter(torch.zeros(torch.Size((*self.batch_shape, *event_shape))))
         self.register_parameter(f"raw_{name}", raw)
-        self.register_constraint(f"raw_{name}", Positive() if constraint is None else constraint)
+        self.register_constraint(f"raw_{name}", GreaterThan(1e-6) if constraint is None else constraint)
         if prior is not None:
             if not isinstance(prior, Prior):
                 raise TypeError(f"{name}_prior must be a gpytorch.priors.Prior, got {type(prior).__name__}")

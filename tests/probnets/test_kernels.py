@@ -400,3 +400,14 @@ def test_conv_nngp_matches_random_cnns_with_explicit_weights(activation):
     draws = conv_network_covariances(images, 2, weight_var, bias_var, activation, 512, 600,
                                      torch.Generator().manual_seed(16), explicit=True, chunk=50)
     _check_conv_draws(images, draws, weight_var, bias_var, activation)
+
+
+def test_variances_stay_positive_when_an_optimiser_drives_them_down():
+    # softplus(-1000) is exactly 0 in float64; the default constraint keeps a floor, so a fit that pushes a
+    # variance down (seen with L-BFGS in a BO loop) never hands the recursion a zero variance
+    kernel = NNGPKernel(depth=2).double()
+    with torch.no_grad():
+        kernel.raw_weight_var.fill_(-1000.0)
+        kernel.raw_bias_var.fill_(-1000.0)
+    assert float(kernel.weight_var) > 0 and float(kernel.bias_var) > 0
+    assert bool(torch.isfinite(kernel(torch.randn(4, 3, dtype=torch.float64)).to_dense()).all())
