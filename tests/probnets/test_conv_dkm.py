@@ -135,21 +135,33 @@ def test_relu_kernel_jitter_enters_and_leaves_the_diagonals():
     torch.testing.assert_close(kernel.t, ((grams.t * (1 + eps) + eps + 0.5) * (1 + eps) + eps))
 
 
+@pytest.mark.parametrize("inducing_norm", ["local", "global", "none"])
 @pytest.mark.parametrize("test_norm", ["local", "image", "global", "location", "none"])
-def test_batchnorm_is_the_gram_of_rescaled_features(test_norm):
+def test_batchnorm_is_the_gram_of_rescaled_features(inducing_norm, test_norm):
     g = torch.Generator().manual_seed(5)
     phi_i = torch.randn(4, 6, generator=g, dtype=torch.float64)
     phi_t = torch.randn(3, 6, 2, 2, generator=g, dtype=torch.float64)
-    layer = GramBatchNorm("local", test_norm).double()
+    layer = GramBatchNorm(inducing_norm, test_norm).double()
     with torch.no_grad():
         layer.log_scales.copy_(torch.tensor([0.3, -0.2]))
     out = layer(_explicit_grams(phi_i, phi_t))
+    sq_i = phi_i.square().sum(1, keepdim=True) / 6
+    norm_i = {"local": sq_i, "global": sq_i.mean().expand_as(sq_i), "none": torch.ones_like(sq_i)}[inducing_norm]
     sq_t = phi_t.square().sum(1) / 6
     norm_t = {"local": sq_t, "image": sq_t.mean((1, 2), keepdim=True), "global": sq_t.mean().expand_as(sq_t),
-              "location": sq_t.mean(0, keepdim=True), "none": torch.ones_like(sq_t)}[test_norm].sqrt()
-    scaled_i = phi_i / (phi_i.square().sum(1, keepdim=True) / 6).sqrt() * math.exp(0.3)
-    scaled_t = phi_t / norm_t.unsqueeze(1) * math.exp(-0.2)
+              "location": sq_t.mean(0, keepdim=True), "none": torch.ones_like(sq_t)}[test_norm]
+    scaled_i = phi_i / norm_i.sqrt() * math.exp(0.3)
+    scaled_t = phi_t / norm_t.sqrt().unsqueeze(1) * math.exp(-0.2)
     _assert_grams_close(out, _explicit_grams(scaled_i, scaled_t))
+
+
+def test_batchnorm_after_pooling():
+    pooled = NystromGAP()(_kernel_triple(num_points=4))
+    out = GramBatchNorm("local", "image").double()(pooled)
+    torch.testing.assert_close(out.t, torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(out.ii.diagonal(), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="test_norm"):
+        GramBatchNorm("local", "location")(pooled)
 
 
 def test_nystrom_gap_is_exact_gap_when_the_inducing_points_are_all_patches():
