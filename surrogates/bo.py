@@ -97,7 +97,7 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
         warm_start = None
     else:
         result, warm_start = BOResult(**state["result"]), state["warm_start"]
-    bar = _progress(iterations, len(result.fit_time), problem.name, enabled=progress)
+    bar = _BOProgressBar(iterations, len(result.fit_time), problem.name, enabled=progress)
     for it in range(len(result.fit_time), iterations):
         with torch.random.fork_rng():
             torch.manual_seed(seed * 100003 + it)
@@ -164,7 +164,7 @@ def _load(path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-class _progress:
+class _BOProgressBar:
     """tqdm bar over BO iterations showing the best value and the last fit time."""
 
     def __init__(self, total: int, start: int, name: str, *, enabled: bool):

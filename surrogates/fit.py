@@ -100,6 +100,8 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
         noise_scale: Fixed noise standard deviation in standardised units; learned under a
             LogNormal(-1, 1) prior when ``None``.
         method, num_chains, num_warmup, num_samples: Sampler settings (see ``inference.sample``).
+        warm_start_warmup: Warm-up iterations when starting from ``warm_start``.
+        pretrain_steps: Adam steps of the MAP start (cold starts only). progress: Show the sampler's bar.
     """
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
