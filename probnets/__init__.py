@@ -1,6 +1,6 @@
 """probnets: Bayesian and probabilistic deep learning on PyTorch (model classes)."""
 
-from probnets import conv_dkm, datasets, priors
+from probnets import conv_dkm, datasets, dkm, priors
 from probnets.bnn import BNN
 from probnets.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, NormalMarginal, StudentTMarginal
 from probnets.model import Batch, LogDensity, ProbModel
@@ -11,7 +11,7 @@ from probnets.spec import ParamSpec
 __all__ = [
     "BNN", "BNNClassifier", "BNNRegressor", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood",
     "LogDensity", "ModuleModel", "NormalMarginal", "ParamSpec", "Predictive", "ProbModel", "StudentTMarginal",
-    "conv_dkm", "datasets", "from_module", "priors",
+    "conv_dkm", "datasets", "dkm", "from_module", "priors",
 ]
 __version__ = "0.1.0"
 

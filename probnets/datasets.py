@@ -91,3 +91,24 @@ def concrete(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = 
     wheel (R's modeldata::concrete)."""
     return _rdataset("modeldata", "concrete", "compressive_strength", test_fraction=test_fraction, seed=seed,
                      dtype=dtype)
+
+
+def sine_2d(num_train: int = 1000, num_test: int = 1000, *, noise: float = 0.1, seed: int = 0,
+            dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """The 2-D sine toy: ``y = sin(pi x_1) sin(pi x_2) + noise * eps`` with ``x ~ U[-2, 2]^2``, a function whose
+    two periods per axis a fixed kernel fits poorly and a learned representation well (the deep kernel machine
+    check). Inputs and targets are returned unstandardised (``x_mean = 0``, ``x_std = 1``, ``y_mean = 0``,
+    ``y_std = 1``)."""
+    if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1:
+        raise ValueError(f"num_train must be a positive integer, got {num_train!r}")
+    if isinstance(num_test, bool) or not isinstance(num_test, int) or num_test < 1:
+        raise ValueError(f"num_test must be a positive integer, got {num_test!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    generator = torch.Generator().manual_seed(seed)
+    x = 4 * torch.rand(num_train + num_test, 2, generator=generator, dtype=torch.float64) - 2
+    y = torch.sin(torch.pi * x[:, 0]) * torch.sin(torch.pi * x[:, 1])
+    y = y + noise * torch.randn(y.shape, generator=generator, dtype=torch.float64)
+    x, y = x.to(dtype), y.to(dtype)
+    return RegressionSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:], torch.zeros(2, dtype=dtype),
+                           torch.ones(2, dtype=dtype), 0.0, 1.0, ("x1", "x2"), "y")

@@ -1,18 +1,9 @@
-"""Convolutional deep kernel machines (Milsom, Anson and Aitchison, ICLR 2024) on Gram triples."""
+"""Convolutional deep kernel machines (Milsom, Anson and Aitchison, ICLR 2024) on Gram triples.
 
-from probnets.conv_dkm.layers import (
-    ConvF2G,
-    ConvMixup,
-    GramBatchNorm,
-    Grams,
-    Input,
-    NystromGAP,
-    ReluKernel,
-    sample_patches,
-)
-from probnets.conv_dkm.model import ConvDKM, ConvGramLayer, Output, ResidualBlock, fit, kl_gram
+Built from the fully connected DKM's parts (:mod:`probnets.dkm`: ``Grams``, ``ReluKernel``, ``GramLayer``,
+``Output``, ``fit``) plus the convolutional layers here."""
 
-__all__ = [
-    "ConvDKM", "ConvF2G", "ConvGramLayer", "ConvMixup", "GramBatchNorm", "Grams", "Input", "NystromGAP", "Output",
-    "ReluKernel", "ResidualBlock", "fit", "kl_gram", "sample_patches",
-]
+from probnets.conv_dkm.layers import ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP, sample_patches
+from probnets.conv_dkm.model import ConvDKM, ResidualBlock
+
+__all__ = ["ConvDKM", "ConvF2G", "ConvMixup", "GramBatchNorm", "Input", "NystromGAP", "ResidualBlock", "sample_patches"]

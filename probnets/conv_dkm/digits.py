@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from probnets.conv_dkm.layers import sample_patches
-from probnets.conv_dkm.model import ConvDKM, fit
+from probnets.conv_dkm.model import ConvDKM
+from probnets.dkm import fit
 from probnets.validation import check_positive_float, check_positive_int
 
 

@@ -1,10 +1,8 @@
 """Layers of the convolutional deep kernel machine (Milsom, Anson and Aitchison, ICLR 2024).
 
-Every layer maps a :class:`Grams` triple to another: the Gram (or kernel) matrix among ``P`` inducing points,
-the cross-covariances between every test/train pixel and the inducing points, and the variance at every
-test/train pixel. Spatial triples have ``ti``: ``B x P x H x W`` and ``t``: ``B x H x W``; after global average
-pooling they are ``B x P`` and ``B``. The triple also carries ``penalty``, the sum of ``nu * KL`` of the Gram
-layers it went through (a scalar), so the regulariser travels with the data through ``nn.Sequential`` stacks.
+Every layer maps a spatial :class:`~probnets.dkm.Grams` triple (``ti``: ``B x P x H x W``, ``t``: ``B x H x W``) to
+another; global average pooling gives a flat one (``B x P`` and ``B``). The kernels, the Gram layer and the output
+layer are the fully connected DKM's (:mod:`probnets.dkm`), which work on both shapes.
 
 Differences to the reference code (``edwardmilsom/convdkmpaper``, ``dkm/dkm``): pixel variances are averaged over
 zero-padded 3x3 neighbourhoods counting the padding (``count_include_pad=True``), the same convention as the
@@ -16,63 +14,13 @@ exactly); the reference divides border pixels by the number of in-image pixels i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probnets.kernels import dual_activations
-from probnets.validation import check_finite, check_positive_float, check_positive_int
-
-
-class Grams(NamedTuple):
-    """Gram/kernel matrices of one layer over inducing points ``i`` and test/train points ``t``.
-
-    Attributes:
-        ii: Among the inducing points, ``P x P``.
-        ti: Between every test pixel and the inducing points, ``B x P x H x W`` (or ``B x P`` without space).
-        t: Variance at every test pixel, ``B x H x W`` (or ``B``).
-        penalty: Sum of ``nu * KL`` over the Gram layers passed so far, a scalar tensor.
-    """
-
-    ii: Tensor
-    ti: Tensor
-    t: Tensor
-    penalty: Tensor
-
-    @property
-    def spatial(self) -> bool:
-        return self.ti.dim() == 4
-
-    def flat(self) -> tuple[Tensor, Tensor]:
-        """``ti`` as ``(B H W) x P`` and ``t`` as ``(B H W)``: every pixel one test point."""
-        ti = self.ti.movedim(1, -1) if self.spatial else self.ti
-        return ti.reshape(-1, ti.shape[-1]), self.t.reshape(-1)
-
-    def unflat(self, ti: Tensor, t: Tensor, ii: Tensor, penalty: Tensor) -> Grams:
-        """Inverse of :meth:`flat`: a triple of this one's shapes from flat ``ti`` and ``t``."""
-        if self.spatial:
-            batch, _, height, width = self.ti.shape
-            ti = ti.reshape(batch, height, width, -1).movedim(-1, 1)
-        return Grams(ii, ti, t.reshape(self.t.shape), penalty)
-
-
-def check_grams(grams, name: str = "grams", *, spatial: bool | None = None) -> Grams:
-    """Check the shapes of a :class:`Grams` triple; raises TypeError/ValueError naming ``name``."""
-    if not isinstance(grams, Grams):
-        raise TypeError(f"{name} must be a Grams triple, got {type(grams).__name__}")
-    ii, ti, t = grams.ii, grams.ti, grams.t
-    if ii.dim() != 2 or ii.shape[0] != ii.shape[1]:
-        raise ValueError(f"{name}.ii must be a square P x P matrix, got {tuple(ii.shape)}")
-    if ti.dim() not in (2, 4) or ti.shape[1] != ii.shape[0] or t.shape != ti.shape[:1] + ti.shape[2:]:
-        raise ValueError(f"{name} must have ti: B x P x H x W and t: B x H x W (or B x P and B) with P = "
-                         f"{ii.shape[0]}, got ti {tuple(ti.shape)} and t {tuple(t.shape)}")
-    if spatial is not None and grams.spatial != spatial:
-        raise ValueError(f"{name} must be {'spatial (B x P x H x W)' if spatial else 'pooled (B x P)'}, "
-                         f"got ti of shape {tuple(ti.shape)}")
-    return grams
+from probnets.dkm.grams import Grams, check_grams
+from probnets.validation import check_finite, check_positive_int
 
 
 def _check_filter_size(filter_size: int) -> int:
@@ -170,49 +118,6 @@ class ConvF2G(nn.Module):
         ti = F.conv2d(x, patches, padding=size // 2) / scale
         t = box_mean(x.square().mean(1), size)
         return Grams(ii, ti, t, ii.new_zeros(()))
-
-
-class ReluKernel(nn.Module):
-    """ReLU arc-cosine kernel of a Gram triple: ``K = weight_var * 2 E[relu(u) relu(v)] + bias_var``.
-
-    The factor 2 makes ``weight_var = 1`` preserve variances (``k(x, x) = g(x, x) + bias_var``). For numerical
-    stability the Gram diagonals enter as ``g (1 + jitter) + jitter`` (the reference's input noise) and the
-    kernel diagonals leave the same way, so conditional variances stay positive.
-
-    Args:
-        weight_var: Initial ``sigma_w^2 > 0``.
-        bias_var: Initial ``sigma_b^2 > 0``.
-        learned: Whether the two variances are trained (on the log scale).
-        jitter: Relative and absolute diagonal jitter, ``>= 0`` (0 for exact comparisons).
-    """
-
-    def __init__(self, weight_var: float = 1.0, bias_var: float = 0.1, learned: bool = True,
-                 jitter: float = 1e-4):
-        super().__init__()
-        log_vars = torch.tensor([check_positive_float(weight_var, "weight_var"),
-                                 check_positive_float(bias_var, "bias_var")]).log()
-        if learned:
-            self.log_vars = nn.Parameter(log_vars)
-        else:
-            self.register_buffer("log_vars", log_vars)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
-            raise ValueError(f"jitter must be a number in [0, 1), got {jitter!r}")
-        self.jitter = float(jitter)
-
-    def _noisy(self, diag: Tensor) -> Tensor:
-        return diag * (1 + self.jitter) + self.jitter
-
-    def forward(self, grams: Grams) -> Grams:
-        """Grams ``(G_ii, G_ti, g_t)`` -> kernel matrices of the same shapes."""
-        weight_var, bias_var = self.log_vars.exp()
-        d_i = self._noisy(grams.ii.diagonal())
-        d_t = self._noisy(grams.t)
-        ii = 2 * weight_var * dual_activations.relu(grams.ii, d_i, d_i) + bias_var
-        ii = torch.diagonal_scatter(ii, self._noisy(weight_var * d_i + bias_var))
-        ti_last = grams.ti.movedim(1, -1) if grams.spatial else grams.ti
-        ti = 2 * weight_var * dual_activations.relu(ti_last, d_t, d_i) + bias_var
-        ti = ti.movedim(-1, 1) if grams.spatial else ti
-        return Grams(ii, ti, self._noisy(weight_var * d_t + bias_var), grams.penalty)
 
 
 class ConvMixup(nn.Module):
@@ -345,11 +250,3 @@ class GramBatchNorm(nn.Module):
         unit_i_ti = unit_i.reshape(-1, 1, 1) if grams.spatial else unit_i
         return Grams(grams.ii * unit_i.unsqueeze(-1) * unit_i, grams.ti * unit_i_ti * unit_t.unsqueeze(1),
                      grams.t * unit_t**2, grams.penalty)
-
-
-def sum_grams(weighted: Sequence[tuple[float, Grams]], penalty: Tensor) -> Grams:
-    """``sum_k w_k G_k`` over triples of equal shapes, with the given total ``penalty``."""
-    ii = sum(w * g.ii for w, g in weighted)
-    ti = sum(w * g.ti for w, g in weighted)
-    t = sum(w * g.t for w, g in weighted)
-    return Grams(ii, ti, t, penalty)

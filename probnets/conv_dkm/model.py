@@ -21,97 +21,18 @@ inducing points, whose kernel hyperparameters, inducing patches, mixup filters a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from probnets.conv_dkm.layers import (
-    ConvF2G,
-    ConvMixup,
-    GramBatchNorm,
-    Grams,
-    Input,
-    NystromGAP,
-    ReluKernel,
-    check_grams,
-    sum_grams,
-)
+from probnets.conv_dkm.layers import ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP
+from probnets.dkm import GramLayer, Grams, Output, ReluKernel, check_nu, sum_grams
 from probnets.likelihoods import Categorical, Gaussian
 from probnets.predictive import Predictive
-from probnets.validation import as_tensor, check_positive_float, check_positive_int
+from probnets.validation import as_tensor, check_positive_int
 
 LIKELIHOODS = ("categorical", "gaussian")
-
-
-def check_nu(nu) -> float:
-    """``nu`` in ``(0, inf]``; ``math.inf`` pins the Grams to the kernel."""
-    if isinstance(nu, bool) or not isinstance(nu, (int, float)) or math.isnan(nu) or nu <= 0:
-        raise ValueError(f"nu must be a positive number or math.inf, got {nu!r}")
-    return float(nu)
-
-
-def kl_gram(G: Tensor, K: Tensor) -> Tensor:
-    """``KL(N(0, G) || N(0, K)) = (tr(K^-1 G) - P + log|K| - log|G|) / 2`` for ``P x P`` SPD matrices."""
-    chol_k = torch.linalg.cholesky(K)
-    chol_g = torch.linalg.cholesky(G)
-    half = torch.linalg.solve_triangular(chol_k, chol_g, upper=False)
-    logdet_k = 2 * chol_k.diagonal().log().sum()
-    logdet_g = 2 * chol_g.diagonal().log().sum()
-    return 0.5 * (half.square().sum() - G.shape[-1] + logdet_k - logdet_g)
-
-
-class ConvGramLayer(nn.Module):
-    """Sparse DKM Gram layer on (spatial) triples: learned ``G_ii``, the rest follows by conditioning.
-
-    ``G_ii = V V^T / P * exp(s)`` (``V`` set to ``chol(K_ii) sqrt(P)`` at the first call, so ``G = K``
-    initially); at every test pixel ``G_ti = K_ti K_ii^-1 G_ii`` and
-    ``g_t = k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 G_ii K_ii^-1 K_it``; the triple's ``penalty`` grows by
-    ``nu KL(N(0, G_ii) || N(0, K_ii))`` (the layer objective is ``-nu KL``). With ``nu = inf`` the layer
-    returns its input unchanged.
-
-    Args:
-        num_points: Number of inducing points ``P``.
-        nu: Regularisation strength in ``(0, inf]`` (proportional to the layer width).
-    """
-
-    def __init__(self, num_points: int, nu: float):
-        super().__init__()
-        self.num_points = check_positive_int(num_points, "num_points")
-        self.nu = check_nu(nu)
-        if math.isfinite(self.nu):
-            self.V = nn.Parameter(torch.eye(self.num_points))
-            self.log_scale = nn.Parameter(torch.zeros(()))
-            self.register_buffer("initialised", torch.tensor(False))
-
-    def gram(self) -> Tensor:
-        """``G_ii``, ``P x P``."""
-        return self.V @ self.V.T / self.num_points * self.log_scale.exp()
-
-    def objective(self, kernel_ii: Tensor) -> Tensor:
-        """The layer objective ``-nu KL(N(0, G_ii) || N(0, K_ii))``."""
-        return -self.nu * kl_gram(self.gram(), kernel_ii)
-
-    def forward(self, kernels: Grams) -> Grams:
-        """Kernel triple -> Gram triple of the same shapes."""
-        check_grams(kernels, "kernels")
-        if kernels.ii.shape[0] != self.num_points:
-            raise ValueError(f"kernels has {kernels.ii.shape[0]} inducing points, this layer expects "
-                             f"{self.num_points}")
-        if math.isinf(self.nu):
-            return kernels
-        if not self.initialised:
-            with torch.no_grad():
-                self.V.copy_(torch.linalg.cholesky(kernels.ii) * math.sqrt(self.num_points))
-                self.initialised.fill_(True)
-        ti, t = kernels.flat()
-        chol = torch.linalg.cholesky(kernels.ii)
-        proj = torch.cholesky_solve(ti.T, chol).T  # K_ti K_ii^-1, (B H W) x P
-        gram = self.gram()
-        gram_ti = proj @ gram
-        g_t = t - (proj * ti).sum(-1) + (gram_ti * proj).sum(-1)
-        penalty = kernels.penalty - self.objective(kernels.ii)
-        return kernels.unflat(gram_ti, g_t, gram, penalty)
 
 
 class ResidualBlock(nn.Module):
@@ -133,7 +54,7 @@ class ResidualBlock(nn.Module):
 
         def unit(p_in, p_out, unit_stride):
             return [ReluKernel(jitter=jitter), ConvMixup(p_in, p_out, stride=unit_stride, generator=generator),
-                    ConvGramLayer(p_out, nu), GramBatchNorm(inducing_norm, test_norm)]
+                    GramLayer(p_out, nu), GramBatchNorm(inducing_norm, test_norm)]
 
         self.branch = nn.Sequential(*unit(in_points, out_points, stride), *unit(out_points, out_points, 1))
         if stride == 1 and in_points == out_points:
@@ -193,7 +114,7 @@ class ConvDKM(nn.Module):
 
         layers = [Input(inducing_patches), ConvF2G(), ReluKernel(jitter=jitter),
                   ConvMixup(inducing_patches.shape[0], widths[0], generator=generator),
-                  ConvGramLayer(widths[0], nu), GramBatchNorm(**norms)]
+                  GramLayer(widths[0], nu), GramBatchNorm(**norms)]
         points = widths[0]
         for width, stride in zip(widths, strides):
             for block in range(blocks_per_stage):
@@ -276,83 +197,6 @@ class ConvDKM(nn.Module):
         if self.likelihood == "categorical":
             return Predictive(f, Categorical(self.num_outputs))
         return Predictive(f, Gaussian(noise_scale=1.0))
-
-
-class Output(nn.Module):
-    """Output layer: ``q(F_ii) = N(mu, A)`` per output column, ``A`` shared; predictive marginals at test points.
-
-    ``A = L L^T / P``; at a test point
-    ``f ~ N(K_ti K_ii^-1 mu, k_t - K_ti K_ii^-1 K_it + K_ti K_ii^-1 A K_ii^-1 K_it)``.
-
-    Args:
-        num_points: ``P``.
-        num_outputs: ``m``.
-        generator: Source of the initial ``mu`` and ``L`` (standard normal, as in the reference).
-    """
-
-    def __init__(self, num_points: int, num_outputs: int, *, generator: torch.Generator | None = None):
-        super().__init__()
-        self.mu = nn.Parameter(torch.randn(num_points, num_outputs, generator=generator))
-        self.L = nn.Parameter(torch.randn(num_points, num_points, generator=generator))
-
-    def covariance(self) -> Tensor:
-        return self.L @ self.L.T / self.L.shape[-1]
-
-    def kl(self, kernel_ii: Tensor) -> Tensor:
-        """``KL(q(F_ii) || p(F_ii))`` averaged over the output columns (the reference's scaling)."""
-        chol = torch.linalg.cholesky(kernel_ii)
-        mahalanobis = torch.linalg.solve_triangular(chol, self.mu, upper=False).square().sum() / self.mu.shape[1]
-        return kl_gram(self.covariance(), kernel_ii) + 0.5 * mahalanobis
-
-    def forward(self, kernels: Grams) -> tuple[Tensor, Tensor]:
-        """Pooled kernel triple -> (mean ``B x m``, variance ``B x 1``)."""
-        check_grams(kernels, "kernels", spatial=False)
-        chol = torch.linalg.cholesky(kernels.ii)
-        proj = torch.cholesky_solve(kernels.ti.T, chol).T  # B x P
-        var = kernels.t - (proj * kernels.ti).sum(-1) + ((proj @ self.covariance()) * proj).sum(-1)
-        return proj @ self.mu, var.unsqueeze(-1)
-
-
-def fit(model: ConvDKM, x: Tensor, y, *, epochs: int, batch_size: int = 128, lr: float = 0.01,
-        betas: tuple[float, float] = (0.8, 0.9), generator: torch.Generator | None = None,
-        callback: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train with Adam on shuffled minibatches; returns the mean loss per epoch.
-
-    Args:
-        model: The model.
-        x: Training images ``N x C x H x W``.
-        y: Labels ``N`` (or Gaussian targets ``N x m``).
-        epochs: Passes over the data.
-        batch_size: Minibatch size.
-        lr, betas: Adam settings (the reference's defaults).
-        generator: Source of the shuffling and of the Monte Carlo samples.
-        callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor of images N x C x H x W, got {type(x).__name__}")
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    lr = check_positive_float(lr, "lr")
-    y = as_tensor(y, "y")
-    if y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
-    num_data = x.shape[0]
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    history = []
-    for epoch in range(epochs):
-        order = torch.randperm(num_data, generator=generator)
-        total = 0.0
-        for start in range(0, num_data, batch_size):
-            index = order[start:start + batch_size]
-            loss = model.loss(x[index], y[index], num_data, generator=generator)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * index.numel()
-        history.append(total / num_data)
-        if callback is not None:
-            callback(epoch, history[-1])
-    return history
 
 
 def _int_tuple(values, name: str) -> tuple[int, ...]:

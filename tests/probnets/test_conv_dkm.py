@@ -9,21 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probnets.conv_dkm import (
-    ConvDKM,
-    ConvF2G,
-    ConvGramLayer,
-    ConvMixup,
-    GramBatchNorm,
-    Grams,
-    Input,
-    NystromGAP,
-    Output,
-    ReluKernel,
-    ResidualBlock,
-    fit,
-    sample_patches,
-)
+from probnets.conv_dkm import ConvDKM, ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP, ResidualBlock, sample_patches
+from probnets.dkm import GramLayer, Grams, Output, ReluKernel, fit
 from probnets.conv_dkm.digits import digits_split, run_digits_experiment
 from probnets.kernels import conv_nngp_covariance, dual_activations
 
@@ -209,24 +196,26 @@ def _kernel_triple(num_points=5, seed=8, dtype=torch.float64):
 
 def test_gram_layer_starts_at_the_kernel():
     kernels = _kernel_triple()
-    out = ConvGramLayer(5, nu=2.0).double()(kernels)
+    out = GramLayer(5, nu=2.0).double()(kernels)
     _assert_grams_close(out, kernels, atol=1e-10, rtol=1e-9)
     assert abs(out.penalty.item()) < 1e-9
 
 
-def test_gram_layer_conditions_on_the_learned_gram_and_its_objective_is_minus_nu_kl():
+@pytest.mark.parametrize("whitened", [False, True])
+def test_gram_layer_conditions_on_the_learned_gram_and_adds_nu_kl(whitened):
     kernels = _kernel_triple()._replace(penalty=torch.tensor(1.5, dtype=torch.float64))
     nu = 0.3
-    layer = ConvGramLayer(5, nu=nu).double()
-    layer(kernels)  # initialises V at chol(K_ii) sqrt(P)
+    layer = GramLayer(5, nu=nu, whitened=whitened).double()
+    torch.testing.assert_close(layer(kernels).ii, kernels.ii)  # starts at G = K
     with torch.no_grad():
         layer.V.add_(0.3 * torch.randn(5, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
         layer.log_scale.fill_(0.4)
     out = layer(kernels)
     gram, k = out.ii, kernels.ii
-    torch.testing.assert_close(gram, layer.V @ layer.V.T / 5 * math.exp(0.4))
+    root = torch.linalg.cholesky(k) @ layer.V if whitened else layer.V
+    torch.testing.assert_close(gram, root @ root.T / 5 * math.exp(0.4))
+    torch.testing.assert_close(layer.gram(k), gram)
     kl = 0.5 * (torch.trace(torch.linalg.solve(k, gram)) - 5 + torch.logdet(k) - torch.logdet(gram))
-    torch.testing.assert_close(layer.objective(k), -nu * kl)
     torch.testing.assert_close(out.penalty - kernels.penalty, nu * kl)
     proj = torch.einsum("bphw,pq->bqhw", kernels.ti, torch.linalg.inv(k))
     torch.testing.assert_close(out.ti, torch.einsum("bphw,pq->bqhw", proj, gram))
@@ -237,7 +226,7 @@ def test_gram_layer_conditions_on_the_learned_gram_and_its_objective_is_minus_nu
 
 def test_gram_layer_at_nu_inf_returns_the_kernel():
     kernels = _kernel_triple()
-    layer = ConvGramLayer(5, nu=math.inf)
+    layer = GramLayer(5, nu=math.inf)
     assert layer(kernels) is kernels
     assert list(layer.parameters()) == []
 
@@ -261,7 +250,7 @@ def test_nu_inf_stack_reproduces_the_two_layer_conv_nngp():
         mixup.latent.copy_(filters * math.sqrt(num_pixels))
     stack = torch.nn.Sequential(
         Input(_all_patches(x)), ConvF2G(), ReluKernel(weight_var=0.5, bias_var=TINY, jitter=0.0), mixup,
-        ConvGramLayer(num_pixels, math.inf), ReluKernel(weight_var=0.5, bias_var=TINY, jitter=0.0), NystromGAP(),
+        GramLayer(num_pixels, math.inf), ReluKernel(weight_var=0.5, bias_var=TINY, jitter=0.0), NystromGAP(),
     ).double()
     pooled = stack(x)
     exact = conv_nngp_covariance(x.flatten(1), None, (1, 3, 3), 2, 1.0, TINY)
@@ -288,7 +277,7 @@ def test_finite_nu_model_starts_at_the_nu_inf_model():
     _assert_grams_close(out_finite, out_infinite, atol=1e-8, rtol=1e-6)
     assert abs(out_finite.penalty.item()) < 1e-8
     assert out_infinite.penalty.item() == 0.0
-    assert not any(isinstance(m, ConvGramLayer) and list(m.parameters()) for m in infinite.modules())
+    assert not any(isinstance(m, GramLayer) and list(m.parameters()) for m in infinite.modules())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -374,7 +363,7 @@ def test_spatial_grams_through_a_residual_block():
     (lambda: sample_patches(_images(1, size=3), 2), "num_patches"),
     (lambda: ConvMixup(3, 3, filter_size=2), "filter_size"),
     (lambda: Input(torch.zeros(2, 1, 3, 2)), "patches"),
-    (lambda: ConvGramLayer(3, 1.0)(_kernel_triple(num_points=4)), "kernels"),
+    (lambda: GramLayer(3, 1.0)(_kernel_triple(num_points=4)), "kernels"),
     (lambda: NystromGAP()(NystromGAP()(_kernel_triple())), "kernels"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
