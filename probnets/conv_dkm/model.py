@@ -20,7 +20,6 @@ inducing points, whose kernel hyperparameters, inducing patches, mixup filters a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 from probnets.conv_dkm.layers import ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP
 from probnets.dkm import GramLayer, Grams, Output, ReluKernel, check_nu, sum_grams
+from probnets.dkm.model import expected_log_likelihood, sample_outputs
 from probnets.likelihoods import Categorical, Gaussian
 from probnets.predictive import Predictive
 from probnets.validation import as_tensor, check_positive_int
@@ -168,18 +168,11 @@ class ConvDKM(nn.Module):
         mean, var, penalty = self.latent(x)
         if target.shape[0] != mean.shape[0]:
             raise ValueError(f"x and y must have the same number of rows, got {mean.shape[0]} and {target.shape[0]}")
-        if self.likelihood == "categorical":
-            logits = self._sample(mean, var, generator)
-            expected = torch.log_softmax(logits, -1).gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
-            expected_log_lik = expected.mean()
-        else:
+        if self.likelihood == "gaussian":
             target = target.to(mean.dtype)
-            expected_log_lik = (-0.5 * math.log(2 * math.pi) - 0.5 * ((target - mean).square() + var)).sum(-1).mean()
-        return -expected_log_lik + penalty / num_data
-
-    def _sample(self, mean: Tensor, var: Tensor, generator: torch.Generator | None) -> Tensor:
-        noise = torch.randn(self.mc_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + var.sqrt() * noise
+        expected = expected_log_likelihood(mean, var, target, self.likelihood, mc_samples=self.mc_samples,
+                                           generator=generator)
+        return -expected.mean() + penalty / num_data
 
     @torch.no_grad()
     def predictive(self, x: Tensor, *, batch_size: int = 256, generator: torch.Generator | None = None) -> Predictive:
@@ -192,7 +185,7 @@ class ConvDKM(nn.Module):
         draws = []
         for start in range(0, x.shape[0], batch_size):
             mean, var, _ = self.latent(x[start:start + batch_size])
-            draws.append(self._sample(mean, var, generator))
+            draws.append(sample_outputs(mean, var, self.mc_samples, generator))
         f = torch.cat(draws, 1)
         if self.likelihood == "categorical":
             return Predictive(f, Categorical(self.num_outputs))

@@ -81,6 +81,28 @@ def _register_log_noise_var(module: nn.Module, noise_var: float, learned: bool, 
         module.register_buffer("log_noise_var", log_value)
 
 
+def sample_outputs(mean: Tensor, var: Tensor, num_samples: int, generator: torch.Generator | None) -> Tensor:
+    """Draws of the outputs from their Gaussian marginals: ``mean`` ``B x m``, ``var`` ``B x 1`` -> ``S x B x m``."""
+    noise = torch.randn(num_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + var.sqrt() * noise
+
+
+def expected_log_likelihood(mean: Tensor, var: Tensor, target: Tensor, likelihood: str, *, noise_var=1.0,
+                            mc_samples: int = 100, generator: torch.Generator | None = None) -> Tensor:
+    """``E_q[log p(y | f)]`` per point (``B``) under Gaussian output marginals (``mean`` ``B x m``, ``var`` ``B x 1``).
+
+    Gaussian: in closed form with noise variance ``noise_var``, summed over the outputs (``target`` ``B x m``).
+    Categorical: a Monte Carlo average over ``mc_samples`` draws of the logits (``target``: labels ``B``).
+    """
+    if likelihood == "categorical":
+        logits = sample_outputs(mean, var, mc_samples, generator)
+        picked = torch.log_softmax(logits, -1).gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
+        return picked.squeeze(-1).mean(0)
+    noise_var = torch.as_tensor(noise_var, dtype=mean.dtype, device=mean.device)
+    terms = -0.5 * (math.log(2 * math.pi) + noise_var.log() + ((target - mean).square() + var) / noise_var)
+    return terms.sum(-1)
+
+
 class _GramStack(nn.Module):
     """``FeatureToGram -> [kernel -> GramLayer(nu_l)] x L -> kernel``: inputs to the top layer's kernel triple."""
 
@@ -277,14 +299,9 @@ class SparseDKM(nn.Module):
         """``(sum over points of E_q[log p(y | f)], penalty)`` on the points ``x`` (``B x d``)."""
         mean, var, penalty = self.latent(x)
         target = self._targets(y, mean.shape[0])
-        if self.likelihood == "categorical":
-            logits = self._sample(mean, var, generator)
-            log_probs = torch.log_softmax(logits, -1)
-            picked = log_probs.gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1))
-            return picked.mean(0).sum(), penalty
-        noise = self.noise_var
-        terms = -0.5 * (math.log(2 * math.pi) + noise.log() + ((target - mean).square() + var) / noise)
-        return terms.sum(), penalty
+        expected = expected_log_likelihood(mean, var, target, self.likelihood, noise_var=self.noise_var,
+                                           mc_samples=self.mc_samples, generator=generator)
+        return expected.sum(), penalty
 
     def loss(self, x: Tensor, y, num_data: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Negative objective per training point on a minibatch (scalar).
@@ -304,10 +321,6 @@ class SparseDKM(nn.Module):
         expected, penalty = self.expected_log_likelihood(x, y, generator=generator)
         return DKMObjective(expected - penalty, expected, penalty)
 
-    def _sample(self, mean: Tensor, var: Tensor, generator: torch.Generator | None) -> Tensor:
-        noise = torch.randn(self.mc_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + var.sqrt() * noise
-
     @torch.no_grad()
     def predict(self, x: Tensor, *, batch_size: int = 1024, generator: torch.Generator | None = None) -> Predictive:
         """Predictive at ``x`` (``n x d``), evaluated in chunks of ``batch_size`` points.
@@ -320,7 +333,7 @@ class SparseDKM(nn.Module):
         means, variances = zip(*(self.latent(x[s:s + batch_size])[:2] for s in range(0, x.shape[0], batch_size)))
         mean, var = torch.cat(means), torch.cat(variances)
         if self.likelihood == "categorical":
-            return Predictive(self._sample(mean, var, generator), Categorical(self.num_outputs))
+            return Predictive(sample_outputs(mean, var, self.mc_samples, generator), Categorical(self.num_outputs))
         scale = (var.clamp_min(0) + self.noise_var).sqrt().expand_as(mean)
         return Predictive(mean.unsqueeze(0), NormalMarginal(), {"scale": scale.unsqueeze(0)})
 
