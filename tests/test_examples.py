@@ -15,6 +15,7 @@ EXAMPLES = {
     "student_t_process.py": ["student_t_process_metrics.json"],
     "bayesian_optimisation.py": ["bo_regret.png", "bo_runs.json"],
     "conv_dkm_digits.py": ["conv_dkm_digits.json"],
+    "dkm_sine_toy.py": ["dkm_sine_toy.json", "dkm_sine_toy.png"],
 }
 
 
