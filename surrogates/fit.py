@@ -20,7 +20,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 import inference
-from probnets import BNN, Gaussian, LogDensity
+from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
 from surrogates.data_transforms import fitted_transforms
@@ -84,7 +84,8 @@ def fit_ibnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 
 
 
 def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, widths=(64, 64),
-                activation: str = "tanh", prior_scale: float = 1.0, noise_scale: float | None = None,
+                activation: str = "tanh", prior: str = "fan-in", prior_scale: float = 3.0,
+                noise_scale: float | None = None,
                 method: str = "chees", num_chains: int = 8, num_warmup: int = 200, num_samples: int = 32,
                 warm_start_warmup: int = 100, pretrain_steps: int = 500, progress: bool = False) -> Model:
     """A tanh BNN on normalised inputs and standardised outcomes, sampled with probnets' ChEES-HMC (or NUTS/HMC).
@@ -96,7 +97,11 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
     ``warm_start`` holds this run's last draws, ``num_chains x D``.
 
     Args:
-        widths: Hidden widths. prior_scale: Normal prior standard deviation of every weight and bias.
+        widths: Hidden widths.
+        prior: ``"normal"``: Normal(0, ``prior_scale``) on every weight and bias; ``"fan-in"``:
+            Normal(0, ``prior_scale / sqrt(fan_in)``) on weights and Normal(0, ``prior_scale``) on biases (the
+            finite-width counterpart of the I-BNN kernel, whose function scale does not grow with ``d``).
+        prior_scale: Prior scale (see ``prior``).
         noise_scale: Fixed noise standard deviation in standardised units; learned under a
             LogNormal(-1, 1) prior when ``None``.
         method, num_chains, num_warmup, num_samples: Sampler settings (see ``inference.sample``).
@@ -105,7 +110,7 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
     """
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
-    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=dist.Normal(0.0, prior_scale),
+    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=_weight_prior(prior, prior_scale),
               likelihood=likelihood)
     generator = torch.Generator().manual_seed(seed)
     if warm_start is not None and warm_start.shape == (num_chains, bnn.spec.dim):
@@ -119,6 +124,14 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
     model.warm_start = post.samples[:, -1].clone()
     model.posterior_samples = post
     return model
+
+
+def _weight_prior(name: str, scale: float):
+    if name == "normal":
+        return dist.Normal(0.0, scale)
+    if name == "fan-in":
+        return priors.fan_in_normal(scale)
+    raise ValueError(f"prior must be 'normal' or 'fan-in', got {name!r}")
 
 
 def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, num_members: int = 10,

@@ -95,6 +95,7 @@ def test_hmc_warm_start_is_used():
     (dict(train_X=torch.zeros(5)), "train_X must be 2-D"),
     (dict(kind="forest"), "kind must be one of"),
     (dict(bounds=torch.zeros(2, 3)), "bounds"),
+    (dict(kind="hmc-bnn", prior="laplace"), "prior must be"),
 ])
 def test_bad_input(bad, match):
     args = dict(train_X=torch.rand(5, 2), train_Y=torch.rand(5, 1), kind="gp", bounds=None)
