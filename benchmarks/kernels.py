@@ -335,6 +335,12 @@ def run_regression(args) -> dict:
                     row["ess_fraction"] = model.ess / model.num_samples
                 rows.append(row)
                 print(row, flush=True)
+    return regression_result(rows, names, args.splits, args.steps)
+
+
+def regression_result(rows: list[dict], names: list[str], splits: int, steps: int) -> dict:
+    """Summary (mean and standard error over splits) and markdown of regression rows; also used to combine
+    rows from runs of single data sets."""
     summary = []
     for name in names:
         for model_name in REGRESSION_MODELS:
@@ -345,7 +351,7 @@ def run_regression(args) -> dict:
                                 rmse_mean=float(np.mean([r["rmse"] for r in rs])),
                                 coverage_90=float(np.mean([r["coverage_90"] for r in rs])),
                                 fit_time=float(np.mean([r["fit_time"] for r in rs]))))
-    result = dict(settings=dict(datasets=names, splits=args.splits, steps=args.steps, optimizer="adam lr 0.01",
+    result = dict(settings=dict(datasets=names, splits=splits, steps=steps, optimizer="adam lr 0.01",
                                 kernel="ReLU NNGP, 4 hidden layers, weight_var 2, bias_var 1 (learned)",
                                 dkm=DKM_SETTINGS),
                   rows=rows, summary=summary)
