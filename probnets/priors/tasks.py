@@ -113,9 +113,12 @@ class TaskPrior(ABC):
         num_context: Context size, an integer or an inclusive range ``(low, high)`` drawn per batch.
         max_points: Largest total number of points per task.
         min_target: Smallest number of targets; ``num_target ~ U{min_target..max_points - num_context}``.
+        fill_targets: Instead, ``num_target = max_points - num_context`` (every task has ``max_points`` points,
+            as in PFN training).
     """
 
-    def __init__(self, *, dim: int, x_range: tuple[float, float], num_context, max_points: int, min_target: int):
+    def __init__(self, *, dim: int, x_range: tuple[float, float], num_context, max_points: int, min_target: int,
+                 fill_targets: bool = False):
         self.dim = check_positive_int(dim, "dim")
         if (not isinstance(x_range, tuple) or len(x_range) != 2
                 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in x_range)
@@ -125,6 +128,7 @@ class TaskPrior(ABC):
         self.num_context = _check_range(num_context, "num_context")
         self.max_points = check_positive_int(max_points, "max_points")
         self.min_target = check_positive_int(min_target, "min_target", minimum=0)
+        self.fill_targets = bool(fill_targets)
         if self.num_context[1] + self.min_target > self.max_points:
             raise ValueError(f"num_context ({self.num_context[1]} at most) plus min_target ({self.min_target}) "
                              f"exceeds max_points ({self.max_points})")
@@ -148,7 +152,9 @@ class TaskPrior(ABC):
         if num_context is None:
             num_context = _randint(self.num_context, generator)
         num_context = check_positive_int(num_context, "num_context", minimum=0)
-        if num_target is None:
+        if num_target is None and self.fill_targets:
+            num_target = max(self.min_target, self.max_points - num_context)
+        elif num_target is None:
             num_target = _randint((self.min_target, max(self.min_target, self.max_points - num_context)), generator)
         num_target = check_positive_int(num_target, "num_target", minimum=0)
         if num_context + num_target == 0:
@@ -187,7 +193,7 @@ class GPTaskPrior(TaskPrior):
         noise: Standard deviation of the Gaussian observation noise (same forms).
         t_noise: ``None``, or the range ``(low, high)`` of ``gamma`` for additional heavy-tailed noise
             ``gamma * StudentT(2.1)`` (the "t-noise" tasks), ``gamma`` uniform per task.
-        dim, x_range, num_context, max_points, min_target: See :class:`TaskPrior`.
+        dim, x_range, num_context, max_points, min_target, fill_targets: See :class:`TaskPrior`.
 
     The defaults are the neural-process GP benchmark (1-D, ``l ~ U(0.1, 0.6)``, ``s ~ U(0.1, 1)``, noise 0.02,
     ``p ~ U(0.1, 0.5)``).
@@ -196,9 +202,9 @@ class GPTaskPrior(TaskPrior):
     def __init__(self, kernel: str = "rbf", *, lengthscale=(0.1, 0.6), scale=(0.1, 1.0), noise=0.02,
                  period=(0.1, 0.5), t_noise: tuple[float, float] | None = None, dim: int = 1,
                  x_range: tuple[float, float] = (-2.0, 2.0), num_context=(3, 47), max_points: int = 50,
-                 min_target: int = 3):
+                 min_target: int = 3, fill_targets: bool = False):
         super().__init__(dim=dim, x_range=x_range, num_context=num_context, max_points=max_points,
-                         min_target=min_target)
+                         min_target=min_target, fill_targets=fill_targets)
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self.kernel = kernel
@@ -285,14 +291,14 @@ class BNNTaskPrior(TaskPrior):
         activation: ``"tanh"`` or ``"relu"``.
         weight_scale, bias_scale: Prior scales (floats).
         noise: Observation noise standard deviation: a float, a pair (uniform per task) or a distribution.
-        dim, x_range, num_context, max_points, min_target: See :class:`TaskPrior`.
+        dim, x_range, num_context, max_points, min_target, fill_targets: See :class:`TaskPrior`.
     """
 
     def __init__(self, widths=(32, 32), *, activation: str = "tanh", weight_scale: float = 1.5,
                  bias_scale: float = 0.5, noise=0.02, dim: int = 1, x_range: tuple[float, float] = (-2.0, 2.0),
-                 num_context=(3, 47), max_points: int = 50, min_target: int = 3):
+                 num_context=(3, 47), max_points: int = 50, min_target: int = 3, fill_targets: bool = False):
         super().__init__(dim=dim, x_range=x_range, num_context=num_context, max_points=max_points,
-                         min_target=min_target)
+                         min_target=min_target, fill_targets=fill_targets)
         self.widths = tuple(check_positive_int(w, "widths") for w in widths)
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")

@@ -1,0 +1,172 @@
+"""Prior-data fitted network (Mueller et al., ICLR 2022): a transformer that maps a training set and query inputs
+to a bar-distribution predictive of the query outputs, trained on tasks drawn from a prior.
+
+Attention rule: training tokens attend to all training tokens; each query attends to the training tokens and to
+itself, never to another query, so queries are predicted independently and a batch of queries costs no more than
+their number. There is no positional encoding, so the predictive is invariant to the order of the training set.
+Each block is post-layer-norm (attention, then a GELU feed-forward layer), and its attention output projection and
+second feed-forward linear start at zero, so every block starts as the identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from probnets.pfn.bar_distribution import BarDistribution, BarMarginal
+from probnets.predictive import Predictive
+from probnets.validation import check_finite, check_positive_int
+
+
+class PFNAttention(nn.Module):
+    """Multi-head attention under the PFN rule; one set of projections for training tokens and queries."""
+
+    def __init__(self, emsize: int, num_heads: int):
+        super().__init__()
+        if emsize % num_heads:
+            raise ValueError(f"emsize ({emsize}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(emsize, 3 * emsize)
+        self.out = nn.Linear(emsize, emsize)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _split(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``B x T x E`` -> query, key, value, each ``B x H x T x E/H``."""
+        batch, tokens, width = h.shape
+        q, k, v = self.qkv(h).chunk(3, -1)
+        return tuple(t.reshape(batch, tokens, self.num_heads, width // self.num_heads).transpose(1, 2)
+                     for t in (q, k, v))
+
+    def _merge(self, h: Tensor) -> Tensor:
+        batch, heads, tokens, width = h.shape
+        return self.out(h.transpose(1, 2).reshape(batch, tokens, heads * width))
+
+    def forward(self, train: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        """``train``: ``B x n x E`` (``n`` may be 0), ``query``: ``B x M x E`` -> attention outputs of both."""
+        qt, kt, vt = self._split(train)
+        qq, kq, vq = self._split(query)
+        scale = 1 / math.sqrt(qq.shape[-1])
+        train_out = F.scaled_dot_product_attention(qt, kt, vt) if train.shape[1] else qt
+        scores_train = qq @ kt.transpose(-1, -2) * scale  # B x H x M x n
+        score_self = (qq * kq).sum(-1, keepdim=True) * scale  # B x H x M x 1
+        weights = torch.softmax(torch.cat([scores_train, score_self], -1), -1)
+        query_out = weights[..., :-1] @ vt + weights[..., -1:] * vq
+        return self._merge(train_out), self._merge(query_out)
+
+
+class PFNLayer(nn.Module):
+    """Post-LN transformer block under the PFN attention rule."""
+
+    def __init__(self, emsize: int, num_heads: int, hidden: int, dropout: float):
+        super().__init__()
+        self.attention = PFNAttention(emsize, num_heads)
+        self.norm1 = nn.LayerNorm(emsize)
+        self.norm2 = nn.LayerNorm(emsize)
+        self.linear1 = nn.Linear(emsize, hidden)
+        self.linear2 = nn.Linear(hidden, emsize)
+        nn.init.zeros_(self.linear2.weight)
+        nn.init.zeros_(self.linear2.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def _feed_forward(self, h: Tensor) -> Tensor:
+        return self.norm2(h + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(h))))))
+
+    def forward(self, train: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        a_train, a_query = self.attention(train, query)
+        train = self.norm1(train + self.dropout(a_train))
+        query = self.norm1(query + self.dropout(a_query))
+        return self._feed_forward(train), self._feed_forward(query)
+
+
+class PFN(nn.Module):
+    """Transformer PFN for regression with a bar-distribution output.
+
+    Args:
+        borders: Bucket borders of the output distribution, ``K + 1`` (e.g.
+            :func:`~probnets.pfn.bar_distribution.borders_from_samples` of prior draws of ``y``).
+        dim: Input dimension ``d``.
+        emsize: Token width.
+        num_layers: Transformer blocks.
+        num_heads: Attention heads.
+        hidden: Feed-forward width.
+        dropout: Dropout probability.
+    """
+
+    def __init__(self, borders: Tensor, *, dim: int = 1, emsize: int = 128, num_layers: int = 4,
+                 num_heads: int = 4, hidden: int = 256, dropout: float = 0.0):
+        super().__init__()
+        self.config = dict(dim=check_positive_int(dim, "dim"), emsize=check_positive_int(emsize, "emsize"),
+                           num_layers=check_positive_int(num_layers, "num_layers"),
+                           num_heads=check_positive_int(num_heads, "num_heads"),
+                           hidden=check_positive_int(hidden, "hidden"), dropout=float(dropout))
+        self.likelihood = BarMarginal(borders.detach().double())  # validates the borders
+        self.register_buffer("borders", borders.detach().clone())
+        self.x_encoder = nn.Linear(dim, emsize)
+        self.y_encoder = nn.Linear(1, emsize)
+        self.layers = nn.ModuleList(PFNLayer(emsize, num_heads, hidden, dropout) for _ in range(num_layers))
+        self.decoder = nn.Sequential(nn.Linear(emsize, hidden), nn.GELU(), nn.Linear(hidden, borders.shape[0] - 1))
+
+    @property
+    def num_buckets(self) -> int:
+        return self.borders.shape[0] - 1
+
+    def forward(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Tensor:
+        """Bucket logits ``B x M x K`` of the outputs at ``x`` (``B x M x d``) given ``B x n x d`` inputs and
+        ``B x n x 1`` outputs (``n`` may be 0)."""
+        train = self.x_encoder(context_x) + self.y_encoder(context_y)
+        query = self.x_encoder(x)
+        for layer in self.layers:
+            train, query = layer(train, query)
+        return self.decoder(query)
+
+    def loss(self, batch) -> Tensor:
+        """Mean negative log predictive density of the targets of a :class:`~probnets.priors.TaskBatch`."""
+        logits = self(batch.context_x, batch.context_y, batch.target_x)
+        dist = BarDistribution(self.borders, logits)
+        return -dist.log_prob(batch.target_y[..., 0]).mean()
+
+    def _check(self, context_x, context_y, x) -> tuple[Tensor, Tensor, Tensor]:
+        dtype = self.borders.dtype
+        for name, value in (("context_x", context_x), ("context_y", context_y), ("x", x)):
+            if not isinstance(value, Tensor) or not torch.is_floating_point(value):
+                raise TypeError(f"{name} must be a floating-point tensor, got "
+                                f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
+            check_finite(value, name)
+        d = self.config["dim"]
+        if context_x.dim() != 2 or context_x.shape[1] != d:
+            raise ValueError(f"context_x must have shape n x {d}, got {tuple(context_x.shape)}")
+        if context_y.dim() == 1:
+            context_y = context_y.unsqueeze(-1)
+        if context_y.shape != (context_x.shape[0], 1):
+            raise ValueError(f"context_y must have shape ({context_x.shape[0]},) or ({context_x.shape[0]}, 1), "
+                             f"got {tuple(context_y.shape)}")
+        if x.dim() != 2 or x.shape[1] != d or x.shape[0] == 0:
+            raise ValueError(f"x must have shape m x {d} with m >= 1, got {tuple(x.shape)}")
+        return context_x.to(dtype), context_y.to(dtype), x.to(dtype)
+
+    @torch.no_grad()
+    def predict(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Predictive:
+        """Predictive at ``x`` (``m x d``) given a training set (``n x d``, ``n`` or ``n x 1``; ``n`` may be 0).
+
+        Returns:
+            A :class:`~probnets.Predictive` with one draw whose per-point distribution is the bar distribution
+            (``mean``, ``variance``, ``quantile``, ``log_prob``, ``cdf``); ``f`` is the predictive mean.
+        """
+        was_training = self.training
+        self.eval()
+        context_x, context_y, x = self._check(context_x, context_y, x)
+        logits = self(context_x[None], context_y[None], x[None])  # 1 x m x K
+        self.train(was_training)
+        mean = BarDistribution(self.borders, logits).mean.unsqueeze(-1)  # 1 x m x 1
+        return Predictive(mean, BarMarginal(self.borders), {"logits": logits})
+
+    @torch.no_grad()
+    def expected_improvement(self, context_x: Tensor, context_y: Tensor, x: Tensor, best_f: float) -> Tensor:
+        """Closed-form expected improvement over ``best_f`` at ``x`` (``m x d``), ``m``."""
+        context_x, context_y, x = self._check(context_x, context_y, x)
+        logits = self(context_x[None], context_y[None], x[None])[0]
+        return BarDistribution(self.borders, logits).expected_improvement(best_f)
