@@ -319,7 +319,7 @@ def run_regression(args) -> dict:
     names = [d for d in args.datasets.split(",") if d]
     rows = []
     for name in names:
-        for split_seed in range(args.splits):
+        for split_seed in range(args.first_split, args.first_split + args.splits):
             split = getattr(datasets, name)(seed=split_seed)
             for model_name, fit in _regression_models(split_seed, args.steps).items():
                 start = time.perf_counter()
@@ -438,6 +438,7 @@ def main(argv=None) -> None:
     _add_nngp_timing_args(parser)
     parser.add_argument("--datasets", default="boston,concrete", help="regression data sets (probnets.datasets)")
     parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--first-split", type=int, default=0, help="seed of the first split (to run splits in parallel)")
     parser.add_argument("--steps", type=int, default=300, help="hyperparameter optimisation steps")
     parser.add_argument("--digits-epochs", type=int, default=40)
     parser.add_argument("--digits-seeds", type=int, default=3)
