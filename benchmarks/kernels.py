@@ -362,17 +362,19 @@ def regression_result(rows: list[dict], names: list[str], splits: int, steps: in
 def _regression_markdown(result: dict) -> str:
     s = result["settings"]
     lines = ["## Regression: scale mixtures of NNGPs", "",
-             f"{s['splits']} random 90/10 splits per data set; {s['kernel']}; hyperparameters by {s['optimizer']} "
+             f"Random 90/10 splits (seeds 0-{s['splits'] - 1}; the count per row is given); {s['kernel']}; "
+             f"hyperparameters by {s['optimizer']} "
              f"for {s['steps']} steps (Student-t: alpha, beta too; Burr XII(2, 1) scale prior by importance "
              "sampling with the posterior-fitted proposal). Sparse DKM: " +
              ", ".join(f"{k} {v}" for k, v in s["dkm"].items()) + " (Adam, minibatches; nu = 10 chosen from "
              "{1, 10, 100, inf} on Boston splits 0-1; the inducing inputs are a random subset of the training "
              "inputs). Test NLL and RMSE in original units; mean (standard error) over splits.", "",
-             "| data | model | NLL | RMSE | 90% coverage | fit s |", "|---|---|---|---|---|---|"]
+             "| data | model | splits | NLL | RMSE | 90% coverage | fit s |", "|---|---|---|---|---|---|---|"]
     for r in result["summary"]:
         se = f" ({r['nll_se']:.3f})" if r["nll_se"] is not None else ""
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['nll_mean']:.3f}{se} | {r['rmse_mean']:.3f} | "
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['splits']} | {r['nll_mean']:.3f}{se} | {r['rmse_mean']:.3f} | "
                      f"{r['coverage_90']:.2f} | {r['fit_time']:.1f} |")
+    lines += [f"*{note}*" for note in result.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
