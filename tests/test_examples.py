@@ -16,6 +16,7 @@ EXAMPLES = {
     "bayesian_optimisation.py": ["bo_regret.png", "bo_runs.json"],
     "conv_dkm_digits.py": ["conv_dkm_digits.json"],
     "dkm_sine_toy.py": ["dkm_sine_toy.json", "dkm_sine_toy.png"],
+    "pfn_gp_regression.py": ["pfn_gp_regression.json", "pfn_gp_regression.png", "pfn_bias_variance.png"],
 }
 
 
