@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from probnets.pfn.bar_distribution import BarDistribution
 from probnets.validation import check_positive_int
 
 #: ``predictor(context_x R x n x d, context_y R x n x 1, x0 R x 1 x d) -> R`` point predictions at ``x0``.
@@ -57,7 +58,6 @@ def nadaraya_watson(bandwidth: float, *, shrink: float = 0.0, reference_size: in
 
 def pfn_predictor(model, *, batch_size: int = 100) -> Predictor:
     """The predictive mean of a :class:`~probnets.pfn.PFN`, evaluated ``batch_size`` training sets at a time."""
-    from probnets.pfn.bar_distribution import BarDistribution
 
     @torch.no_grad()
     def predict(context_x: Tensor, context_y: Tensor, x0: Tensor) -> Tensor:
