@@ -66,7 +66,7 @@ def _plot_bands(model, prior, task, path: Path) -> None:
     pred = model.predict(x, y, grid)
     lo, hi = pred.interval(0.9)
     params = {k: v.double() for k, v in task.params.items()}
-    noise_cov = prior._noise_covariance(x[None], params)[0]
+    noise_cov = prior.noise_covariance(x[None], params)[0]
     cross = prior.covariance(grid[None], x[None], params)[0]
     mean = cross @ torch.linalg.solve(noise_cov, y[:, 0])
     var = noise_cov[0, 0] - (cross * torch.linalg.solve(noise_cov, cross.T).T).sum(-1)

@@ -103,7 +103,7 @@ class PFN(nn.Module):
                            num_layers=check_positive_int(num_layers, "num_layers"),
                            num_heads=check_positive_int(num_heads, "num_heads"),
                            hidden=check_positive_int(hidden, "hidden"), dropout=float(dropout))
-        self.likelihood = BarMarginal(borders.detach().double())  # validates the borders
+        BarMarginal(borders)  # validates the borders
         self.register_buffer("borders", borders.detach().clone())
         self.x_encoder = nn.Linear(dim, emsize)
         self.y_encoder = nn.Linear(1, emsize)

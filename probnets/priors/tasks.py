@@ -231,7 +231,7 @@ class GPTaskPrior(TaskPrior):
         period = params["period"].to(x1.dtype)[:, None, None]
         return variance * torch.exp(-2 * torch.sin(math.pi * r / period) ** 2 / length**2)
 
-    def _noise_covariance(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def noise_covariance(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """``K(x, x) + (noise^2 + jitter s^2) I``, ``B x N x N``."""
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         noise_var = params["noise"].to(x.dtype) ** 2 + JITTER * params["scale"].to(x.dtype) ** 2
@@ -240,7 +240,7 @@ class GPTaskPrior(TaskPrior):
     def _outputs(self, x, generator):
         batch = x.shape[0]
         params = {name: h.sample(batch, generator, torch.float64, x.device) for name, h in self.hypers.items()}
-        chol = torch.linalg.cholesky(self._noise_covariance(x, params))
+        chol = torch.linalg.cholesky(self.noise_covariance(x, params))
         eps = torch.randn(x.shape[:2] + (1,), generator=generator, dtype=x.dtype).to(x.device)
         y = chol @ eps
         if self.t_noise is not None:
@@ -272,7 +272,7 @@ class GPTaskPrior(TaskPrior):
         if n == 0:
             mean, var = torch.zeros_like(y[..., 0]), prior_var.expand(-1, x.shape[1])
         else:
-            chol = torch.linalg.cholesky(self._noise_covariance(x[:, :n], params))
+            chol = torch.linalg.cholesky(self.noise_covariance(x[:, :n], params))
             cross = self.covariance(x, x[:, :n], params)  # B x N x n
             mean = (cross @ torch.cholesky_solve(y[:, :n], chol))[..., 0]
             half = torch.linalg.solve_triangular(chol, cross.transpose(1, 2), upper=False)
