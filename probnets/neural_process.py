@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from probnets.likelihoods import NormalMarginal
 from probnets.predictive import Predictive
-from probnets.validation import check_finite, check_positive_int
+from probnets.validation import check_context_query, check_positive_int
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -73,17 +73,7 @@ class CNP(nn.Module):
     @torch.no_grad()
     def predict(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Predictive:
         """Predictive at ``x`` (``m x d``) given a context (``n x d`` and ``n`` or ``n x 1``; ``n`` may be 0)."""
-        dtype = next(self.parameters()).dtype
-        for name, value in (("context_x", context_x), ("context_y", context_y), ("x", x)):
-            if not isinstance(value, Tensor) or not torch.is_floating_point(value):
-                raise TypeError(f"{name} must be a floating-point tensor")
-            check_finite(value, name)
-        if context_y.dim() == 1:
-            context_y = context_y.unsqueeze(-1)
-        if context_x.dim() != 2 or context_x.shape[1] != self.dim or context_y.shape != (context_x.shape[0], 1):
-            raise ValueError(f"context_x must be n x {self.dim} and context_y n or n x 1, got "
-                             f"{tuple(context_x.shape)} and {tuple(context_y.shape)}")
-        if x.dim() != 2 or x.shape[1] != self.dim or x.shape[0] == 0:
-            raise ValueError(f"x must have shape m x {self.dim} with m >= 1, got {tuple(x.shape)}")
-        mean, scale = self(context_x[None].to(dtype), context_y[None].to(dtype), x[None].to(dtype))
+        context_x, context_y, x = check_context_query(context_x, context_y, x, self.dim,
+                                                      next(self.parameters()).dtype)
+        mean, scale = self(context_x[None], context_y[None], x[None])
         return Predictive(mean, NormalMarginal(), {"scale": scale})

@@ -85,3 +85,23 @@ def check_probability(value, name: str) -> float:
     if not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
     return float(value)
+
+
+def check_context_query(context_x, context_y, x, dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate an amortized model's unbatched inputs: a context ``n x d`` with outputs ``n`` or ``n x 1`` (``n``
+    may be 0) and query inputs ``m x d`` (``m >= 1``); returns them as ``(n x d, n x 1, m x d)`` in ``dtype``."""
+    for name, value in (("context_x", context_x), ("context_y", context_y), ("x", x)):
+        if not isinstance(value, Tensor) or not torch.is_floating_point(value):
+            raise TypeError(f"{name} must be a floating-point tensor, got "
+                            f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
+        check_finite(value, name)
+    if context_x.dim() != 2 or context_x.shape[1] != dim:
+        raise ValueError(f"context_x must have shape n x {dim}, got {tuple(context_x.shape)}")
+    if context_y.dim() == 1:
+        context_y = context_y.unsqueeze(-1)
+    if context_y.shape != (context_x.shape[0], 1):
+        raise ValueError(f"context_y must have shape ({context_x.shape[0]},) or ({context_x.shape[0]}, 1), "
+                         f"got {tuple(context_y.shape)}")
+    if x.dim() != 2 or x.shape[1] != dim or x.shape[0] == 0:
+        raise ValueError(f"x must have shape m x {dim} with m >= 1, got {tuple(x.shape)}")
+    return context_x.to(dtype), context_y.to(dtype), x.to(dtype)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from probnets.pfn.bar_distribution import BarDistribution, BarMarginal
 from probnets.predictive import Predictive
-from probnets.validation import check_finite, check_positive_int
+from probnets.validation import check_context_query, check_positive_int
 
 
 class PFNAttention(nn.Module):
@@ -129,25 +129,6 @@ class PFN(nn.Module):
         dist = BarDistribution(self.borders, logits)
         return -dist.log_prob(batch.target_y[..., 0]).mean()
 
-    def _check(self, context_x, context_y, x) -> tuple[Tensor, Tensor, Tensor]:
-        dtype = self.borders.dtype
-        for name, value in (("context_x", context_x), ("context_y", context_y), ("x", x)):
-            if not isinstance(value, Tensor) or not torch.is_floating_point(value):
-                raise TypeError(f"{name} must be a floating-point tensor, got "
-                                f"{value.dtype if isinstance(value, Tensor) else type(value).__name__}")
-            check_finite(value, name)
-        d = self.config["dim"]
-        if context_x.dim() != 2 or context_x.shape[1] != d:
-            raise ValueError(f"context_x must have shape n x {d}, got {tuple(context_x.shape)}")
-        if context_y.dim() == 1:
-            context_y = context_y.unsqueeze(-1)
-        if context_y.shape != (context_x.shape[0], 1):
-            raise ValueError(f"context_y must have shape ({context_x.shape[0]},) or ({context_x.shape[0]}, 1), "
-                             f"got {tuple(context_y.shape)}")
-        if x.dim() != 2 or x.shape[1] != d or x.shape[0] == 0:
-            raise ValueError(f"x must have shape m x {d} with m >= 1, got {tuple(x.shape)}")
-        return context_x.to(dtype), context_y.to(dtype), x.to(dtype)
-
     @torch.no_grad()
     def predict(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Predictive:
         """Predictive at ``x`` (``m x d``) given a training set (``n x d``, ``n`` or ``n x 1``; ``n`` may be 0).
@@ -158,7 +139,8 @@ class PFN(nn.Module):
         """
         was_training = self.training
         self.eval()
-        context_x, context_y, x = self._check(context_x, context_y, x)
+        context_x, context_y, x = check_context_query(context_x, context_y, x, self.config["dim"],
+                                                      self.borders.dtype)
         logits = self(context_x[None], context_y[None], x[None])  # 1 x m x K
         self.train(was_training)
         mean = BarDistribution(self.borders, logits).mean.unsqueeze(-1)  # 1 x m x 1
@@ -167,6 +149,7 @@ class PFN(nn.Module):
     @torch.no_grad()
     def expected_improvement(self, context_x: Tensor, context_y: Tensor, x: Tensor, best_f: float) -> Tensor:
         """Closed-form expected improvement over ``best_f`` at ``x`` (``m x d``), ``m``."""
-        context_x, context_y, x = self._check(context_x, context_y, x)
+        context_x, context_y, x = check_context_query(context_x, context_y, x, self.config["dim"],
+                                                      self.borders.dtype)
         logits = self(context_x[None], context_y[None], x[None])[0]
         return BarDistribution(self.borders, logits).expected_improvement(best_f)
