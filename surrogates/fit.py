@@ -23,6 +23,7 @@ import inference
 from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
+from surrogates.amortized import fit_neural_process, fit_pfn
 from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
@@ -39,7 +40,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
         kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"ibnn"`` (GP with an
             infinite-width network kernel), ``"student-t"`` (Student-t process on an NNGP kernel, one
             output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC), ``"ensemble"``
-            (deep ensemble of MAP networks on random subsets).
+            (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
+            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -156,7 +158,8 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
 
 
 KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "student-t": fit_student_t, "dkl": fit_dkl,
-                                          "hmc-bnn": fit_hmc_bnn, "ensemble": fit_deep_ensemble}
+                                          "hmc-bnn": fit_hmc_bnn, "ensemble": fit_deep_ensemble,
+                                          "np": fit_neural_process, "pfn": fit_pfn}
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:

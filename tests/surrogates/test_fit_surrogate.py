@@ -6,6 +6,7 @@ from botorch.posteriors.ensemble import EnsemblePosterior
 from surrogate_contract import BOUNDS, SurrogateContract, toy_data
 
 from probnets import BNN
+from probnets.neural_process import CNP
 from surrogates import SampleEnsembleModel, fit_surrogate
 
 TINY_HMC = {"widths": (16,), "num_chains": 4, "num_warmup": 60, "num_samples": 8, "pretrain_steps": 100}
@@ -53,6 +54,54 @@ class TestHMCBNN(SurrogateContract):
 class TestDeepEnsemble(SurrogateContract):
     kind = "ensemble"
     options = {"widths": (16,), "num_members": 4, "steps": 300}
+
+
+class TestNeuralProcess(SurrogateContract):
+    kind = "np"
+    options = {"model_class": "canp", "steps": 500, "width": 32}
+
+    def test_conditioning_extends_the_context(self):
+        model, X = self.fitted(torch.float64)
+        x_new = torch.tensor([[0.5, 1.0]], dtype=torch.float64)
+        before = model.posterior(x_new).mean.item()
+        conditioned = model.condition_on_observations(x_new, torch.tensor([[before + 3.0]], dtype=torch.float64))
+        assert conditioned.context_x.shape[0] == X.shape[0] + 1
+        assert conditioned.posterior(x_new).mean.item() > before + 0.1  # moves towards the new observation
+        torch.testing.assert_close(model.posterior(x_new).mean.item(), before)  # the original is unchanged
+
+    def test_meta_training_is_shared_across_fit_seeds(self):
+        # run_bo changes the fit seed every iteration; the meta-trained model must be trained once
+        model, X = self.fitted(torch.float64)
+        _, Y = toy_data(torch.float64)
+        again = fit_surrogate(X, Y[:, :1], self.kind, bounds=BOUNDS, seed=7, **self.options)
+        assert again.model is model.model and again.seed == 7
+
+
+class TestPFN(TestNeuralProcess):
+    kind = "pfn"
+    options = {"steps": 300, "width": 32}
+
+    def test_posterior_is_in_observation_units(self):
+        # 300 meta-training steps are too few for the contract's fit-quality proxy (the PFN explains ~10% of the
+        # variance at the observed points), so the units are checked exactly: mean = y_mean + y_std * PFN mean.
+        model, X = self.fitted(torch.float64)
+        _, Y = toy_data(torch.float64)
+        mean, variance = model.moments(model.transform_inputs(X))
+        post = model.posterior(X)
+        y_mean, y_std = Y[:, 0].mean(), Y[:, 0].std()
+        torch.testing.assert_close(post.mean[..., 0], y_mean + y_std * mean[..., 0])
+        torch.testing.assert_close(post.variance[..., 0], y_std**2 * variance[..., 0])
+        assert float(((post.mean[:, 0] - Y[:, 0]) ** 2).mean()) < float(Y[:, 0].var())
+
+
+def test_amortized_surrogate_checks_the_model():
+    X, Y = toy_data(torch.float64)
+    with pytest.raises(ValueError, match="3-dimensional inputs"):
+        fit_surrogate(X, Y[:, :1], "np", model=CNP(3, width=8))
+    with pytest.raises(TypeError, match="NeuralProcess or a PFN"):
+        fit_surrogate(X, Y[:, :1], "np", model=torch.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="model_class"):
+        fit_surrogate(X, Y[:, :1], "np", model_class="gp")
 
 
 def test_sample_ensemble_model_matches_predict_f():
