@@ -174,7 +174,7 @@ def run_neural_processes(args) -> dict:
         oracle = None if prior.t_noise else [torch.cat(v) for v in zip(*(prior.oracle_log_prob(b) for b in batches))]
         held_out[name] = (batches, oracle)
 
-    models, rows = {}, []
+    rows = []
     for cls in (CNP, NP, CANP, ANP, MPNP, MPANP):
         torch.manual_seed(args.seed)
         model = cls(width=args.np_width)
@@ -189,7 +189,6 @@ def run_neural_processes(args) -> dict:
                 lls = [model.log_likelihood(b, generator=torch.Generator().manual_seed(args.seed)) for b in batches]
                 for part, values in zip(("context", "target"), (torch.cat(v) for v in zip(*lls))):
                     row[f"{name}_{part}"] = _mean_se(values)
-        models[cls.__name__] = model
         rows.append(row)
         print(row, flush=True)
     oracle_row = dict(model="oracle GP")
