@@ -52,12 +52,12 @@ class MartingaleNP(NeuralProcess):
         self.num_draws = check_positive_int(num_draws, "num_draws")
         self.num_predictive_samples = check_positive_int(num_predictive_samples, "num_predictive_samples")
         out_width = 2 * self.width if self.path.uses_keys else self.width
-        self.generator = PseudoContextGenerator(self.width, out_width, self.num_heads, num_inducing)
+        self.pseudo_generator = PseudoContextGenerator(self.width, out_width, self.num_heads, num_inducing)
 
     def pseudo_context(self, values: Tensor, num_draws: int,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Pseudo keys and values, each ``K x B x M x width``, from the context's values ``B x n x width``."""
-        out = self.generator(values, num_draws, self.num_pseudo, generator)
+        out = self.pseudo_generator(values, num_draws, self.num_pseudo, generator)
         return out.chunk(2, -1) if self.path.uses_keys else (out, out)
 
     def decode_from(self, keys: Tensor, values: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
