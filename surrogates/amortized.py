@@ -85,6 +85,7 @@ class AmortizedModel(Model):
             self.input_transform = input_transform
         if outcome_transform is not None:
             self.outcome_transform = outcome_transform
+        self.eval()
 
     @property
     def num_outputs(self) -> int:
