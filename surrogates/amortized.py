@@ -87,6 +87,10 @@ class AmortizedModel(Model):
             self.outcome_transform = outcome_transform
         self.eval()
 
+    def _set_transformed_inputs(self) -> None:
+        # BoTorch re-transforms stored training inputs on eval(); the context is stored transformed already.
+        pass
+
     @property
     def num_outputs(self) -> int:
         return self.context_y.shape[-1]
