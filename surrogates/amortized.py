@@ -34,7 +34,8 @@ NEURAL_PROCESSES = {"cnp": CNP, "canp": CANP, "np": NP, "anp": ANP, "mpnp": MPNP
 
 def bo_task_prior(dim: int) -> GPTaskPrior:
     """GP functions on ``[0, 1]^dim`` at the scale of standardised outcomes: Matern-5/2 with lengthscale
-    ``U(0.1, 1) sqrt(dim)``, output scale ``U(0.5, 1.5)``, noise std ``U(0.01, 0.1)``; 1 to 63 context points."""
+    ``U(0.1, 1) sqrt(dim)``, output scale ``U(0.5, 1.5)``, noise std ``U(0.01, 0.1)``; 1 to 63 context points.
+    Unchanged by ``x -> 1 - x`` and ``y -> -y`` (the symmetries a PFN trained on it averages over)."""
     root = dim ** 0.5
     return GPTaskPrior("matern52", dim=dim, x_range=(0.0, 1.0), lengthscale=(0.1 * root, root), scale=(0.5, 1.5),
                        noise=(0.01, 0.1), num_context=(1, 63), max_points=80, min_target=16)
@@ -51,7 +52,7 @@ def meta_trained(kind: str, dim: int, steps: int, width: int, seed: int, progres
         if kind == "pfn":
             draws = prior.sample(2000, num_context=0, num_target=prior.max_points, generator=generator).y
             model = PFN(borders_from_samples(draws, 100), dim=dim, emsize=width, num_layers=4, num_heads=4,
-                        hidden=2 * width)
+                        hidden=2 * width, symmetries={"x_range": (0.0, 1.0), "negate_y": True})
         else:
             model = NEURAL_PROCESSES[kind](dim, width=width)
         train_amortized(model, prior, num_steps=steps, batch_size=16, lr=5e-4, seed=seed, progress=progress)
@@ -105,13 +106,14 @@ class AmortizedModel(Model):
         x = flat.expand(m, -1, -1, -1).reshape(tasks, q, d)
         cx = self.context_x.to(dtype).expand(tasks, n, d)
         cy = self.context_y.to(dtype).T[:, None, :, None].expand(m, flat.shape[0], n, 1).reshape(tasks, n, 1)
-        if isinstance(self.model, PFN):
-            dist = BarDistribution(self.model.borders, self.model(cx, cy, x))
-            mean, variance = dist.mean, dist.variance  # tasks x q
-        else:
+        if isinstance(self.model, PFN):  # members: the prior's symmetry transforms
+            dist = BarDistribution(self.model.borders, self.model.symmetric_logits(cx, cy, x))
+            means, variances = dist.mean, dist.variance  # S x tasks x q
+        else:  # members: latent or pseudo-context draws
             means, scales = self.model(cx, cy, x, generator=torch.Generator().manual_seed(self.seed))
-            mean = means.mean(0)[..., 0]
-            variance = (scales.square() + means.square()).mean(0)[..., 0] - mean.square()
+            means, variances = means[..., 0], scales[..., 0].square()
+        mean = means.mean(0)
+        variance = (variances + means.square()).mean(0) - mean.square()
         shape = (m,) + batch + (q,)
         return (mean.reshape(shape).movedim(0, -1).to(X.dtype),
                 variance.clamp_min(1e-9).reshape(shape).movedim(0, -1).to(X.dtype))

@@ -78,10 +78,11 @@ class BarDistribution(Distribution):
         return torch.searchsorted(inner, value.contiguous(), right=True)
 
     def _broadcast(self, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``value`` and the per-bucket probabilities broadcast together: (value ``...``, log p ``... x K``, p)."""
+        """``value`` and the per-bucket probabilities broadcast together, as views: (value ``...``, log p
+        ``... x K``, p)."""
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)
-        log_p = self.log_probs.expand(*shape, self.num_buckets)
-        return value.expand(shape), log_p, log_p.exp()
+        return (value.expand(shape), self.log_probs.expand(*shape, self.num_buckets),
+                self.probs.expand(*shape, self.num_buckets))
 
     def log_prob(self, value: Tensor) -> Tensor:
         value, log_p, _ = self._broadcast(value.to(self.logits.dtype))
@@ -98,7 +99,8 @@ class BarDistribution(Distribution):
     def cdf(self, value: Tensor) -> Tensor:
         value, _, p = self._broadcast(value.to(self.logits.dtype))
         k = self._bucket(value)
-        below = (p.cumsum(-1) - p).gather(-1, k.unsqueeze(-1)).squeeze(-1)  # mass of the buckets before k
+        mass_before = (self.probs.cumsum(-1) - self.probs).expand_as(p)
+        below = mass_before.gather(-1, k.unsqueeze(-1)).squeeze(-1)  # mass of the buckets before k
         p_k = p.gather(-1, k.unsqueeze(-1)).squeeze(-1)
         inner = below + p_k * ((value - self.borders[k]) / self.widths[k]).clamp(0, 1)
         left = p_k * 2 * (1 - _normal_cdf((self.borders[1] - value) / self.left_scale))
@@ -120,6 +122,15 @@ class BarDistribution(Distribution):
         left = self.borders[1] - self.left_scale * left_t
         right = self.borders[-2] + self.right_scale * right_t
         return torch.where(k == 0, left, torch.where(k == self.num_buckets - 1, right, inner))
+
+    def negated_logits(self) -> Tensor:
+        """Log probabilities, on the same borders, of the buckets of ``-y``: ``batch_shape x K``, the exact mass of
+        ``-y`` in every bucket (within a bucket the result is again uniform, in the outer buckets half-normal)."""
+        points = -self.borders[1:-1]
+        at = self.cdf(points.reshape((-1,) + (1,) * len(self.batch_shape))).movedim(0, -1)  # P(y <= -b_k)
+        zeros = at.new_zeros(at.shape[:-1] + (1,))
+        upper = torch.cat([zeros, 1 - at, zeros + 1], -1)  # P(-y <= b_k), k = 0..K
+        return upper.diff(dim=-1).clamp_min(torch.finfo(upper.dtype).tiny).log()
 
     def _bucket_moments(self) -> tuple[Tensor, Tensor]:
         """First and second moments of ``y`` within every bucket, ``K`` each."""

@@ -7,13 +7,16 @@ import torch
 
 from probnets.priors.tasks import GPTaskPrior
 
+#: Zero-mean stationary GP priors on x ~ U[0, 1] are unchanged by x -> 1 - x and by y -> -y.
+SYMMETRIES = {"x_range": (0.0, 1.0), "negate_y": True}
+
 CONFIGS = {
     "gp-rbf-1d": dict(
         description="1-D GP prior, RBF kernel with lengthscale 0.1, output scale 1, noise std 0.1, x ~ U[0, 1], "
                     "up to 50 training points (the PFN paper's CPU check)",
         prior=dict(kernel="rbf", lengthscale=0.1, scale=1.0, noise=0.1, x_range=(0.0, 1.0), num_context=(0, 50),
                    max_points=51, min_target=1, fill_targets=True),
-        model=dict(dim=1, emsize=64, num_layers=4, num_heads=4, hidden=128),
+        model=dict(dim=1, emsize=64, num_layers=4, num_heads=4, hidden=128, symmetries=SYMMETRIES),
         num_buckets=100, num_steps=15_000, batch_size=32, lr=1e-3),
     "gp-hyper-1d": dict(
         description="1-D GP prior with a hyperprior: RBF lengthscale ~ Gamma(3, 6), output scale ~ Gamma(10, 10), "
@@ -21,7 +24,7 @@ CONFIGS = {
         prior=dict(kernel="rbf", lengthscale=("gamma", 3.0, 6.0), scale=("gamma", 10.0, 10.0),
                    noise=("gamma", 2.0, 20.0), x_range=(0.0, 1.0), num_context=(0, 50), max_points=51,
                    min_target=1, fill_targets=True),
-        model=dict(dim=1, emsize=64, num_layers=4, num_heads=4, hidden=128),
+        model=dict(dim=1, emsize=64, num_layers=4, num_heads=4, hidden=128, symmetries=SYMMETRIES),
         num_buckets=100, num_steps=15_000, batch_size=32, lr=1e-3),
 }
 

@@ -94,15 +94,22 @@ class PFN(nn.Module):
         num_heads: Attention heads.
         hidden: Feed-forward width.
         dropout: Dropout probability.
+        symmetries: Invariances of the task prior the PFN was trained on, used by :meth:`predict` and
+            :meth:`symmetric_logits` to average the predictive over them: ``{"x_range": (low, high)}`` (the prior
+            is unchanged by reflecting inputs ``x -> low + high - x``) and/or ``{"negate_y": True}`` (unchanged by
+            ``y -> -y``, e.g. a zero-mean GP). The exact posterior predictive is invariant under the prior's
+            symmetries, so the average is an equally valid approximation whose log score is, by Jensen's inequality,
+            at least the members' average.
     """
 
     def __init__(self, borders: Tensor, *, dim: int = 1, emsize: int = 128, num_layers: int = 4,
-                 num_heads: int = 4, hidden: int = 256, dropout: float = 0.0):
+                 num_heads: int = 4, hidden: int = 256, dropout: float = 0.0, symmetries: dict | None = None):
         super().__init__()
         self.config = dict(dim=check_positive_int(dim, "dim"), emsize=check_positive_int(emsize, "emsize"),
                            num_layers=check_positive_int(num_layers, "num_layers"),
                            num_heads=check_positive_int(num_heads, "num_heads"),
-                           hidden=check_positive_int(hidden, "hidden"), dropout=float(dropout))
+                           hidden=check_positive_int(hidden, "hidden"), dropout=float(dropout),
+                           symmetries=_check_symmetries(symmetries))
         BarMarginal(borders)  # validates the borders
         self.register_buffer("borders", borders.detach().clone())
         self.x_encoder = nn.Linear(dim, emsize)
@@ -123,6 +130,26 @@ class PFN(nn.Module):
             train, query = layer(train, query)
         return self.decoder(query)
 
+    def symmetric_logits(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Tensor:
+        """Bucket logits ``S x B x M x K`` of the predictive under each of the ``S`` symmetry transforms of the
+        prior (the identity first; ``S = 1`` without symmetries), all on ``self.borders``: the data are transformed,
+        and the predictive of a negated ``y`` is mapped back exactly bucket by bucket
+        (:meth:`~probnets.pfn.BarDistribution.negated_logits`). Inputs as :meth:`forward`."""
+        symmetries = self.config["symmetries"] or {}
+        reflections = [False, True] if "x_range" in symmetries else [False]
+        negations = [False, True] if symmetries.get("negate_y") else [False]
+        transforms = [(r, n) for r in reflections for n in negations]
+        if len(transforms) == 1:
+            return self(context_x, context_y, x)[None]
+        low, high = symmetries.get("x_range", (0.0, 0.0))
+        logits = self(torch.cat([low + high - context_x if r else context_x for r, _ in transforms]),
+                      torch.cat([-context_y if n else context_y for _, n in transforms]),
+                      torch.cat([low + high - x if r else x for r, _ in transforms]))
+        logits = logits.reshape(len(transforms), *x.shape[:-1], -1)
+        negated = torch.tensor([n for _, n in transforms], device=logits.device)
+        return torch.where(negated[:, None, None, None], BarDistribution(self.borders, logits).negated_logits(),
+                           logits)
+
     def loss(self, batch) -> Tensor:
         """Mean negative log predictive density of the targets of a :class:`~probnets.priors.TaskBatch`."""
         logits = self(batch.context_x, batch.context_y, batch.target_x)
@@ -134,16 +161,17 @@ class PFN(nn.Module):
         """Predictive at ``x`` (``m x d``) given a training set (``n x d``, ``n`` or ``n x 1``; ``n`` may be 0).
 
         Returns:
-            A :class:`~probnets.Predictive` with one draw whose per-point distribution is the bar distribution
-            (``mean``, ``variance``, ``quantile``, ``log_prob``, ``cdf``); ``f`` is the predictive mean.
+            A :class:`~probnets.Predictive` whose per-point distribution is the bar distribution (``mean``,
+            ``variance``, ``quantile``, ``log_prob``, ``cdf``), averaged over the prior's symmetries (one draw per
+            symmetry transform, see :meth:`symmetric_logits`); ``f`` holds each draw's predictive mean.
         """
         was_training = self.training
         self.eval()
         context_x, context_y, x = check_context_query(context_x, context_y, x, self.config["dim"],
                                                       self.borders.dtype)
-        logits = self(context_x[None], context_y[None], x[None])  # 1 x m x K
+        logits = self.symmetric_logits(context_x[None], context_y[None], x[None])[:, 0]  # S x m x K
         self.train(was_training)
-        mean = BarDistribution(self.borders, logits).mean.unsqueeze(-1)  # 1 x m x 1
+        mean = BarDistribution(self.borders, logits).mean.unsqueeze(-1)  # S x m x 1
         return Predictive(mean, BarMarginal(self.borders), {"logits": logits})
 
     @torch.no_grad()
@@ -151,5 +179,18 @@ class PFN(nn.Module):
         """Closed-form expected improvement over ``best_f`` at ``x`` (``m x d``), ``m``."""
         context_x, context_y, x = check_context_query(context_x, context_y, x, self.config["dim"],
                                                       self.borders.dtype)
-        logits = self(context_x[None], context_y[None], x[None])[0]
-        return BarDistribution(self.borders, logits).expected_improvement(best_f)
+        logits = self.symmetric_logits(context_x[None], context_y[None], x[None])[:, 0]
+        return BarDistribution(self.borders, logits).expected_improvement(best_f).mean(0)
+
+
+def _check_symmetries(symmetries: dict | None) -> dict | None:
+    if symmetries is None:
+        return None
+    if not isinstance(symmetries, dict) or not set(symmetries) <= {"x_range", "negate_y"}:
+        raise ValueError(f"symmetries must be None or a dict with keys 'x_range' and/or 'negate_y', got {symmetries!r}")
+    if "x_range" in symmetries:
+        low, high = symmetries["x_range"]
+        if not float(low) < float(high):
+            raise ValueError(f"symmetries['x_range'] must be a pair low < high, got {symmetries['x_range']!r}")
+        symmetries = {**symmetries, "x_range": (float(low), float(high))}
+    return symmetries

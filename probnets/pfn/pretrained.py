@@ -32,6 +32,9 @@ def load_pretrained(name: str = "gp-rbf-1d", *, map_location: str | torch.device
                          + ("" if name in known or name not in CONFIGS else
                             f" ({name!r} is configured but its checkpoint is missing: run scripts/train_pfn.py {name})"))
     state = torch.load(path, map_location=map_location, weights_only=True)
-    model = PFN(state["borders"], **state["model"])
+    config = dict(state["model"])
+    if name in CONFIGS:  # checkpoints written before symmetries were recorded take them from the configuration
+        config.setdefault("symmetries", CONFIGS[name]["model"].get("symmetries"))
+    model = PFN(state["borders"], **config)
     model.load_state_dict(state["state_dict"])
     return model.eval()

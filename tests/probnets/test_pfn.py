@@ -49,9 +49,10 @@ def test_bar_distribution_matches_numerical_integration():
     torch.testing.assert_close(d.cdf(d.icdf(q)), q.expand(-1, 4), atol=1e-10, rtol=0)
 
 
-def _model(dtype=torch.float32, seed=0) -> PFN:
+def _model(dtype=torch.float32, seed=0, symmetries=None) -> PFN:
     torch.manual_seed(seed)
-    model = PFN(BORDERS.to(dtype), dim=2, emsize=16, num_layers=2, num_heads=2, hidden=32).to(dtype)
+    model = PFN(BORDERS.to(dtype), dim=2, emsize=16, num_layers=2, num_heads=2, hidden=32,
+                symmetries=symmetries).to(dtype)
     with torch.no_grad():  # leave the identity initialisation, so the attention paths matter
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, dtype=dtype))
@@ -77,10 +78,45 @@ def test_attention_rule_and_permutation_invariance():
     torch.testing.assert_close(model(cx, cy, qx[:, 2:3]), out[:, 2:3], atol=1e-12, rtol=0)
 
 
+def test_negated_logits_are_exact_at_the_borders():
+    d = BarDistribution(BORDERS, torch.randn(3, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    negated = BarDistribution(BORDERS, d.negated_logits())
+    inner = BORDERS[1:-1, None]
+    torch.testing.assert_close(negated.cdf(inner), 1 - d.cdf(-inner), atol=1e-12, rtol=0)
+    torch.testing.assert_close(negated.probs.sum(-1), torch.ones(3, dtype=torch.float64))
+
+
+def test_symmetric_predictive():
+    symmetries = {"x_range": (-1.0, 1.0), "negate_y": True}
+    model = _model(torch.float64, symmetries=symmetries)
+    g = torch.Generator().manual_seed(5)
+    cx, cy = torch.rand(1, 6, 2, generator=g, dtype=torch.float64) * 2 - 1, torch.randn(1, 6, 1, generator=g, dtype=torch.float64)
+    qx = torch.rand(1, 4, 2, generator=g, dtype=torch.float64) * 2 - 1
+    logits = model.symmetric_logits(cx, cy, qx)
+    assert logits.shape == (4, 1, 4, BORDERS.shape[0] - 1)
+    torch.testing.assert_close(logits[0], model(cx, cy, qx))  # the identity first
+    torch.testing.assert_close(logits[2], model(-cx, cy, -qx))  # x -> -1 + 1 - x
+    negated = BarDistribution(model.borders, logits[1])  # y -> -y, mapped back exactly at the borders
+    inner = model.borders[1:-1, None, None, None]
+    torch.testing.assert_close(negated.cdf(inner), 1 - BarDistribution(model.borders, model(cx, -cy, qx)).cdf(-inner))
+    # the averaged predictive is invariant under the reflection: reflected data, reflected queries, same answer
+    pred, reflected = model.predict(cx[0], cy[0], qx[0]), model.predict(-cx[0], cy[0], -qx[0])
+    assert pred.num_draws == 4 and _model(torch.float64).predict(cx[0], cy[0], qx[0]).num_draws == 1
+    y = torch.linspace(-2, 2, 4, dtype=torch.float64)
+    torch.testing.assert_close(pred.log_prob(y), reflected.log_prob(y), atol=1e-10, rtol=0)
+    torch.testing.assert_close(model.expected_improvement(cx[0], cy[0], qx[0], 0.3),
+                               model.expected_improvement(-cx[0], cy[0], -qx[0], 0.3), atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="symmetries"):
+        PFN(BORDERS, symmetries={"shift": 1.0})
+    with pytest.raises(ValueError, match="low < high"):
+        PFN(BORDERS, symmetries={"x_range": (1.0, 0.0)})
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("num_context", [0, 1, 7])
-def test_predict_returns_a_bar_predictive(dtype, num_context):
-    model = _model(dtype)
+@pytest.mark.parametrize("symmetries", [None, {"x_range": (0.0, 1.0), "negate_y": True}])
+def test_predict_returns_a_bar_predictive(dtype, num_context, symmetries):
+    model = _model(dtype, symmetries=symmetries)
     g = torch.Generator().manual_seed(3)
     cx, cy = torch.randn(num_context, 2, generator=g, dtype=dtype), torch.randn(num_context, generator=g, dtype=dtype)
     x = torch.randn(4, 2, generator=g, dtype=dtype)
