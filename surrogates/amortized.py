@@ -23,7 +23,7 @@ from linear_operator.operators import DiagLinearOperator
 from torch import Tensor, nn
 
 from inference.amortized import train_amortized
-from probnets.neural_process import CANP, CNP, MPANP, MPNP, NP, ANP, NeuralProcess
+from probnets.neural_process import ANP, CANP, CNP, MPANP, MPNP, NP, NeuralProcess
 from probnets.pfn import PFN, BarDistribution, borders_from_samples, load_pretrained
 from probnets.priors import GPTaskPrior
 from probnets.validation import check_positive_int
