@@ -25,7 +25,7 @@ CONFIGS = {
                    noise=("gamma", 2.0, 20.0), x_range=(0.0, 1.0), num_context=(0, 50), max_points=51,
                    min_target=1, fill_targets=True),
         model=dict(dim=1, emsize=128, num_layers=4, num_heads=4, hidden=256, symmetries=SYMMETRIES),
-        num_buckets=1000, num_steps=36_000, batch_size=32, lr=1e-3),
+        num_buckets=1000, num_steps=36_000, batch_size=32, lr=1e-3, finetune=[dict(num_steps=12_000, lr=2e-4)]),
 }
 
 
