@@ -12,6 +12,10 @@ Usage:
     python benchmarks/bo.py                      # full: 5 seeds, study iteration counts (long)
     python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
     python benchmarks/bo.py --quick              # tiny, to check the script runs
+
+Finished runs are logged to ``<out>/bo_runs.jsonl`` and the run in progress checkpoints every iteration: rerunning
+the same command after an interruption continues where it stopped, and a run over a subset of problems (e.g. two
+processes side by side with ``OMP_NUM_THREADS=1``) can be summarised afterwards by a run over all of them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from surrogates import KINDS, fit_surrogate, get_problem, run_bo  # noqa: E402
-from surrogates.bo import make_acquisition  # noqa: E402
+from surrogates.bo import BOResult, make_acquisition  # noqa: E402
 from surrogates.plots import plot_regret  # noqa: E402
 
 #: (problem, n_init, q, iterations, dim) following the BNN-surrogate study (q reduced to 1-4 for CPU time).
@@ -40,7 +44,13 @@ PROBLEMS = [("branin", 10, 1, 20, None), ("hartmann6", 10, 2, 20, None), ("ackle
             ("bnn-draw", 20, 2, 15, 50)]
 
 
-def bo_section(args) -> list[dict]:
+def bo_section(args, stem: str) -> list[dict]:
+    """Every (problem, surrogate, seed) run; each finished run is appended to ``<stem>_runs.jsonl`` and a run in
+    progress checkpoints every iteration, so a killed benchmark continues where it stopped when rerun with the
+    same settings (runs logged with other settings are run again)."""
+    out = Path(args.out)
+    log = out / f"{stem}_runs.jsonl"
+    logged = _logged_runs(log)
     rows, results = [], {}
     for name, n_init, q, iterations, dim in PROBLEMS:
         if name not in args.problems:
@@ -48,23 +58,40 @@ def bo_section(args) -> list[dict]:
         problem = get_problem(name, dim=dim, seed=0)
         iterations = args.iterations or iterations
         for surrogate in args.surrogates:
+            options = _options(surrogate, args.quick, args.options)
             for seed in args.seeds:
-                start = time.perf_counter()
-                result = run_bo(problem, surrogate, q=q, n_init=n_init, iterations=iterations, seed=seed,
-                                progress=False, surrogate_options=_options(surrogate, args.quick, args.options))
-                wall = time.perf_counter() - start
+                settings = json.loads(json.dumps(dict(n_init=n_init, q=q, iterations=iterations, options=options)))
+                entry = logged.get((problem.name, surrogate, seed))
+                if entry is None or entry["settings"] != settings:
+                    checkpoint = out / "checkpoints" / f"{problem.name}_{surrogate}_{seed}.pt"
+                    start = time.perf_counter()
+                    result = run_bo(problem, surrogate, q=q, n_init=n_init, iterations=iterations, seed=seed,
+                                    progress=False, surrogate_options=options, checkpoint=checkpoint)
+                    entry = dict(result=result.to_dict(), settings=settings, wall_time=time.perf_counter() - start)
+                    with log.open("a") as f:
+                        f.write(json.dumps(entry) + "\n")
+                    checkpoint.unlink(missing_ok=True)
+                result = BOResult(**{k: torch.tensor(v, dtype=torch.float64) if k in ("X", "Y") else v
+                                     for k, v in entry["result"].items()})
                 results.setdefault(problem.name, []).append(result)
                 rows.append(dict(
                     problem=problem.name, surrogate=surrogate, seed=seed, evaluations=int(result.X.shape[0]),
                     best=result.best[-1],
                     log10_regret=None if result.regret is None else math.log10(max(result.regret[-1], 1e-12)),
                     fit_time=statistics.mean(result.fit_time) if result.fit_time else 0.0,
-                    acq_time=statistics.mean(result.acq_time) if result.acq_time else 0.0, wall_time=wall,
-                    curve=result.regret if result.regret is not None else result.best))
+                    acq_time=statistics.mean(result.acq_time) if result.acq_time else 0.0,
+                    wall_time=entry["wall_time"], curve=result.regret if result.regret is not None else result.best))
                 print({k: v for k, v in rows[-1].items() if k != "curve"}, flush=True)
     for name, runs in results.items():
-        plot_regret(runs, Path(args.out) / f"bo_{name}.png", title=f"{name}: median and range over seeds")
+        plot_regret(runs, out / f"bo_{name}.png", title=f"{name}: median and range over seeds")
     return rows
+
+
+def _logged_runs(log: Path) -> dict:
+    if not log.exists():
+        return {}
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {(e["result"]["problem"], e["result"]["surrogate"], e["result"]["seed"]): e for e in entries}
 
 
 def hmc_iteration_section(args) -> list[dict]:
@@ -157,9 +184,9 @@ def main(argv=None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     meta = dict(cpus=os.cpu_count(), torch=torch.__version__, seeds=args.seeds, surrogates=args.surrogates,
                 iterations=args.iterations, options=args.options, loadavg_start=os.getloadavg())
-    hmc_rows = [] if args.skip_timing else hmc_iteration_section(args)
-    bo_rows = [] if args.skip_bo else bo_section(args)
     stem = "bo_quick" if args.quick else ("bo_timing" if args.skip_bo else "bo")
+    hmc_rows = [] if args.skip_timing else hmc_iteration_section(args)
+    bo_rows = [] if args.skip_bo else bo_section(args, stem)
     (Path(args.out) / f"{stem}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
                                                             indent=1))
     markdown = _markdown(bo_rows, hmc_rows, meta)
