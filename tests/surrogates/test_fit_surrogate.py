@@ -7,7 +7,7 @@ from surrogate_contract import BOUNDS, SurrogateContract, toy_data
 
 from probnets import BNN
 from probnets.neural_process import CNP
-from surrogates import SampleEnsembleModel, fit_surrogate
+from surrogates import KINDS, SampleEnsembleModel, fit_surrogate
 
 TINY_HMC = {"widths": (16,), "num_chains": 4, "num_warmup": 60, "num_samples": 8, "pretrain_steps": 100}
 
@@ -51,6 +51,11 @@ class TestHMCBNN(SurrogateContract):
     options = TINY_HMC
 
 
+class TestSGHMCBNN(SurrogateContract):
+    kind = "sghmc-bnn"
+    options = {"widths": (16,), "num_chains": 4, "num_burnin": 200, "num_samples": 8}
+
+
 class TestDeepEnsemble(SurrogateContract):
     kind = "ensemble"
     options = {"widths": (16,), "num_members": 4, "steps": 300}
@@ -92,6 +97,12 @@ class TestPFN(TestNeuralProcess):
         torch.testing.assert_close(post.mean[..., 0], y_mean + y_std * mean[..., 0])
         torch.testing.assert_close(post.variance[..., 0], y_std**2 * variance[..., 0])
         assert float(((post.mean[:, 0] - Y[:, 0]) ** 2).mean()) < float(Y[:, 0].var())
+
+
+def test_every_kind_inherits_the_contract():
+    covered = {cls.kind for cls in globals().values()
+               if isinstance(cls, type) and issubclass(cls, SurrogateContract) and cls is not SurrogateContract}
+    assert covered == set(KINDS)
 
 
 def test_amortized_surrogate_checks_the_model():
