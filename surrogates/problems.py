@@ -2,7 +2,8 @@
 
 ``get_problem(name)`` knows BoTorch's Branin, Hartmann-6, Ackley-10, BraninCurrin, DTLZ1 and DTLZ5, and two
 of the BNN-surrogate study's harder problems that are built offline from a seed: ``bnn-draw`` (a function
-drawn from a random tanh network, non-stationary, default 100-D) and ``poly-draw`` (a random cubic
+drawn from a random tanh network with N(0, 1) weights and biases, as in the study: strongly non-stationary;
+default 100-D, the study's is 400-D) and ``poly-draw`` (a random cubic
 polynomial with sparse pairwise interactions, default 50-D).
 """
 
@@ -78,13 +79,15 @@ def get_problem(name: str, *, dim: int | None = None, seed: int = 0, dtype: torc
 
 
 def _bnn_draw(dim: int, generator: torch.Generator, dtype: torch.dtype) -> Problem:
-    net = BNN(dim, (64, 64), activation="tanh")
-    theta = net.init_theta(1, generator=generator, dtype=dtype)[0]
+    # As the study's BnnDraw: two tanh layers of 256 units, every weight and bias N(0, 1) (no fan-in scaling,
+    # so the units saturate and the function is piecewise nearly constant across many hyperplanes), on [0, 1]^d.
+    net = BNN(dim, (256, 256), activation="tanh")
+    theta = torch.randn(net.spec.dim, generator=generator, dtype=dtype)
 
     def f(X: Tensor) -> Tensor:
         return net.predict_f(theta, X.reshape(-1, dim)).reshape(*X.shape[:-1], 1)
 
-    bounds = torch.stack([-torch.ones(dim, dtype=dtype), torch.ones(dim, dtype=dtype)])
+    bounds = torch.stack([torch.zeros(dim, dtype=dtype), torch.ones(dim, dtype=dtype)])
     return Problem(f"bnn-draw-{dim}", f, bounds)
 
 

@@ -27,6 +27,15 @@ def test_problems_are_maximisation_with_known_optima():
     assert not torch.allclose(get_problem("poly-draw", dim=8, seed=1)(X), get_problem("poly-draw", dim=8, seed=2)(X))
 
 
+def test_bnn_draw_has_the_study_scaling():
+    # N(0, 1) weights on [0, 1]^d saturate the tanh units: the output spreads like a sum of 256 N(0, 1)
+    # output weights times +-1 (sd ~16), where a fan-in-scaled network would give sd below 1.
+    problem = get_problem("bnn-draw", dim=50, seed=0)
+    assert torch.equal(problem.bounds, torch.stack([torch.zeros(50), torch.ones(50)]).double())
+    Y = problem(torch.rand(500, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    assert float(Y.std()) > 5.0
+
+
 def test_single_objective_run():
     result = run_bo("branin", "gp", q=2, n_init=6, iterations=3, seed=0, progress=False)
     assert result.X.shape == (12, 2) and result.Y.shape == (12, 1)
