@@ -113,9 +113,7 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
         pretrain_steps: Adam steps of the MAP start (cold starts only). progress: Show the sampler's bar.
     """
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
-    likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
-    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=_weight_prior(prior, prior_scale),
-              likelihood=likelihood)
+    bnn = _surrogate_bnn(X, Y, widths, activation, prior, prior_scale, noise_scale)
     generator = torch.Generator().manual_seed(seed)
     if warm_start is not None and warm_start.shape == (num_chains, bnn.spec.dim):
         init, warmup = warm_start.to(Xn.dtype), warm_start_warmup
@@ -144,15 +142,20 @@ def fit_sghmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: i
     """
     del warm_start
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
-    likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
-    bnn = BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=_weight_prior(prior, prior_scale),
-              likelihood=likelihood)
+    bnn = _surrogate_bnn(X, Y, widths, activation, prior, prior_scale, noise_scale)
     generator = torch.Generator().manual_seed(seed)
     init = bnn.init_theta(num_chains, generator=generator, dtype=Xn.dtype)
     draws, _ = sghmc.sample(bnn.logdensity((Xn, Yn)), init, num_burnin=num_burnin, num_samples=num_samples,
                             thin=thin, step_size=step_size, friction=friction, generator=generator)
     return SampleEnsembleModel(bnn, draws, input_transform=input_tf,
                                outcome_transform=outcome_tf)
+
+
+def _surrogate_bnn(X: Tensor, Y: Tensor, widths, activation: str, prior: str, prior_scale: float,
+                   noise_scale: float | None) -> BNN:
+    likelihood = Gaussian(noise_scale=noise_scale) if noise_scale is not None else None
+    return BNN(X.shape[-1], widths, Y.shape[-1], activation=activation, prior=_weight_prior(prior, prior_scale),
+               likelihood=likelihood)
 
 
 def _weight_prior(name: str, scale: float):
