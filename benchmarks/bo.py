@@ -134,6 +134,44 @@ def _options(surrogate: str, quick: bool, overrides: dict | None = None) -> dict
             "dkl": {"widths": (16, 8), "steps": 30}}.get(surrogate, {})
 
 
+#: Fully stochastic BNN surrogates, for the study's direction "HMC is the strongest of them".
+STOCHASTIC_BNNS = ("hmc-bnn", "sghmc-bnn")
+#: Infinite-width and BNN surrogates, for "one of them beats the GP on the high-dimensional non-stationary problem".
+NETWORK_SURROGATES = ("ibnn", "student-t", "hmc-bnn", "sghmc-bnn", "ensemble")
+
+
+def _directions(bo_rows: list[dict]) -> list[str]:
+    """The study's directions, checked on the median final score over seeds (seeds share the initial design,
+    so per-seed wins are paired)."""
+    score: dict[str, dict[str, dict[int, float]]] = {}
+    for r in bo_rows:
+        value = -r["log10_regret"] if r["log10_regret"] is not None else r["best"]   # higher is better
+        score.setdefault(r["problem"], {}).setdefault(r["surrogate"], {})[r["seed"]] = value
+    lines = ["", "## The study's directions (higher score is better: minus log10 regret, or best value)", ""]
+
+    def compare(problem, a, b):
+        sa, sb = score[problem][a], score[problem][b]
+        seeds = sorted(set(sa) & set(sb))
+        wins = sum(sa[s] > sb[s] for s in seeds)
+        ma, mb = statistics.median(sa.values()), statistics.median(sb.values())
+        return ma > mb, f"{a} {ma:.3f} vs {b} {mb:.3f} (median), {a} better on {wins}/{len(seeds)} seeds"
+
+    for problem, kinds in score.items():
+        present = [k for k in STOCHASTIC_BNNS if k in kinds]
+        if "hmc-bnn" in present and len(present) > 1:
+            for other in present[1:]:
+                holds, text = compare(problem, "hmc-bnn", other)
+                lines.append(f"- {problem}: HMC strongest fully stochastic BNN: {'holds' if holds else 'fails'}; {text}")
+        if problem.startswith("bnn-draw") and "gp" in kinds:
+            rivals = [k for k in NETWORK_SURROGATES if k in kinds]
+            if rivals:
+                best = max(rivals, key=lambda k: statistics.median(score[problem][k].values()))
+                holds, text = compare(problem, best, "gp")
+                lines.append(f"- {problem}: an infinite-width or BNN surrogate beats the GP: "
+                             f"{'holds' if holds else 'fails'}; best of them {text}")
+    return lines
+
+
 def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
     lines = ["# BO benchmark", "", f"Machine: {meta['cpus']} CPUs; torch {meta['torch']}; seeds {meta['seeds']}; "
              f"iterations override {meta['iterations']}; surrogate options {meta['options']}; load average at "
@@ -151,6 +189,7 @@ def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
         lines.append(f"| {problem} | {surrogate} | {len(rs)} | {rs[0]['evaluations']} | "
                      f"{statistics.median(values):.3f} ({key}) | {worst:.3f} | "
                      f"{statistics.mean(r['fit_time'] for r in rs):.2f} | {statistics.mean(r['acq_time'] for r in rs):.2f} |")
+    lines += _directions(bo_rows)
     if not hmc_rows:
         return "\n".join(lines) + "\n"
     lines += ["", "## One HMC-BNN iteration on Hartmann-6 (target: <= 10 s at up to 100 observations)", "",

@@ -34,3 +34,21 @@ def test_rerun_reuses_logged_runs(tmp_path):
     assert len(log.read_text().splitlines()) == 2
     assert longer[0]["evaluations"] == 12
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+def test_directions_compare_medians_and_count_paired_wins():
+    bo = _load_bo()
+
+    def row(problem, surrogate, seed, regret=None, best=None):
+        return dict(problem=problem, surrogate=surrogate, seed=seed, log10_regret=regret, best=best)
+
+    rows = [row("branin", "hmc-bnn", s, regret=r) for s, r in enumerate([-1.0, -2.0, 0.5])]
+    rows += [row("branin", "sghmc-bnn", s, regret=r) for s, r in enumerate([0.0, 0.0, 0.0])]
+    rows += [row("bnn-draw-50", "gp", s, best=b) for s, b in enumerate([10.0, 12.0, 11.0])]
+    rows += [row("bnn-draw-50", "ibnn", s, best=b) for s, b in enumerate([9.0, 13.0, 9.5])]
+    rows += [row("bnn-draw-50", "hmc-bnn", s, best=b) for s, b in enumerate([8.0, 8.0, 8.0])]
+    lines = bo._directions(rows)
+    assert any("branin: HMC strongest fully stochastic BNN: holds" in line and "better on 2/3 seeds" in line
+               for line in lines)
+    assert any("bnn-draw-50: an infinite-width or BNN surrogate beats the GP: fails; best of them ibnn 9.500 vs "
+               "gp 11.000" in line and "ibnn better on 1/3 seeds" in line for line in lines)
