@@ -12,6 +12,7 @@ Usage:
     python benchmarks/bo.py                      # full: 5 seeds, study iteration counts (long)
     python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
     python benchmarks/bo.py --quick              # tiny, to check the script runs
+    python benchmarks/bo.py --problems bnn-draw --seeds 0-19 --surrogates gp,ibnn --report bo_bnn_draw
 
 Finished runs are logged to ``<out>/bo_runs.jsonl`` and the run in progress checkpoints every iteration: rerunning
 the same command after an interruption continues where it stopped, and a run over a subset of problems (e.g. two
@@ -58,15 +59,16 @@ def bo_section(args, stem: str) -> list[dict]:
         problem = get_problem(name, dim=dim, seed=0)
         iterations = args.iterations or iterations
         for surrogate in args.surrogates:
-            options = _options(surrogate, args.quick, args.options)
+            kind, options = _kind_and_options(surrogate, args.quick, args.options)
             for seed in args.seeds:
                 settings = json.loads(json.dumps(dict(n_init=n_init, q=q, iterations=iterations, options=options)))
                 entry = logged.get((problem.name, surrogate, seed))
                 if entry is None or entry["settings"] != settings:
                     checkpoint = out / "checkpoints" / f"{problem.name}_{surrogate}_{seed}.pt"
                     start = time.perf_counter()
-                    result = run_bo(problem, surrogate, q=q, n_init=n_init, iterations=iterations, seed=seed,
+                    result = run_bo(problem, kind, q=q, n_init=n_init, iterations=iterations, seed=seed,
                                     progress=False, surrogate_options=options, checkpoint=checkpoint)
+                    result.surrogate = surrogate
                     entry = dict(result=result.to_dict(), settings=settings, wall_time=time.perf_counter() - start)
                     with log.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
@@ -103,7 +105,7 @@ def hmc_iteration_section(args) -> list[dict]:
         X = problem.bounds[0] + torch.rand(n, problem.dim, generator=g, dtype=torch.float64) * (
             problem.bounds[1] - problem.bounds[0])
         Y = problem(X)
-        options = _options("hmc-bnn", args.quick)
+        _, options = _kind_and_options("hmc-bnn", args.quick)
         for phase, warm in (("cold start (MAP pre-training)", None), ("warm start (previous draws)", "warm")):
             warm_start = None
             if warm:
@@ -123,21 +125,29 @@ def hmc_iteration_section(args) -> list[dict]:
     return rows
 
 
-def _options(surrogate: str, quick: bool, overrides: dict | None = None) -> dict:
+#: Variants of a kind run side by side with it: label -> (kind, options).
+VARIANTS = {"gp-dsp": ("gp", {"prior": "dimension-scaled"}), "ibnn-fitted": ("ibnn", {"fit_variances": True})}
+
+
+def _kind_and_options(surrogate: str, quick: bool, overrides: dict | None = None) -> tuple[str, dict]:
+    """The kind a surrogate label (a kind or a ``VARIANTS`` label) runs and its fit options."""
+    kind, options = VARIANTS.get(surrogate, (surrogate, {}))
     if overrides and surrogate in overrides:
-        return overrides[surrogate]
-    if not quick:
-        return {}
-    return {"hmc-bnn": {"widths": (16,), "num_chains": 4, "num_warmup": 30, "num_samples": 8,
-                        "pretrain_steps": 30},
-            "ensemble": {"widths": (16,), "num_members": 3, "steps": 50},
-            "dkl": {"widths": (16, 8), "steps": 30}}.get(surrogate, {})
+        return kind, overrides[surrogate]
+    if quick:
+        options = {**options, **{"hmc-bnn": {"widths": (16,), "num_chains": 4, "num_warmup": 30, "num_samples": 8,
+                                             "pretrain_steps": 30},
+                                 "ensemble": {"widths": (16,), "num_members": 3, "steps": 50},
+                                 "dkl": {"widths": (16, 8), "steps": 30}}.get(kind, {})}
+    return kind, options
 
 
 #: Fully stochastic BNN surrogates, for the study's direction "HMC is the strongest of them".
 STOCHASTIC_BNNS = ("hmc-bnn", "sghmc-bnn")
 #: Infinite-width and BNN surrogates, for "one of them beats the GP on the high-dimensional non-stationary problem".
-NETWORK_SURROGATES = ("ibnn", "student-t", "hmc-bnn", "sghmc-bnn", "ensemble")
+NETWORK_SURROGATES = ("ibnn", "ibnn-fitted", "student-t", "hmc-bnn", "sghmc-bnn", "ensemble")
+#: The GPs those are compared with: the study's (BoTorch's former defaults) and BoTorch's current defaults.
+GPS = ("gp", "gp-dsp")
 
 
 def _directions(bo_rows: list[dict]) -> list[str]:
@@ -162,12 +172,12 @@ def _directions(bo_rows: list[dict]) -> list[str]:
             for other in present[1:]:
                 holds, text = compare(problem, "hmc-bnn", other)
                 lines.append(f"- {problem}: HMC strongest fully stochastic BNN: {'holds' if holds else 'fails'}; {text}")
-        if problem.startswith("bnn-draw") and "gp" in kinds:
-            rivals = [k for k in NETWORK_SURROGATES if k in kinds]
-            if rivals:
-                best = max(rivals, key=lambda k: statistics.median(score[problem][k].values()))
-                holds, text = compare(problem, best, "gp")
-                lines.append(f"- {problem}: an infinite-width or BNN surrogate beats the GP: "
+        rivals = [k for k in NETWORK_SURROGATES if k in kinds]
+        if problem.startswith("bnn-draw") and rivals:
+            best = max(rivals, key=lambda k: statistics.median(score[problem][k].values()))
+            for gp in (g for g in GPS if g in kinds):
+                holds, text = compare(problem, best, gp)
+                lines.append(f"- {problem}: an infinite-width or BNN surrogate beats {gp}: "
                              f"{'holds' if holds else 'fails'}; best of them {text}")
     return lines
 
@@ -199,10 +209,17 @@ def _markdown(bo_rows: list[dict], hmc_rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seed_range(part: str) -> range:
+    """``"3"`` -> 3; ``"5-9"`` -> 5..9."""
+    first, _, last = part.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--surrogates", default=",".join(KINDS), help=f"comma-separated subset of {list(KINDS)}")
+    parser.add_argument("--seeds", default="0-4", help="comma-separated seeds or ranges, e.g. 0-4,7")
+    parser.add_argument("--surrogates", default=",".join(KINDS),
+                        help=f"comma-separated subset of {list(KINDS)} and the variants {list(VARIANTS)}")
     parser.add_argument("--iterations", type=int, help="override every problem's iteration count")
     parser.add_argument("--quick", action="store_true", help="tiny settings to smoke-test the script")
     parser.add_argument("--options", type=json.loads, default=None,
@@ -211,13 +228,14 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-bo", action="store_true", help="only time HMC-BNN iterations")
     parser.add_argument("--skip-timing", action="store_true", help="skip the HMC-BNN iteration timing")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--report", help="name of the report files (default bo); runs are logged to bo_runs.jsonl")
     args = parser.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.seeds = [seed for part in args.seeds.split(",") for seed in _seed_range(part)]
     args.surrogates = args.surrogates.split(",")
     args.problems = args.problems.split(",")
-    unknown = [s for s in args.surrogates if s not in KINDS]
+    unknown = [s for s in args.surrogates if s not in KINDS and s not in VARIANTS]
     if unknown:
-        parser.error(f"unknown surrogates {unknown}; choose from {list(KINDS)}")
+        parser.error(f"unknown surrogates {unknown}; choose from {list(KINDS) + list(VARIANTS)}")
     if args.quick:
         args.seeds, args.iterations = args.seeds[:1], args.iterations or 1
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -226,6 +244,7 @@ def main(argv=None) -> int:
     stem = "bo_quick" if args.quick else ("bo_timing" if args.skip_bo else "bo")
     hmc_rows = [] if args.skip_timing else hmc_iteration_section(args)
     bo_rows = [] if args.skip_bo else bo_section(args, stem)
+    stem = args.report or stem
     (Path(args.out) / f"{stem}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
                                                             indent=1))
     markdown = _markdown(bo_rows, hmc_rows, meta)

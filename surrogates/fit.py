@@ -14,6 +14,8 @@ import torch
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
+from botorch.models.utils.gpytorch_modules import (get_gaussian_likelihood_with_gamma_prior,
+                                                  get_matern_kernel_with_gamma_prior)
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -38,7 +40,7 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
     Args:
         train_X: Observed inputs, ``n x d``.
         train_Y: Observed outcomes, ``n x m`` (maximisation convention does not matter here).
-        kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, Matern-5/2 with ARD), ``"ibnn"`` (GP with an
+        kind: One of ``KINDS``: ``"gp"`` (SingleTaskGP, by default Matern-5/2 with ARD), ``"ibnn"`` (GP with an
             infinite-width network kernel), ``"student-t"`` (Student-t process on an NNGP kernel, one
             output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC),
             ``"sghmc-bnn"`` (the same BNN sampled with scale-adapted SGHMC), ``"ensemble"``
@@ -64,27 +66,55 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
     return KINDS[kind](X, Y, bounds=bounds, warm_start=warm_start, seed=seed, **options)
 
 
-def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, covar_module=None) -> Model:
-    """BoTorch's ``SingleTaskGP`` (Matern-5/2 ARD kernel unless ``covar_module`` is given, learned noise)
-    fitted by marginal likelihood."""
+def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, prior: str = "gamma",
+           covar_module=None) -> Model:
+    """BoTorch's ``SingleTaskGP`` with learned noise, fitted by marginal likelihood.
+
+    Args:
+        prior: ``"gamma"``: a Matern-5/2 ARD kernel with an output scale, Gamma(3, 6) lengthscale, Gamma(2, 0.15)
+            output-scale and Gamma(1.1, 0.05) noise priors: BoTorch's defaults before 0.12, the GP of the
+            BNN-surrogate study. ``"dimension-scaled"``: BoTorch's current defaults, an RBF ARD kernel whose
+            LogNormal lengthscale prior grows with sqrt(d) and a LogNormal noise prior (Hvarfner et al. 2024),
+            which keeps the GP from overfitting in high dimension.
+        covar_module: A kernel replacing the default one (the noise prior still follows ``prior``).
+    """
     del warm_start
+    if prior not in GP_PRIORS:
+        raise ValueError(f"prior must be one of {GP_PRIORS}, got {prior!r}")
+    # SingleTaskGP models m > 1 outputs as a batch of m independent GPs.
+    batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+    likelihood = None
+    if prior == "gamma":
+        likelihood = get_gaussian_likelihood_with_gamma_prior(batch_shape)
+        if covar_module is None:
+            covar_module = get_matern_kernel_with_gamma_prior(X.shape[-1], batch_shape)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        gp = SingleTaskGP(X, Y, covar_module=covar_module, input_transform=Normalize(X.shape[-1], bounds=bounds),
+        gp = SingleTaskGP(X, Y, likelihood=likelihood, covar_module=covar_module,
+                          input_transform=Normalize(X.shape[-1], bounds=bounds),
                           outcome_transform=Standardize(Y.shape[-1]))
         fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
     return gp
 
 
+GP_PRIORS = ("gamma", "dimension-scaled")
+
+
 def fit_ibnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, depth: int = 3,
-             activation: str = "relu", weight_var: float = 10.0, bias_var: float = 1.5) -> Model:
+             activation: str = "relu", weight_var: float = 10.0, bias_var: float = 1.6,
+             fit_variances: bool = False, prior: str = "gamma") -> Model:
     """Infinite-width BNN (I-BNN): a GP whose kernel is the NNGP of a ``depth``-layer network
-    (``probnets.kernels.NNGPKernel``), starting from the BNN-surrogate study's variances (10 and 1.5) and
-    fitted by marginal likelihood."""
-    # SingleTaskGP models m > 1 outputs as a batch of m independent GPs: one kernel per output.
+    (``probnets.kernels.NNGPKernel``).
+
+    As in the BNN-surrogate study the variances stay at ``weight_var`` and ``bias_var`` (its 10 and 1.6) and
+    only the noise and constant mean are fitted; with ``fit_variances`` the two variances are fitted by
+    marginal likelihood too, starting from those values. ``prior`` sets the noise prior as in ``fit_gp``.
+    """
     batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
     kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, batch_shape=batch_shape).to(X)
-    return fit_gp(X, Y, bounds=bounds, warm_start=warm_start, seed=seed, covar_module=kernel)
+    if not fit_variances:
+        kernel.requires_grad_(False)
+    return fit_gp(X, Y, bounds=bounds, warm_start=warm_start, seed=seed, prior=prior, covar_module=kernel)
 
 
 def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, widths=(64, 64),

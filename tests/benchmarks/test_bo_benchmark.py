@@ -36,6 +36,17 @@ def test_rerun_reuses_logged_runs(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
+def test_variant_runs_its_kind_with_its_options_under_its_own_label(tmp_path):
+    bo = _load_bo()
+    argv = ["--quick", "--problems", "branin", "--surrogates", "gp,gp-dsp", "--skip-timing", "--out", str(tmp_path)]
+    assert bo.main(argv) == 0
+    entries = [json.loads(line) for line in (tmp_path / "bo_quick_runs.jsonl").read_text().splitlines()]
+    assert [e["result"]["surrogate"] for e in entries] == ["gp", "gp-dsp"]
+    assert [e["settings"]["options"] for e in entries] == [{}, {"prior": "dimension-scaled"}]
+    # Different priors, so a different fitted model and (generically) a different next point.
+    assert entries[0]["result"]["X"] != entries[1]["result"]["X"]
+
+
 def test_directions_compare_medians_and_count_paired_wins():
     bo = _load_bo()
 
@@ -50,5 +61,5 @@ def test_directions_compare_medians_and_count_paired_wins():
     lines = bo._directions(rows)
     assert any("branin: HMC strongest fully stochastic BNN: holds" in line and "better on 2/3 seeds" in line
                for line in lines)
-    assert any("bnn-draw-50: an infinite-width or BNN surrogate beats the GP: fails; best of them ibnn 9.500 vs "
+    assert any("bnn-draw-50: an infinite-width or BNN surrogate beats gp: fails; best of them ibnn 9.500 vs "
                "gp 11.000" in line and "ibnn better on 1/3 seeds" in line for line in lines)

@@ -16,8 +16,40 @@ class TestGP(SurrogateContract):
     kind = "gp"
 
 
+class TestGPDimensionScaledPrior(SurrogateContract):
+    kind = "gp"
+    options = {"prior": "dimension-scaled"}
+
+
 class TestIBNN(SurrogateContract):
     kind = "ibnn"
+
+    def test_variances_stay_fixed_unless_fitted(self):
+        X, Y = toy_data(torch.float64)
+        fixed = fit_surrogate(X, Y, "ibnn", bounds=BOUNDS)
+        weight_var, bias_var = fixed.covar_module.weight_var.detach(), fixed.covar_module.bias_var.detach()
+        torch.testing.assert_close(weight_var, torch.full_like(weight_var, 10.0))
+        torch.testing.assert_close(bias_var, torch.full_like(bias_var, 1.6))
+        fitted = fit_surrogate(X, Y, "ibnn", bounds=BOUNDS, fit_variances=True).covar_module.weight_var.detach()
+        assert not torch.isclose(fitted, torch.full_like(fitted, 10.0)).any()
+
+
+class TestIBNNFittedVariances(SurrogateContract):
+    kind = "ibnn"
+    options = {"fit_variances": True}
+
+
+def test_gp_priors():
+    X, Y = toy_data(torch.float64)
+    study = fit_surrogate(X, Y, "gp", bounds=BOUNDS)
+    assert type(study.covar_module.base_kernel).__name__ == "MaternKernel"
+    assert study.covar_module.base_kernel.nu == 2.5
+    assert type(study.likelihood.noise_covar.noise_prior).__name__ == "GammaPrior"
+    current = fit_surrogate(X, Y, "gp", bounds=BOUNDS, prior="dimension-scaled")
+    assert type(current.covar_module).__name__ == "RBFKernel"
+    assert type(current.likelihood.noise_covar.noise_prior).__name__ == "LogNormalPrior"
+    with pytest.raises(ValueError, match="prior must be one of"):
+        fit_surrogate(X, Y, "gp", bounds=BOUNDS, prior="flat")
 
 
 class TestStudentT(SurrogateContract):
