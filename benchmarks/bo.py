@@ -13,6 +13,8 @@ Usage:
     python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
     python benchmarks/bo.py --quick              # tiny, to check the script runs
     python benchmarks/bo.py --problems bnn-draw --seeds 0-19 --surrogates gp,ibnn --report bo_bnn_draw
+    # the study's budget on its BnnDraw (400-D, 100 initial points, q = 10, 50 iterations): hours per run
+    python benchmarks/bo.py --problems bnn-draw --dim 400 --n-init 100 --q 10 --iterations 50 --surrogates gp,ibnn
 
 Finished runs are logged to ``<out>/bo_runs.jsonl`` and the run in progress checkpoints every iteration: rerunning
 the same command after an interruption continues where it stopped, and a run over a subset of problems (e.g. two
@@ -56,8 +58,8 @@ def bo_section(args, stem: str) -> list[dict]:
     for name, n_init, q, iterations, dim in PROBLEMS:
         if name not in args.problems:
             continue
-        problem = get_problem(name, dim=dim, seed=0)
-        iterations = args.iterations or iterations
+        problem = get_problem(name, dim=args.dim or dim, seed=0)
+        iterations, n_init, q = args.iterations or iterations, args.n_init or n_init, args.q or q
         for surrogate in args.surrogates:
             kind, options = _kind_and_options(surrogate, args.quick, args.options)
             for seed in args.seeds:
@@ -221,6 +223,9 @@ def main(argv=None) -> int:
     parser.add_argument("--surrogates", default=",".join(KINDS),
                         help=f"comma-separated subset of {list(KINDS)} and the variants {list(VARIANTS)}")
     parser.add_argument("--iterations", type=int, help="override every problem's iteration count")
+    parser.add_argument("--n-init", type=int, help="override every problem's initial design size")
+    parser.add_argument("--q", type=int, help="override every problem's batch size")
+    parser.add_argument("--dim", type=int, help="dimension of the problems that have one (bnn-draw)")
     parser.add_argument("--quick", action="store_true", help="tiny settings to smoke-test the script")
     parser.add_argument("--options", type=json.loads, default=None,
                         help='per-surrogate fit options as JSON, e.g. \'{"ensemble": {"steps": 300}}\'')

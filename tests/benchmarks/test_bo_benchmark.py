@@ -47,6 +47,15 @@ def test_variant_runs_its_kind_with_its_options_under_its_own_label(tmp_path):
     assert entries[0]["result"]["X"] != entries[1]["result"]["X"]
 
 
+def test_budget_and_dimension_overrides(tmp_path):
+    bo = _load_bo()
+    argv = ["--quick", "--problems", "bnn-draw", "--surrogates", "gp", "--dim", "3", "--n-init", "4", "--q", "2",
+            "--skip-timing", "--out", str(tmp_path)]
+    assert bo.main(argv) == 0
+    (run,) = json.loads((tmp_path / "bo_quick.json").read_text())["runs"]
+    assert run["problem"] == "bnn-draw-3" and run["evaluations"] == 4 + 2
+
+
 def test_directions_compare_medians_and_count_paired_wins():
     bo = _load_bo()
 
