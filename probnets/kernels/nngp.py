@@ -140,10 +140,12 @@ def nngp_covariance(
     rows = max(1, _BLOCK_ELEMENTS // max(1, x2.shape[-2] * batch_numel(x1, x2, weight_var, bias_var)))
     use_checkpoint = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_var, bias_var, input_weight_var))
+    # split, not slicing in the loop: the backward of each slice would fill a zero gradient of all of x1.
+    x1_blocks = x1.split(rows, dim=-2)
+    variance_blocks = [v.split(rows, dim=-1) for v in variances1[:depth]]
     blocks = []
-    for start in range(0, x1.shape[-2], rows):
-        block = slice(start, start + rows)
-        args = (x1[..., block, :], *(v[..., block] for v in variances1[:depth]))
+    for i, x1_block in enumerate(x1_blocks):
+        args = (x1_block, *(v[i] for v in variance_blocks))
         blocks.append(checkpoint(rows_of_cross, *args, use_reentrant=False) if use_checkpoint
                       else rows_of_cross(*args))
     return NNGPCovariance(torch.cat(blocks, dim=-2), variances1[-1], variances2[-1])
