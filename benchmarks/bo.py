@@ -19,6 +19,8 @@ Usage:
 Finished runs are logged to ``<out>/bo_runs.jsonl`` and the run in progress checkpoints every iteration: rerunning
 the same command after an interruption continues where it stopped, and a run over a subset of problems (e.g. two
 processes side by side with ``OMP_NUM_THREADS=1``) can be summarised afterwards by a run over all of them.
+The log behind the committed reports is ``results/bo_runs.jsonl.gz``: unzip it into ``--out`` to re-summarise
+or extend them without rerunning.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ PROBLEMS = [("branin", 10, 1, 20, None), ("hartmann6", 10, 2, 20, None), ("ackle
             ("bnn-draw", 20, 2, 15, 50)]
 
 
-def bo_section(args, stem: str) -> list[dict]:
+def bo_section(args, stem: str, report: str) -> list[dict]:
     """Every (problem, surrogate, seed) run; each finished run is appended to ``<stem>_runs.jsonl`` and a run in
     progress checkpoints every iteration, so a killed benchmark continues where it stopped when rerun with the
     same settings (runs logged with other settings are run again)."""
@@ -87,7 +89,7 @@ def bo_section(args, stem: str) -> list[dict]:
                     wall_time=entry["wall_time"], curve=result.regret if result.regret is not None else result.best))
                 print({k: v for k, v in rows[-1].items() if k != "curve"}, flush=True)
     for name, runs in results.items():
-        plot_regret(runs, out / f"bo_{name}.png", title=f"{name}: median and range over seeds")
+        plot_regret(runs, out / f"{report}_{name}.png", title=f"{name}: median and range over seeds")
     return rows
 
 
@@ -166,7 +168,12 @@ def _directions(bo_rows: list[dict]) -> list[str]:
         seeds = sorted(set(sa) & set(sb))
         wins = sum(sa[s] > sb[s] for s in seeds)
         ma, mb = statistics.median(sa.values()), statistics.median(sb.values())
-        return ma > mb, f"{a} {ma:.3f} vs {b} {mb:.3f} (median), {a} better on {wins}/{len(seeds)} seeds"
+        text = f"{a} {ma:.3f} vs {b} {mb:.3f} (median), {a} better on {wins}/{len(seeds)} seeds"
+        if len(seeds) > 1:
+            diff = [sa[s] - sb[s] for s in seeds]
+            text += (f"; mean paired difference {statistics.mean(diff):+.3f} "
+                     f"(SE {statistics.stdev(diff) / math.sqrt(len(diff)):.3f})")
+        return ma > mb, text
 
     for problem, kinds in score.items():
         present = [k for k in STOCHASTIC_BNNS if k in kinds]
@@ -248,12 +255,12 @@ def main(argv=None) -> int:
                 iterations=args.iterations, options=args.options, loadavg_start=os.getloadavg())
     stem = "bo_quick" if args.quick else ("bo_timing" if args.skip_bo else "bo")
     hmc_rows = [] if args.skip_timing else hmc_iteration_section(args)
-    bo_rows = [] if args.skip_bo else bo_section(args, stem)
-    stem = args.report or stem
-    (Path(args.out) / f"{stem}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
+    report = args.report or stem
+    bo_rows = [] if args.skip_bo else bo_section(args, stem, report)
+    (Path(args.out) / f"{report}.json").write_text(json.dumps(dict(meta=meta, hmc_iteration=hmc_rows, runs=bo_rows),
                                                             indent=1))
     markdown = _markdown(bo_rows, hmc_rows, meta)
-    (Path(args.out) / f"{stem}.md").write_text(markdown)
+    (Path(args.out) / f"{report}.md").write_text(markdown)
     print(markdown)
     return 0
 
