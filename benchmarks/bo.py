@@ -13,7 +13,8 @@ Usage:
     python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
     python benchmarks/bo.py --quick              # tiny, to check the script runs
     python benchmarks/bo.py --problems bnn-draw --seeds 0-19 --surrogates gp,ibnn --report bo_bnn_draw
-    # the study's budget on its BnnDraw (400-D, 100 initial points, q = 10, 50 iterations): hours per run
+    # the study's BnnDraw budget (400-D, 100 initial points, q = 10, 50 iterations): minutes per GP run, tens of
+    # minutes per I-BNN run (its 400-D NNGP kernel in qLogNEI dominates)
     python benchmarks/bo.py --problems bnn-draw --dim 400 --n-init 100 --q 10 --iterations 50 --surrogates gp,ibnn
 
 Finished runs are logged to ``<out>/bo_runs.jsonl`` and the run in progress checkpoints every iteration: rerunning
