@@ -82,8 +82,7 @@ def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0,
     del warm_start
     if prior not in GP_PRIORS:
         raise ValueError(f"prior must be one of {GP_PRIORS}, got {prior!r}")
-    # SingleTaskGP models m > 1 outputs as a batch of m independent GPs.
-    batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+    batch_shape = _output_batch_shape(Y)
     likelihood = None
     if prior == "gamma":
         likelihood = get_gaussian_likelihood_with_gamma_prior(batch_shape)
@@ -101,6 +100,11 @@ def fit_gp(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0,
 GP_PRIORS = ("gamma", "dimension-scaled")
 
 
+def _output_batch_shape(Y: Tensor) -> torch.Size:
+    """SingleTaskGP models m > 1 outputs as a batch of m independent GPs, each with its own kernel."""
+    return torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
+
+
 def fit_ibnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0, depth: int = 3,
              activation: str = "relu", weight_var: float = 10.0, bias_var: float = 1.6,
              fit_variances: bool = False, prior: str = "gamma") -> Model:
@@ -111,8 +115,8 @@ def fit_ibnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 
     only the noise and constant mean are fitted; with ``fit_variances`` the two variances are fitted by
     marginal likelihood too, starting from those values. ``prior`` sets the noise prior as in ``fit_gp``.
     """
-    batch_shape = torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else torch.Size()
-    kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var, batch_shape=batch_shape).to(X)
+    kernel = NNGPKernel(depth, activation, weight_var=weight_var, bias_var=bias_var,
+                        batch_shape=_output_batch_shape(Y)).to(X)
     if not fit_variances:
         kernel.requires_grad_(False)
     return fit_gp(X, Y, bounds=bounds, warm_start=warm_start, seed=seed, prior=prior, covar_module=kernel)

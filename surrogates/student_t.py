@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
-from gpytorch.distributions import MultivariateNormal
 from torch import Tensor
 
 from probnets.kernels import NNGPKernel
@@ -55,10 +54,8 @@ class StudentTProcessModel(Model):
         self.eval()
         X = self.transform_inputs(X).to(self.process.dtype)
         mean, cov = self.process.joint_conditional(X, observation_noise=bool(observation_noise is True))
-        mean_scale = self.rate / (self.concentration - 1)
-        jitter = 1e-9 * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        mvn = MultivariateNormal(self.y_mean + self.y_std * mean, self.y_std**2 * mean_scale * cov + jitter)
-        posterior = StudentTPosterior(mvn, self.concentration, self.rate)
+        posterior = StudentTPosterior.from_unit_scale(self.y_mean + self.y_std * mean, self.y_std**2 * cov,
+                                                      self.concentration, self.rate, jitter=1e-9)
         return posterior_transform(posterior) if posterior_transform is not None else posterior
 
 

@@ -33,13 +33,21 @@ class StudentTPosterior(GPyTorchPosterior):
         super().__init__(distribution)
         self.concentration, self.rate = float(concentration), float(rate)
 
+    @classmethod
+    def from_unit_scale(cls, mean: Tensor, covariance: Tensor, concentration: float, rate: float, *,
+                        jitter: float = 0.0) -> StudentTPosterior:
+        """The posterior of ``N(mean, v covariance)``, ``v ~ InvGamma(concentration, rate)``; ``mean`` is
+        ``batch x q``, ``covariance`` (``Sigma``) ``batch x q x q``; ``jitter`` is added to the diagonal of
+        ``E[v] Sigma``."""
+        mean_scale = rate / (concentration - 1)
+        eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype, device=covariance.device)
+        return cls(MultivariateNormal(mean, mean_scale * covariance + jitter * eye), concentration, rate)
+
     def rsample_from_base_samples(self, sample_shape: torch.Size, base_samples: Tensor) -> Tensor:
         """``sample_shape x batch x q x 1`` draws from ``base_samples`` of ``sample_shape x batch x q x 1``."""
         gaussian = super().rsample_from_base_samples(sample_shape, base_samples)
-        num = sample_shape.numel()
-        scales = _scale_quantiles(num, self.concentration, self.rate).to(gaussian)
-        ratio = (scales / self._mean_scale).sqrt().reshape(*sample_shape, *([1] * (gaussian.dim() - len(sample_shape))))
-        return self.mean + ratio * (gaussian - self.mean)
+        scales = _scale_quantiles(sample_shape.numel(), self.concentration, self.rate)
+        return self._rescale(gaussian, scales.reshape(sample_shape), sample_shape)
 
     def rsample(self, sample_shape: torch.Size | None = None) -> Tensor:
         """Independent draws ``sample_shape x batch x q x 1``, each with its own random scale."""
@@ -47,14 +55,14 @@ class StudentTPosterior(GPyTorchPosterior):
         gaussian = super().rsample(sample_shape)
         gamma = torch.distributions.Gamma(torch.tensor(self.concentration, dtype=torch.float64),
                                           torch.tensor(self.rate, dtype=torch.float64))
-        scales = 1.0 / gamma.sample(sample_shape)
-        ratio = (scales / self._mean_scale).sqrt().to(gaussian)
+        return self._rescale(gaussian, 1.0 / gamma.sample(sample_shape), sample_shape)
+
+    def _rescale(self, gaussian: Tensor, scales: Tensor, sample_shape: torch.Size) -> Tensor:
+        """Draws at scale ``E[v]`` moved to the per-draw ``scales`` (``sample_shape``)."""
+        mean_scale = self.rate / (self.concentration - 1)
+        ratio = (scales / mean_scale).sqrt().to(gaussian)
         ratio = ratio.reshape(*sample_shape, *([1] * (gaussian.dim() - len(sample_shape))))
         return self.mean + ratio * (gaussian - self.mean)
-
-    @property
-    def _mean_scale(self) -> float:
-        return self.rate / (self.concentration - 1)
 
 
 @functools.lru_cache(maxsize=64)

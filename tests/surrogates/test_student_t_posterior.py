@@ -17,8 +17,7 @@ NUM = 4096
 
 
 def _posterior() -> StudentTPosterior:
-    mean_scale = RATE / (CONCENTRATION - 1)
-    return StudentTPosterior(MultivariateNormal(MEAN, mean_scale * SIGMA), CONCENTRATION, RATE)
+    return StudentTPosterior.from_unit_scale(MEAN, SIGMA, CONCENTRATION, RATE)
 
 
 def _draws(kind: str) -> torch.Tensor:
