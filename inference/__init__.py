@@ -1,6 +1,6 @@
-"""inference: the shared engine (HMC/NUTS/ChEES samplers, diagnostics, metrics)."""
+"""inference: the shared engine (registered samplers: NUTS, HMC, ChEES, SGHMC; diagnostics, metrics)."""
 
-from inference import diagnostics, importance, metrics
+from inference import diagnostics, importance, metrics, registry
 from inference.base import Algorithm, as_logdensity
 from inference.posterior import SamplePosterior
 from inference.pyro_bridge import from_pyro
@@ -8,4 +8,4 @@ from inference.runner import run
 from inference.sample import METHODS, sample
 
 __all__ = ["METHODS", "Algorithm", "SamplePosterior", "as_logdensity", "diagnostics", "from_pyro", "importance",
-           "metrics", "run", "sample"]
+           "metrics", "registry", "run", "sample"]

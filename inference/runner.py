@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -14,11 +13,12 @@ from torch import Tensor
 
 from inference import checkpoint as ckpt
 from inference.base import Algorithm
+from inference.minibatch import Minibatches
 from inference.posterior import SamplePosterior
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 
 
 def _position(state: Any) -> Tensor:
@@ -31,17 +31,20 @@ def _per_chain_stats(info: Any, num_chains: int) -> dict[str, Tensor]:
 
 
 def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num_warmup: int = 0,
-        generator: torch.Generator, thin: int = 1, progress: bool = True,
+        generator: torch.Generator, batches: Minibatches | None = None, thin: int = 1, progress: bool = True,
         checkpoint: str | Path | None = None, checkpoint_every: int = 100,
         config: Mapping[str, Any] | None = None, spec: ParamSpec | None = None,
         description: str = "sampling") -> SamplePosterior:
     """Run ``num_warmup + num_samples`` iterations of ``algorithm`` from ``initial_position`` ``(C, D)``.
 
-    Draws after warm-up are kept (every ``thin``-th), with ArviZ-named per-chain statistics.
+    After warm-up the last state of every window of ``thin`` iterations is kept (``num_samples // thin``
+    draws), with ArviZ-named per-chain statistics.
 
     Args:
         algorithm: An ``Algorithm`` whose state has ``position`` (or ``chain.position``) ``C x D``.
         generator: The only source of randomness; same seed => bit-identical draws.
+        batches: Minibatches fed to ``algorithm.step``, one per iteration (``None``: full-batch algorithms,
+            whose step gets ``batch=None``). Their position is checkpointed with the run.
         checkpoint: File to save the run to every ``checkpoint_every`` iterations (atomically). If it
             exists when the run starts, the run resumes from it and continues bit-for-bit as if it had
             never stopped. It must come from the same configuration (checked against ``config``).
@@ -54,10 +57,12 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
     num_samples = check_positive_int(num_samples, "num_samples")
     num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
     thin = check_positive_int(thin, "thin")
+    if num_samples < thin:
+        raise ValueError(f"num_samples ({num_samples}) must be at least thin ({thin}) to keep a draw")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     num_chains, dim = initial_position.shape
     total = num_warmup + num_samples
-    num_kept = math.ceil(num_samples / thin)
+    num_kept = num_samples // thin
     config = dict(config or {}, num_chains=num_chains, dim=dim, num_warmup=num_warmup, num_samples=num_samples,
                   thin=thin, dtype=str(initial_position.dtype))
 
@@ -78,27 +83,30 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         draws[:kept] = saved["draws"].to(draws.device)
         stats = {k: _grow(v, num_kept, draws.device) for k, v in saved["stats"].items()}
         warmup_stats = {k: _grow(v, num_warmup, draws.device) for k, v in saved["warmup_stats"].items()}
+        if batches is not None:
+            batches.load_state_dict(saved["batches"])
 
     bar = _ProgressBar(total, start, description, enabled=progress)
     t0 = time.perf_counter()
     for i in range(start, total):
-        state, info = algorithm.step(state, None, generator)
+        state, info = algorithm.step(state, None if batches is None else next(batches), generator)
         step_stats = _per_chain_stats(info, num_chains)
         if i < num_warmup:
             _record(warmup_stats, i, step_stats, num_warmup)
-        elif (i - num_warmup) % thin == 0:
-            k = (i - num_warmup) // thin
+        elif (i - num_warmup + 1) % thin == 0:
+            k = (i - num_warmup + 1) // thin - 1
             draws[k] = _position(state)
             _record(stats, k, step_stats, num_kept)
         bar.update(i, step_stats, warmup=i < num_warmup)
         if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == total):
-            kept = 0 if i < num_warmup else (i - num_warmup) // thin + 1
+            kept = 0 if i < num_warmup else (i - num_warmup + 1) // thin
             ckpt.save(checkpoint, {
                 "format": _CHECKPOINT_FORMAT, "config": _plain(config), "iteration": i + 1,
                 "elapsed": elapsed_before + time.perf_counter() - t0, "state": ckpt.flatten_state(state),
                 "generator": generator.get_state(), "draws": draws[:kept].cpu(),
                 "stats": {k: v[:kept].cpu() for k, v in stats.items()},
                 "warmup_stats": {k: v[: min(i + 1, num_warmup)].cpu() for k, v in warmup_stats.items()},
+                "batches": None if batches is None else batches.state_dict(),
             })
     bar.close()
     elapsed = elapsed_before + time.perf_counter() - t0

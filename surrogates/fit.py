@@ -22,7 +22,6 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 import inference
-from inference.mcmc import sghmc
 from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
@@ -167,23 +166,25 @@ def fit_sghmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: i
                   activation: str = "tanh", prior: str = "fan-in", prior_scale: float = 3.0,
                   noise_scale: float | None = None, num_chains: int = 8, num_burnin: int = 1000,
                   num_samples: int = 25, thin: int = 5, step_size: float = 1e-2, friction: float = 0.05) -> Model:
-    """The ``hmc-bnn`` network and prior sampled with scale-adapted SGHMC (``inference.mcmc.sghmc``) instead,
-    following the BNN-surrogate study's SGHMC baseline (pybnn's Bohamiann: random start, 1000 burn-in steps,
-    every 5th state kept, step 1e-2, friction 0.05) on full-batch gradients, ``num_chains`` chains at once.
+    """The ``hmc-bnn`` network and prior sampled with scale-adapted SGHMC (``inference.sample(method="sghmc")``)
+    instead, following the BNN-surrogate study's SGHMC baseline (pybnn's Bohamiann: random start, 1000 burn-in
+    steps, every 5th state kept, step 1e-2, friction 0.05) on full-batch gradients, ``num_chains`` chains at once.
 
     Args:
         widths, activation, prior, prior_scale, noise_scale: As for ``fit_hmc_bnn``.
-        num_chains, num_burnin, num_samples, thin, step_size, friction: See ``inference.mcmc.sghmc.sample``.
+        num_chains, num_burnin: Chains and adapting burn-in steps.
+        num_samples, thin: Draws kept per chain, every ``thin``-th step after burn-in.
+        step_size, friction: See ``inference.mcmc.sghmc.sghmc``.
     """
     del warm_start
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     bnn = _surrogate_bnn(X, Y, widths, activation, prior, prior_scale, noise_scale)
-    generator = torch.Generator().manual_seed(seed)
-    init = bnn.init_theta(num_chains, generator=generator, dtype=Xn.dtype)
-    draws, _ = sghmc.sample(bnn.logdensity((Xn, Yn)), init, num_burnin=num_burnin, num_samples=num_samples,
-                            thin=thin, step_size=step_size, friction=friction, generator=generator)
-    return SampleEnsembleModel(bnn, draws, input_transform=input_tf,
-                               outcome_transform=outcome_tf)
+    post = inference.sample(bnn, (Xn, Yn), method="sghmc", num_chains=num_chains, num_warmup=num_burnin,
+                            num_samples=num_samples * thin, thin=thin, seed=seed, step_size=step_size,
+                            friction=friction, progress=False, print_summary=False, check_convergence=False)
+    model = SampleEnsembleModel(bnn, post.samples, input_transform=input_tf, outcome_transform=outcome_tf)
+    model.posterior_samples = post
+    return model
 
 
 def _surrogate_bnn(X: Tensor, Y: Tensor, widths, activation: str, prior: str, prior_scale: float,

@@ -21,20 +21,26 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from inference.base import Algorithm
+from inference.minibatch import at_batch
 from probnets.model import LogDensity
+from probnets.validation import check_positive_float
 
 
 class SGHMCState(NamedTuple):
     """Per chain ``(C, D)``: position, the log density's gradient there, momentum, the running mean
     ``grad_mean`` and second moment ``grad_sq`` of the gradient, and the adaptive window ``tau`` of those
-    running averages."""
+    running averages; ``logdensity`` ``(C,)`` is the (minibatch estimate of the) log density at ``position``
+    and ``iteration`` ``()`` counts steps (the preconditioner adapts while it is below ``num_warmup``)."""
 
     position: Tensor
+    logdensity: Tensor
     logdensity_grad: Tensor
     momentum: Tensor
     grad_mean: Tensor
     grad_sq: Tensor
     tau: Tensor
+    iteration: Tensor
 
 
 class SGHMCInfo(NamedTuple):
@@ -46,11 +52,11 @@ class SGHMCInfo(NamedTuple):
 def init(position: Tensor, logdensity: LogDensity) -> SGHMCState:
     """Zero momentum; gradient moments seeded from the gradient at ``position`` (``(C, D)``), which must be
     finite."""
-    _, grad = logdensity.value_and_grad(position)
+    value, grad = logdensity.value_and_grad(position)
     if not bool(torch.isfinite(grad).all()):
-        raise ValueError("the log density's gradient is not finite at init_position")
-    return SGHMCState(position, grad, torch.zeros_like(position), grad, grad.square() + 1e-8,
-                      torch.ones_like(position))
+        raise ValueError("the log density's gradient is not finite at the initial position")
+    return SGHMCState(position, value, grad, torch.zeros_like(position), grad, grad.square() + 1e-8,
+                      torch.ones_like(position), torch.zeros((), dtype=torch.long))
 
 
 def build_kernel():
@@ -69,46 +75,37 @@ def build_kernel():
         scaled = step_size**2 * inv_mass
         momentum = (1 - friction) * state.momentum + scaled * grad + (2 * friction * scaled).sqrt() * noise
         position = state.position + momentum
-        _, new_grad = logdensity.value_and_grad(position)
-        ok = (torch.isfinite(new_grad).all(-1) & torch.isfinite(position).all(-1)).unsqueeze(-1)
-        new = SGHMCState(torch.where(ok, position, state.position), torch.where(ok, new_grad, grad),
-                         torch.where(ok, momentum, 0.0), grad_mean, grad_sq, tau)
-        return new, SGHMCInfo(~ok.squeeze(-1))
+        value, new_grad = logdensity.value_and_grad(position)
+        ok = torch.isfinite(new_grad).all(-1) & torch.isfinite(position).all(-1)
+        column = ok.unsqueeze(-1)
+        new = SGHMCState(torch.where(column, position, state.position), torch.where(ok, value, state.logdensity),
+                         torch.where(column, new_grad, grad), torch.where(column, momentum, 0.0), grad_mean,
+                         grad_sq, tau, state.iteration + 1)
+        return new, SGHMCInfo(~ok)
 
     return kernel
 
 
-def sample(logdensity: LogDensity, init_position: Tensor, *, num_burnin: int = 1000, num_samples: int = 100,
-           thin: int = 5, step_size: float = 1e-2, friction: float = 0.05,
-           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Run every chain for ``num_burnin`` adapting steps, then keep every ``thin``-th of ``num_samples * thin``.
+def sghmc(logdensity: LogDensity, num_warmup: int, *, step_size: float = 1e-2, friction: float = 0.05) -> Algorithm:
+    """Scale-adapted SGHMC as an ``Algorithm``: the preconditioner adapts during the first ``num_warmup`` steps.
+
+    ``step(state, batch, generator)`` uses the minibatch estimate ``logdensity.at(batch)`` of a
+    ``MinibatchLogDensity``, or ``logdensity`` itself when ``batch`` is ``None`` (full-batch gradients).
+    Its info holds ``lp`` (the log density, a minibatch estimate with minibatches) and ``diverging``.
 
     Args:
         logdensity: The target.
-        init_position: Starting points ``(C, D)``.
-        num_burnin, num_samples, thin: Schedule (see above).
+        num_warmup: Adapting steps.
         step_size: ``eps`` in the module docstring (the study's "lr", 1e-2). friction: ``alpha`` (0.05).
-        generator: Seeds the injected noise.
-
-    Returns:
-        Draws ``(C, num_samples, D)`` and the number of divergent steps per chain ``(C,)``.
     """
-    for name, value, low in (("num_burnin", num_burnin, 0), ("num_samples", num_samples, 1), ("thin", thin, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not step_size > 0:
-        raise ValueError(f"step_size must be positive, got {step_size!r}")
-    if not 0 < friction <= 1:
+    step_size = check_positive_float(step_size, "step_size")
+    if isinstance(friction, bool) or not isinstance(friction, (int, float)) or not 0 < friction <= 1:
         raise ValueError(f"friction must be in (0, 1], got {friction!r}")
-    if init_position.dim() != 2 or init_position.shape[-1] != logdensity.dim:
-        raise ValueError(f"init_position must have shape (C, {logdensity.dim}), got {tuple(init_position.shape)}")
     kernel = build_kernel()
-    state = init(init_position, logdensity)
-    divergences = torch.zeros(init_position.shape[0], dtype=torch.long, device=init_position.device)
-    draws = []
-    for step in range(num_burnin + num_samples * thin):
-        state, info = kernel(state, generator, logdensity, step_size, friction, step < num_burnin)
-        divergences += info.is_divergent
-        if step >= num_burnin and (step - num_burnin + 1) % thin == 0:
-            draws.append(state.position)
-    return torch.stack(draws, 1), divergences
+
+    def step(state: SGHMCState, batch, generator) -> tuple[SGHMCState, dict[str, Tensor]]:
+        adapt = int(state.iteration) < num_warmup
+        state, info = kernel(state, generator, at_batch(logdensity, batch), step_size, friction, adapt)
+        return state, {"lp": state.logdensity, "diverging": info.is_divergent}
+
+    return Algorithm(lambda position: init(position, logdensity), step)

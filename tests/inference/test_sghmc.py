@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import inference
 from inference.mcmc import sghmc
 from probnets.model import LogDensity
 
@@ -45,12 +46,16 @@ def test_kernel_leaves_the_target_invariant_up_to_a_bias_that_shrinks_with_the_s
     assert m2_large[1] / SD[1] ** 2 - 1 > (m2[1] / SD[1] ** 2 - 1) + 4 * (m2_large_se[1] + m2_se[1]) / SD[1] ** 2
 
 
+def _sample(target, init, **options):
+    return inference.sample(target, init=init, method="sghmc", num_chains=init.shape[0], progress=False,
+                            check_convergence=False, **options)
+
+
 def test_sample_with_adapted_preconditioner_recovers_the_moments():
-    generator = torch.Generator().manual_seed(1)
-    init = torch.randn(400, 3, generator=generator, dtype=torch.float64)
-    draws, divergences = sghmc.sample(TARGET, init, num_burnin=1000, num_samples=200, thin=5, step_size=0.2,
-                                      generator=generator)
-    assert draws.shape == (400, 200, 3) and int(divergences.sum()) == 0
+    init = torch.randn(400, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    post = _sample(TARGET, init, num_warmup=1000, num_samples=1000, thin=5, step_size=0.2, seed=1)
+    draws = post.samples
+    assert draws.shape == (400, 200, 3) and post.num_divergences == 0
     mean, mean_se, m2, m2_se = _moments(draws)
     assert ((mean - MEAN).abs() < 4 * mean_se).all()
     assert ((m2 - SD**2).abs() < 4 * m2_se + 0.1 * SD**2).all()
@@ -68,18 +73,18 @@ class _NaNBeyondTwo(LogDensity):
 
 
 def test_non_finite_gradients_are_rejected_and_counted():
-    generator = torch.Generator().manual_seed(0)
-    draws, divergences = sghmc.sample(_NaNBeyondTwo(), torch.full((8, 2), 1.9, dtype=torch.float64),
-                                      num_burnin=50, num_samples=20, step_size=0.5, generator=generator)
+    post = _sample(_NaNBeyondTwo(), torch.full((8, 2), 1.9, dtype=torch.float64), num_warmup=50, num_samples=20,
+                   thin=1, step_size=0.5)
+    draws = post.samples
     assert torch.isfinite(draws).all()
     assert (draws[..., 0] <= 2.0).all()
-    assert int(divergences.sum()) > 0
+    assert post.num_divergences + int(post.warmup_stats["diverging"].sum()) > 0
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_samples=0), "num_samples"), (dict(thin=1.5), "thin"), (dict(step_size=0.0), "step_size"),
-    (dict(friction=1.5), "friction"), (dict(init_position=torch.zeros(3)), "init_position")])
+    (dict(friction=1.5), "friction"), (dict(init=torch.zeros(3)), "init")])
 def test_bad_input(kwargs, message):
-    arguments = dict(init_position=torch.zeros(2, 3, dtype=torch.float64)) | kwargs
+    arguments = dict(init=torch.zeros(2, 3, dtype=torch.float64)) | kwargs
     with pytest.raises(ValueError, match=message):
-        sghmc.sample(TARGET, **arguments)
+        _sample(TARGET, **arguments)
