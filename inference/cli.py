@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from inference.sample_settings import DEFAULT_SETTINGS
+from inference import registry
 
 PROG = "probnets"
 EXIT_USAGE = 2
@@ -91,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "held-out test split: RMSE, NLL, CRPS, interval coverage (original units), function-space "
                     "R-hat/ESS, figures and report.json in --out.",
         epilog="Method defaults (chains/warm-up/draws): "
-               + "; ".join(f"{m}: {d['num_chains']}/{d['num_warmup']}/{d['num_samples']}"
-                           for m, d in DEFAULT_SETTINGS.items()),
+               + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
+                           for s in registry.SAMPLERS.values()),
     )
     fit.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
-    fit.add_argument("--method", choices=list(DEFAULT_SETTINGS), default="chees",
+    fit.add_argument("--method", choices=list(registry.SAMPLERS), default="chees",
                      help="sampler: many-chain ChEES-HMC, NUTS or static HMC (default: chees)")
     fit.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                      help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
@@ -267,10 +267,10 @@ def _fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from inference.report import fit_report, format_report
     from probnets import BNN, Gaussian
 
-    defaults = DEFAULT_SETTINGS[args.method]
-    chains = args.chains if args.chains is not None else defaults["num_chains"]
-    warmup = args.warmup if args.warmup is not None else defaults["num_warmup"]
-    draws = args.samples if args.samples is not None else defaults["num_samples"]
+    defaults = registry.get(args.method)
+    chains = args.chains if args.chains is not None else defaults.num_chains
+    warmup = args.warmup if args.warmup is not None else defaults.num_warmup
+    draws = args.samples if args.samples is not None else defaults.num_samples
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
                     prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))

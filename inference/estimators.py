@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from inference.sample_settings import DEFAULT_SETTINGS
+from inference import registry
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(estimator, X="no_validation", y="no_validation", reset=True, **kwargs):
         return estimator._validate_data(X, y, reset=reset, **kwargs)
 
-__all__ = ["BNNClassifier", "BNNRegressor", "DEFAULT_SETTINGS"]
+__all__ = ["BNNClassifier", "BNNRegressor"]
 
 _DTYPES = ("float32", "float64")
 # Bound on (draws x points x outputs) evaluated at once by predict/predict_proba.
@@ -48,10 +48,8 @@ class _BNNBase(BaseEstimator):
     def _check_settings(self):
         import torch
 
-        from inference.sample import METHODS
-
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in registry.SAMPLERS:
+            raise ValueError(f"method must be one of {tuple(registry.SAMPLERS)}, got {self.method!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         widths = tuple(self.widths) if not isinstance(self.widths, (int, np.integer)) else (int(self.widths),)
@@ -59,8 +57,9 @@ class _BNNBase(BaseEstimator):
             raise ValueError(f"widths must be positive integers, got {self.widths!r}")
         if not (isinstance(self.prior_scale, (int, float)) and np.isfinite(self.prior_scale) and self.prior_scale > 0):
             raise ValueError(f"prior_scale must be a positive finite number, got {self.prior_scale!r}")
-        defaults = DEFAULT_SETTINGS[self.method]
-        settings = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in defaults.items()}
+        sampler = registry.get(self.method)
+        settings = {k: (getattr(self, k) if getattr(self, k) is not None else getattr(sampler, k))
+                    for k in ("num_chains", "num_warmup", "num_samples")}
         return widths, settings, getattr(torch, self.dtype)
 
     def _sample(self, likelihood, x: np.ndarray, y: np.ndarray, out_features: int):
@@ -132,7 +131,7 @@ class BNNRegressor(RegressorMixin, _BNNBase):
         widths: Hidden layer widths.
         activation: Activation name (``"tanh"``, ``"relu"``, ``"gelu"``, ...).
         method: ``"chees"`` (many-chain ChEES-HMC), ``"nuts"`` or ``"hmc"``.
-        num_chains, num_warmup, num_samples: Sampler settings; ``None`` uses :data:`DEFAULT_SETTINGS`.
+        num_chains, num_warmup, num_samples: Sampler settings; ``None`` uses the sampler's registered defaults (``inference.registry``).
         prior_scale: Standard deviation of the Normal prior of every weight and bias.
         noise_prior: Prior of the noise scale of the standardised targets (a positive pyro distribution);
             ``None`` means ``LogNormal(-1, 1)``.

@@ -12,11 +12,12 @@ import torch
 
 import checkpoint_worker as worker
 from inference import checkpoint as ckpt
+from inference import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("method", ["nuts", "chees"])
+@pytest.mark.parametrize("method", list(registry.SAMPLERS))
 def test_resume_after_sigkill_is_bit_identical(method, tmp_path):
     path = tmp_path / "run.ckpt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
