@@ -101,24 +101,26 @@ class Minibatches:
 class MinibatchLogDensity(LogDensity):
     """The log posterior of a ``ProbModel`` estimated on minibatches, ``theta (..., D) -> (...)``.
 
-    ``at(batch)`` is the unbiased minibatch estimate; calling the object itself (or ``value_and_grad``)
-    uses ``full_batch`` when one was given.
+    ``at(batch)`` is the unbiased minibatch estimate. Calling the object itself (or ``value_and_grad``), as
+    samplers do for their initial state, evaluates it on ``default_batch``: the whole data set when it is in
+    memory (the exact log posterior), or one minibatch of a ``DataLoader`` (an estimate).
 
     Args:
         model: The model.
         num_data: ``N``, the size of the whole data set.
+        default_batch: The batch used when none is given.
         temperature: Likelihood tempering ``T``.
-        full_batch: The whole data set, if it fits in memory (for the initial checks and full-batch steps).
+        dtype: Floating-point type the batches are converted to.
     """
 
-    def __init__(self, model: ProbModel, num_data: int, *, temperature: float = 1.0,
-                 full_batch: Batch | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, model: ProbModel, num_data: int, default_batch: Batch, *, temperature: float = 1.0,
+                 dtype: torch.dtype | None = None):
         self.model = model
         self.num_data = check_positive_int(num_data, "num_data")
         self.temperature = temperature
         self.dtype = dtype
-        self.full_batch = None if full_batch is None else self._prepare(full_batch)
-        super().__init__(self._full, model.spec.dim)
+        default_batch = self._prepare(default_batch)
+        super().__init__(lambda theta: self._value(theta, default_batch), model.spec.dim)
 
     def _prepare(self, batch: Batch) -> Batch:
         x, y = self.model.prepare_batch(batch)
@@ -126,11 +128,6 @@ class MinibatchLogDensity(LogDensity):
             x = x.to(self.dtype)
             y = y.to(self.dtype) if torch.is_floating_point(y) else y
         return x, y
-
-    def _full(self, theta: Tensor) -> Tensor:
-        if self.full_batch is None:
-            raise ValueError("the whole data set is not in memory (a DataLoader was given); use at(batch)")
-        return self._value(theta, self.full_batch)
 
     def _value(self, theta: Tensor, batch: Batch) -> Tensor:
         scale = self.num_data / (batch[0].shape[0] * self.temperature)

@@ -23,8 +23,8 @@ METHODS = tuple(registry.SAMPLERS)
 class CountingLogDensity(LogDensity):
     """Delegates to a log density and counts gradient evaluations per chain (``grad_evals``).
 
-    ``at(batch)`` (minibatch log densities) returns a counter of the minibatch estimate that adds to the
-    same count; so does a counter made with ``parent``.
+    ``at(batch)`` (minibatch log densities) returns a counter of the minibatch estimate that adds to this
+    counter's count.
     """
 
     def __init__(self, inner: LogDensity, parent: CountingLogDensity | None = None):
@@ -131,15 +131,12 @@ def sample(
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
-            logdensity = MinibatchLogDensity(model, batches.num_data, temperature=temperature, dtype=dtype,
-                                             full_batch=None if is_loader else first)
-            check_at = logdensity.at(first)
+            logdensity = MinibatchLogDensity(model, batches.num_data, first, temperature=temperature, dtype=dtype)
         else:
             x, y = model.prepare_batch(data)
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
             logdensity = model.logdensity((x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y),
                                           temperature=temperature)
-            check_at = None
         spec = model.spec
         if init is None:
             init = model.init_theta(num_chains, generator=generator, dtype=dtype)
@@ -154,7 +151,6 @@ def sample(
         if dim is None:
             raise ValueError("give init (C x D starting points) or dim when sampling a bare log density")
         logdensity = as_logdensity(target, dim)
-        check_at = None
         spec = getattr(target, "spec", None)
         dtype = dtype or (init.dtype if init is not None else torch.get_default_dtype())
         if init is None and hasattr(target, "init_theta"):
@@ -163,7 +159,7 @@ def sample(
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity)
-    init = _check_initial_density(counter if check_at is None else CountingLogDensity(check_at, counter), init)
+    init = _check_initial_density(counter, init)
     algorithm = sampler.build(counter, num_warmup, **options)
 
     config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size, **options}

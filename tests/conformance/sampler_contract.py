@@ -158,6 +158,31 @@ class SamplerContract:
             for name, value in getattr(uninterrupted, stats).items():
                 assert torch.equal(getattr(resumed, stats)[name], value), (stats, name)
 
+    def test_interrupted_minibatch_run_resumes_bit_identically(self, tmp_path):
+        """The minibatch order is part of the checkpoint: a resumed run sees the same batches."""
+        if self.minibatch_regression is None:
+            pytest.skip(f"{self.method} is a full-batch sampler")
+        path = tmp_path / "run.ckpt"
+        model, data, _, _ = conjugate_regression()
+        log_likelihood, calls = model.log_likelihood, []
+
+        def interrupting(theta, batch, limit=None):
+            calls.append(1)
+            if limit is not None and len(calls) > limit:
+                raise _Interrupt
+            return log_likelihood(theta, batch)
+
+        settings = dict(self.short, seed=8, checkpoint_every=7, batch_size=10)
+        model.log_likelihood = interrupting
+        uninterrupted = self._sample(model, data, **settings)
+        limit, calls[:] = 2 * len(calls) // 3, []
+        model.log_likelihood = lambda theta, batch: interrupting(theta, batch, limit)
+        with pytest.raises(_Interrupt):
+            self._sample(model, data, checkpoint=path, **settings)
+        model.log_likelihood = log_likelihood
+        resumed = self._sample(model, data, checkpoint=path, **settings)
+        assert torch.equal(resumed.samples, uninterrupted.samples)
+
     def test_non_finite_density_is_a_counted_divergence(self):
         init = torch.full((self.short["num_chains"], 2), 1.9, dtype=torch.float64)
         post = self._sample(_NaNBeyondTwo(), init=init, seed=6, **dict(self.short, num_chains=init.shape[0]))
