@@ -72,8 +72,9 @@ class ProbModel(ABC):
         """Latent outputs ``(..., n, m)`` for inputs ``x`` ``(n, ...)`` under every draw in ``theta``."""
 
     @abstractmethod
-    def init_theta(self, num: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Starting points for ``num`` chains, ``(num, D)``."""
+    def init_theta(self, num: int, *, generator: torch.Generator | None = None,
+                   dtype: torch.dtype | None = None) -> Tensor:
+        """Starting points for ``num`` chains, ``(num, D)``, in ``dtype`` (default: torch's default dtype)."""
 
     @property
     def likelihood_spec(self) -> ParamSpec:
