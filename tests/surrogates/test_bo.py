@@ -7,7 +7,7 @@ import torch
 from botorch.utils.multi_objective.box_decompositions import DominatedPartitioning
 
 from surrogates import PROBLEMS, get_problem, run_bo
-from surrogates.cli import main
+from probnets_app.bo import main
 
 TINY_HMC = {"widths": (16,), "num_chains": 4, "num_warmup": 40, "num_samples": 8, "pretrain_steps": 50}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import cli
+from probnets_app import fit as cli
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--chains", "8", "--warmup", "30", "--samples", "20", "--no-progress", "--widths", "10"]
@@ -113,11 +113,11 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_entry_point_help():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = Path(sys.executable).parent / "probnets"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "inference.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "probnets_app.fit"]
     result = subprocess.run([*command, "fit", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--method" in result.stdout and "chees" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "inference.cli", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "probnets_app.fit", "--help"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0 and "fit" in result.stdout
 
@@ -130,7 +130,7 @@ def test_fit_report_classification(tmp_path):
     import torch
 
     import inference
-    from inference.report import fit_report, format_report
+    from probnets_app.report import fit_report, format_report
     from probnets import BNN, Bernoulli
 
     g = torch.Generator().manual_seed(0)

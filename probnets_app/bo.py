@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-from inference import cli as engine_cli
+from probnets_app import fit as engine_cli
+from probnets_app.regret_plot import plot_regret
 from surrogates.bo import MULTI_OBJECTIVE, SINGLE_OBJECTIVE, run_bo
 from surrogates.fit import KINDS
-from surrogates.plots import plot_regret
 from surrogates.problems import PROBLEMS, get_problem
 
 

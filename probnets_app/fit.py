@@ -264,7 +264,7 @@ def _fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     import inference
     from inference.diagnostics import ConvergenceWarning
-    from inference.report import fit_report, format_report
+    from probnets_app.report import fit_report, format_report
     from probnets import BNN, Gaussian
 
     defaults = DEFAULT_SETTINGS[args.method]

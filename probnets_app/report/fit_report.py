@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from inference import diagnostics, metrics, plots
+from inference import diagnostics, metrics
 from inference.posterior import SamplePosterior
+from probnets_app import plots
 from probnets.likelihoods import Gaussian
 from probnets.model import ProbModel
 from probnets.predictive import Predictive
