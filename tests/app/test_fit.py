@@ -1,4 +1,4 @@
-"""The ``probnets`` command line: a tiny fit end to end, data validation before any output, the entry point."""
+"""``probnets fit``: a tiny fit end to end, data validation before any output, the entry point."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probnets_app import fit as cli
+from probnets_app import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--chains", "8", "--warmup", "30", "--samples", "20", "--no-progress", "--widths", "10"]
@@ -113,11 +113,11 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_entry_point_help():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = Path(sys.executable).parent / "probnets"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "probnets_app.fit"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "probnets_app.cli"]
     result = subprocess.run([*command, "fit", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--method" in result.stdout and "chees" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "probnets_app.fit", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "probnets_app.cli", "--help"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0 and "fit" in result.stdout
 
