@@ -42,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from surrogates import KINDS, fit_surrogate, get_problem, run_bo  # noqa: E402
+from probnets_app.regret_plot import plot_regret  # noqa: E402
 from surrogates.bo import BOResult, make_acquisition  # noqa: E402
-from surrogates.plots import plot_regret  # noqa: E402
 
 #: (problem, n_init, q, iterations, dim) following the BNN-surrogate study (q reduced to 1-4 for CPU time).
 PROBLEMS = [("branin", 10, 1, 20, None), ("hartmann6", 10, 2, 20, None), ("ackley10", 10, 2, 20, None),

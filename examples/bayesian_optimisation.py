@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from probnets_app.regret_plot import plot_regret
 from surrogates import run_bo
-from surrogates.plots import plot_regret
 
 
 def main() -> None:

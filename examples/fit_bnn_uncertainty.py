@@ -23,9 +23,10 @@ import pyro.distributions as dist
 import torch
 
 import inference
-from inference import metrics, plots
+from inference import metrics
 from inference.diagnostics import ConvergenceWarning, ess_bulk, split_rhat
 from probnets import BNN, Gaussian
+from probnets_app import plots
 
 
 def make_data(n_train: int = 80, n_test: int = 200, noise: float = 0.1, seed: int = 0):

@@ -1,4 +1,4 @@
-"""A Bayesian neural network as a scikit-learn regressor: ``probnets.BNNRegressor`` on the diabetes data.
+"""A Bayesian neural network as a scikit-learn regressor: ``probnets_app.estimators.BNNRegressor`` on the diabetes data.
 
 ``BNNRegressor`` standardises inputs and targets internally, samples the posterior of a one-hidden-layer
 BNN with many-chain ChEES-HMC and predicts in original units, with the predictive standard deviation
@@ -24,8 +24,8 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import train_test_split
 
-import probnets
 from inference.diagnostics import ConvergenceWarning
+from probnets_app.estimators import BNNRegressor
 
 
 def main(argv=None) -> int:
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     X, y = load_diabetes(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.1, random_state=0)
     settings = {"num_chains": 8, "num_warmup": 40, "num_samples": 20} if args.quick else {}
-    reg = probnets.BNNRegressor(widths=(50,), method="chees", seed=args.seed, progress=not args.quick, **settings)
+    reg = BNNRegressor(widths=(50,), method="chees", seed=args.seed, progress=not args.quick, **settings)
     print(reg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

@@ -9,19 +9,9 @@ from probnets.predictive import Predictive
 from probnets.spec import ParamSpec
 
 __all__ = [
-    "BNN", "BNNClassifier", "BNNRegressor", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood",
-    "LogDensity", "ModuleModel", "NormalMarginal", "ParamSpec", "Predictive", "ProbModel", "StudentTMarginal",
-    "conv_dkm", "datasets", "dkm", "from_module", "priors",
+    "BNN", "Batch", "Bernoulli", "Categorical", "Gaussian", "Likelihood", "LogDensity", "ModuleModel",
+    "NormalMarginal", "ParamSpec", "Predictive", "ProbModel", "StudentTMarginal", "conv_dkm", "datasets", "dkm",
+    "from_module", "priors",
 ]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str):
-    """Lazy access to the scikit-learn estimators, which live in the engine package ``inference``
-    (``probnets`` never imports ``inference`` at import time: the engine depends on the models, not the
-    reverse)."""
-    if name in ("BNNRegressor", "BNNClassifier"):
-        from inference import estimators
-
-        return getattr(estimators, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,10 @@
-"""BO loops: single and multi-objective runs, resume identical to an uninterrupted run, input checks, CLI."""
-
-import json
+"""BO loops: single and multi-objective runs, resume identical to an uninterrupted run, input checks."""
 
 import pytest
 import torch
 from botorch.utils.multi_objective.box_decompositions import DominatedPartitioning
 
 from surrogates import PROBLEMS, get_problem, run_bo
-from surrogates.cli import main
 
 TINY_HMC = {"widths": (16,), "num_chains": 4, "num_warmup": 40, "num_samples": 8, "pretrain_steps": 50}
 
@@ -75,23 +72,3 @@ def test_bad_input_fails_before_any_evaluation(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         run_bo(args.pop("problem"), args.pop("surrogate"), **args)
-
-
-def test_cli_writes_json_and_figure(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["bo", "--problem", "branin", "--surrogate", "gp", "--iterations", "2", "--n-init", "4",
-                 "--out", str(out), "--no-progress"]) == 0
-    record = json.loads((out / "bo.json").read_text())
-    assert len(record["best"]) == 3 and len(record["X"]) == 6
-    assert (out / "regret.png").stat().st_size > 0
-    assert "regret" in capsys.readouterr().out
-
-
-def test_cli_rejects_bad_options_without_output(tmp_path, capsys):
-    out = tmp_path / "run"
-    with pytest.raises(SystemExit) as exc:
-        main(["bo", "--problem", "branin", "--q", "0", "--out", str(out)])
-    assert exc.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["bo", "--problem", "branincurrin", "--acquisition", "qucb", "--out", str(out)])
-    assert not out.exists()

@@ -148,7 +148,7 @@ class BNNRegressor(RegressorMixin, _BNNBase):
             ``noise_scale_rhat``, divergences, wall time.
         convergence_warnings_: Convergence warnings of ``f(x_train)`` and the noise scale (also issued as
             ``ConvergenceWarning``); parameter-space warnings on the weights are not issued (the weights
-            are not identifiable, see :mod:`inference.report`).
+            are not identifiable, see :mod:`probnets_app.report`).
     """
 
     def __init__(self, widths=(50,), activation="tanh", method="chees", num_chains=None, num_warmup=None,

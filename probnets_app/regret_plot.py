@@ -1,4 +1,4 @@
-"""BO figures, saved as PNG with the Agg renderer (no pyplot state), like ``inference.plots``."""
+"""BO figures, saved as PNG with the Agg renderer (no pyplot state), like ``probnets_app.plots``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``probnets`` command line: a tiny fit end to end, data validation before any output, the entry point."""
+"""``probnets fit``: a tiny fit end to end, data validation before any output, the entry point."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import cli
+from probnets_app import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--chains", "8", "--warmup", "30", "--samples", "20", "--no-progress", "--widths", "10"]
@@ -113,35 +113,10 @@ def test_out_is_a_file(tmp_path, capsys):
 def test_entry_point_help():
     env = dict(os.environ, PYTHONPATH=str(REPO))
     script = Path(sys.executable).parent / "probnets"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "inference.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "probnets_app.cli"]
     result = subprocess.run([*command, "fit", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--method" in result.stdout and "chees" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "inference.cli", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "probnets_app.cli", "--help"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0 and "fit" in result.stdout
-
-
-@pytest.mark.filterwarnings("ignore::inference.diagnostics.ConvergenceWarning")
-def test_fit_report_classification(tmp_path):
-    """The report module also handles classifiers (accuracy, NLL, ECE, Brier, reliability diagram)."""
-    from types import SimpleNamespace
-
-    import torch
-
-    import inference
-    from inference.report import fit_report, format_report
-    from probnets import BNN, Bernoulli
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 2, generator=g, dtype=torch.float64)
-    y = (x[:, 0] > 0).to(torch.float64)
-    model = BNN(2, [5], likelihood=Bernoulli())
-    post = inference.sample(model, (x[:40], y[:40]), method="chees", num_chains=4, num_warmup=20, num_samples=10,
-                            progress=False)
-    split = SimpleNamespace(x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
-    report = fit_report(model, post, split, out_dir=tmp_path)
-    assert report["task"] == "classification"
-    assert set(report["metrics"]) == {"accuracy", "nll", "ece", "brier"}
-    assert (tmp_path / "calibration.png").stat().st_size > 1000 and (tmp_path / "report.json").exists()
-    assert "accuracy" in format_report(report)

@@ -1,9 +1,9 @@
-"""Tests of inference.plots: every figure is written as a non-empty PNG without pyplot."""
+"""Tests of probnets_app.plots: every figure is written as a non-empty PNG without pyplot."""
 
 import pytest
 import torch
 
-from inference.plots import _evenly_spaced, plot_calibration, plot_predictions, plot_trace
+from probnets_app.plots import _evenly_spaced, plot_calibration, plot_predictions, plot_trace
 from probnets import BNN, Bernoulli, Categorical
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

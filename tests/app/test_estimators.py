@@ -7,9 +7,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-import probnets
 from inference.diagnostics import ConvergenceWarning
-from inference.estimators import BNNClassifier, BNNRegressor
+from probnets_app.estimators import BNNClassifier, BNNRegressor
 
 TINY = {"num_chains": 4, "num_warmup": 30, "num_samples": 15, "widths": (8,)}
 
@@ -35,12 +34,6 @@ def fitted_regressor(regression_data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return BNNRegressor(widths=(20,), num_chains=8, num_warmup=150, num_samples=30, seed=1).fit(X, y)
-
-
-def test_lazy_import_from_probnets():
-    assert probnets.BNNRegressor is BNNRegressor and probnets.BNNClassifier is BNNClassifier
-    with pytest.raises(AttributeError):
-        probnets.NoSuchThing  # noqa: B018
 
 
 def test_regressor_shapes_and_attributes(fitted_regressor, regression_data):
