@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = {
     "fit_bnn_uncertainty.py": ["uncertainty_band.png", "uncertainty_calibration.png"],
     "sample_pyro_model.py": ["eight_schools.nc"],
+    "minibatch_sampling.py": ["minibatch_band.png", "minibatch_calibration.png", "sghmc.ckpt"],
     "sklearn_estimator.py": ["sklearn_predictions.csv"],
     "student_t_process.py": ["student_t_process_metrics.json"],
     "bayesian_optimisation.py": ["bo_regret.png", "bo_runs.json"],
