@@ -23,6 +23,7 @@ from torch import Tensor
 
 import inference
 from inference.mcmc import sghmc
+from inference.optim import minimize, supplied_gradient
 from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
@@ -246,14 +247,15 @@ def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
 
 def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, steps: int,
           lr: float) -> Tensor:
-    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent."""
-    theta = theta.clone()
-    opt = torch.optim.Adam([theta], lr=lr)
-    for _ in range(steps):
-        _, grad = value_and_grad(theta)
-        theta.grad = -torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        opt.step()
-    return theta
+    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent on the sum."""
+    theta = theta.clone().requires_grad_(True)
+
+    def loss() -> Tensor:
+        value, grad = value_and_grad(theta.detach())
+        return supplied_gradient(-value.sum(), theta, -grad)
+
+    minimize(loss, [theta], method="adam", num_steps=steps, lr=lr)
+    return theta.detach()
 
 
 def _map_estimates(bnn: BNN, batch, num_chains: int, steps: int, generator: torch.Generator) -> Tensor:
