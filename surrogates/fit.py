@@ -252,7 +252,9 @@ def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tens
 
     def loss() -> Tensor:
         value, grad = value_and_grad(theta.detach())
-        return supplied_gradient(-value.sum(), theta, -grad)
+        # Rows are independent starts: a row whose value or gradient is not finite stays put, the others move.
+        clean = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
+        return supplied_gradient(-torch.nan_to_num(value, **clean).sum(), theta, -torch.nan_to_num(grad, **clean))
 
     minimize(loss, [theta], method="adam", num_steps=steps, lr=lr)
     return theta.detach()
