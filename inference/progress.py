@@ -45,8 +45,14 @@ class ProgressBar:
         if self._bar is None:
             return
         self._bar.update(n)
-        if stats and time.perf_counter() - self._last_postfix > self.refresh_every:
+        if stats and self.postfix_due:
             self.set_postfix(stats)
+
+    @property
+    def postfix_due(self) -> bool:
+        """Whether a postfix set now would be shown: callers with costly statistics (e.g. tensors to sync) check
+        this and call :meth:`set_postfix` only then."""
+        return self._bar is not None and time.perf_counter() - self._last_postfix > self.refresh_every
 
     def set_postfix(self, stats: Mapping[str, object]) -> None:
         """Show ``stats`` (floats with 4 significant digits) after the bar from its next redraw on."""

@@ -1,5 +1,5 @@
-"""The engine's optimisation loop: convergence, skipped non-finite steps, checkpoint and bit-identical resume, and
-clear errors for bad options."""
+"""The engine's optimisation loop: convergence, skipped non-finite steps, checkpoint and bit-identical resume,
+clear errors for bad options; and its progress bar."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from inference.optim import Minibatches, minimize, supplied_gradient
+from inference.progress import ProgressBar
 
 TARGET = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 SCALES = torch.tensor([1.0, 3.0, 0.3], dtype=torch.float64)
@@ -178,3 +179,16 @@ def test_bad_options_give_clear_errors():
         minimize(loss, [], num_steps=1)
     with pytest.raises(TypeError, match="loss_fn"):
         minimize(None, [theta], num_steps=1)
+
+
+def test_progress_bar_shows_live_statistics_and_can_be_disabled(capsys):
+    with ProgressBar(3, description="toy", enabled=True) as bar:
+        assert bar.postfix_due
+        bar.update(loss=1.5, skipped=0)
+        assert not bar.postfix_due  # shown for the next refresh interval
+        bar.update(2)
+    assert "toy" in capsys.readouterr().err
+    with ProgressBar(3, enabled=False) as off:
+        off.update(loss=1.0)
+        assert not off.postfix_due
+    assert capsys.readouterr().err == ""
