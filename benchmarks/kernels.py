@@ -273,21 +273,23 @@ DKM_SETTINGS = dict(num_inducing=100, num_layers=2, kernel="relu", nu=10.0, epoc
 
 
 class _FittedDKM:
-    """A :class:`~probnets.dkm.SparseDKM` trained with :func:`~probnets.dkm.fit`, behind ``predictive(x)``."""
+    """A :class:`~probnets.dkm.SparseDKM` trained with ``inference.fit``, behind ``predict(x)``."""
 
     def __init__(self, x, y, seed: int):
         import torch
 
-        from probnets.dkm import SparseDKM, fit
+        import inference
+        from probnets.dkm import SparseDKM
 
         s = DKM_SETTINGS
         generator = torch.Generator().manual_seed(seed)
         inducing = x[torch.randperm(x.shape[0], generator=generator)[:s["num_inducing"]]]
         self.model = SparseDKM(inducing, 1, num_layers=s["num_layers"], kernel=s["kernel"], nu=s["nu"],
                                generator=generator)
-        fit(self.model, x, y, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], generator=generator)
+        inference.fit(self.model, (x, y), num_epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+                      generator=generator)
 
-    def predictive(self, x):
+    def predict(self, x):
         return self.model.predict(x)
 
 
@@ -296,15 +298,18 @@ def _regression_models(seed: int, steps: int):
     NNGP depth 4) and a sparse DKM (``DKM_SETTINGS``)."""
     import torch
 
+    import inference
     from probnets.priors import BurrXII
     from probnets.scale_mixture import GaussianProcess, ImportanceScaleMixture, StudentTProcess
 
     burr = BurrXII(torch.tensor(2.0, dtype=torch.float64), 1.0)
     return {
-        "nngp_gp": lambda x, y: GaussianProcess().fit(x, y, num_steps=steps, optimizer="adam", lr=0.01),
-        "student_t": lambda x, y: StudentTProcess().fit(x, y, num_steps=steps, optimizer="adam", lr=0.01),
-        "burr12_is": lambda x, y: ImportanceScaleMixture(burr, num_samples=20_000, learn=("kernel", "noise")).fit(
-            x, y, num_steps=steps, lr=0.01, generator=torch.Generator().manual_seed(seed)),
+        "nngp_gp": lambda x, y: inference.fit(GaussianProcess(), (x, y), num_steps=steps, optimizer="adam", lr=0.01),
+        "student_t": lambda x, y: inference.fit(StudentTProcess(), (x, y), num_steps=steps, optimizer="adam",
+                                                lr=0.01),
+        "burr12_is": lambda x, y: inference.fit(
+            ImportanceScaleMixture(burr, num_samples=20_000, learn=("kernel", "noise")), (x, y), num_steps=steps,
+            lr=0.01, generator=torch.Generator().manual_seed(seed)),
         "sparse_dkm": lambda x, y: _FittedDKM(x, y, seed),
     }
 
@@ -326,7 +331,7 @@ def run_regression(args) -> dict:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # ESS warnings are recorded below, not printed per split
                     model = fit(split.x_train, split.y_train)
-                pred = model.predictive(split.x_test)
+                pred = model.predict(split.x_test)
                 row = dict(dataset=name, split=split_seed, model=model_name,
                            nll=metrics.nll(pred, split.y_test, y_scale=split.y_std),
                            rmse=metrics.rmse(pred, split.y_test, y_scale=split.y_std),
@@ -383,8 +388,15 @@ def _regression_markdown(result: dict) -> str:
 
 
 def run_digits(args) -> dict:
-    """``run_digits_experiment`` for nu = 0.01 and nu = inf over ``--digits-seeds`` seeds."""
-    from probnets.conv_dkm.digits import run_digits_experiment
+    """``run_digits_experiment`` (``examples/conv_dkm_digits.py``) for nu = 0.01 and nu = inf over
+    ``--digits-seeds`` seeds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "conv_dkm_digits_example", os.path.join(ROOT, "examples", "conv_dkm_digits.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    run_digits_experiment = example.run_digits_experiment
 
     rows = []
     for nu in (0.01, float("inf")):

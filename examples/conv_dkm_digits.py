@@ -3,7 +3,7 @@ the fixed-kernel limit (nu = inf).
 
 The ICLR 2024 paper's ablation on CIFAR-10 found 89.7% (nu = 0) against 53.7% (nu = inf); this script repeats the
 comparison at CPU scale (1200 training / 597 test images, 16/32/64 inducing points, one residual block per
-stage, float32) with :func:`probnets.conv_dkm.digits.run_digits_experiment`, over a few seeds.
+stage, float32) with :func:`run_digits_experiment` (trained by ``inference.fit``), over a few seeds.
 
 Outputs in --out (default ``examples_output/``): ``conv_dkm_digits.json`` (test accuracy, NLL and wall time per
 nu and seed, and the means per nu).
@@ -19,9 +19,67 @@ import argparse
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 
-from probnets.conv_dkm.digits import run_digits_experiment
+import torch
+
+import inference
+from probnets.conv_dkm import ConvDKM, sample_patches
+from probnets.conv_dkm.digits import digits_split
+from probnets.validation import check_positive_int
+
+
+def run_digits_experiment(nu: float, epochs: int = 20, seed: int = 0, *, num_train: int = 1200,
+                          inducing_scale: int = 1, blocks_per_stage: int = 1, batch_size: int = 128,
+                          mc_samples: int = 1000, dtype: torch.dtype = torch.float32, num_threads: int | None = None,
+                          verbose: bool = False) -> dict:
+    """Train a conv DKM on the digits split and evaluate it on the held-out images.
+
+    The pipeline follows the reference's CIFAR-10 script at small scale: ZCA whitening fitted on the training
+    images, ``16 s`` inducing patches drawn from them, a residual conv DKM with ``16 s / 32 s / 64 s`` inducing
+    points and strides 1/2/2 (8x8 -> 8x8 -> 4x4 -> 2x2; the reference's 2/2/2 is for 32x32 images), Adam (lr 0.01,
+    betas (0.8, 0.9)) on minibatches, and a categorical likelihood whose predictions average the class
+    probabilities over Monte Carlo samples.
+
+    Args:
+        nu: Gram-layer regularisation in ``(0, inf]`` (``math.inf``: fixed kernels, no representation learning).
+        epochs: Training passes.
+        seed: Seed of the split, the initialisation, the minibatches and the Monte Carlo samples.
+        num_train: Training images (the rest, ``1797 - num_train``, are the test set).
+        inducing_scale: ``s``: ``16 s`` input patches, ``16 s / 32 s / 64 s`` inducing points per stage.
+        blocks_per_stage: Residual blocks per stage.
+        batch_size: Minibatch size.
+        mc_samples: Monte Carlo samples of the logits.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        num_threads: If given, ``torch.set_num_threads`` for the run (restored afterwards).
+        verbose: Show a progress bar with the live loss.
+
+    Returns:
+        ``dict(accuracy, nll, wall_time, final_loss, nu, epochs, seed)``: test accuracy, mean test negative log
+        predictive probability, and training plus evaluation time in seconds.
+    """
+    scale = check_positive_int(inducing_scale, "inducing_scale")
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_positive_int(num_threads, "num_threads"))
+    try:
+        start = time.perf_counter()
+        split = digits_split(num_train, seed=seed, dtype=dtype)
+        generator = torch.Generator().manual_seed(seed)
+        patches = sample_patches(split.x_train, 16 * scale, generator=generator)
+        model = ConvDKM(patches, 10, nu=nu, widths=(16 * scale, 32 * scale, 64 * scale), strides=(1, 2, 2),
+                        blocks_per_stage=blocks_per_stage, mc_samples=mc_samples, generator=generator).to(dtype)
+        inference.fit(model, (split.x_train, split.y_train), num_epochs=epochs, batch_size=batch_size,
+                      generator=generator, progress=verbose)
+        predictive = model.predict(split.x_test, generator=generator)
+        accuracy = (predictive.probs.argmax(-1) == split.y_test).double().mean().item()
+        nll = -predictive.log_prob(split.y_test).mean().item()
+        return {"accuracy": accuracy, "nll": nll, "wall_time": time.perf_counter() - start,
+                "final_loss": model.fit_result.epoch_losses[-1], "nu": nu if math.isfinite(nu) else "inf",
+                "epochs": epochs, "seed": seed}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main(argv=None) -> int:

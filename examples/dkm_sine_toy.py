@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+import inference
 from probnets.datasets import sine_2d
-from probnets.dkm import SparseDKM, fit
+from probnets.dkm import SparseDKM
 
 
 def main(argv=None) -> int:
@@ -40,12 +41,12 @@ def main(argv=None) -> int:
         generator = torch.Generator().manual_seed(args.seed)
         inducing = data.x_train[torch.randperm(num_train, generator=generator)[:50]]
         model = SparseDKM(inducing, 1, num_layers=layers, kernel="relu", nu=nu, generator=generator)
-        history = fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=100, generator=generator)
+        inference.fit(model, (data.x_train, data.y_train), num_epochs=epochs, batch_size=100, generator=generator)
         pred = model.predict(data.x_test)
         results[str(nu)] = {
             "test_log_likelihood": pred.log_prob(data.y_test.unsqueeze(-1)).mean().item(),
             "rmse": (pred.mean.squeeze(-1) - data.y_test).square().mean().sqrt().item(),
-            "final_loss": history[-1],
+            "final_loss": model.fit_result.epoch_losses[-1],
         }
         models[str(nu)] = model
         print(f"nu={nu}: test log-likelihood {results[str(nu)]['test_log_likelihood']:.3f}, "

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import inference
 from inference import metrics
 from probnets import datasets
 from probnets.priors import BurrXII
@@ -35,16 +36,16 @@ def fit_models(split: datasets.RegressionSplit, *, num_steps: int, num_samples: 
     generator = torch.Generator().manual_seed(seed)
     burr = BurrXII(torch.tensor(2.0, dtype=torch.float64), 1.0)
     return {
-        "nngp_gp": GaussianProcess().fit(x, y, num_steps=num_steps),
-        "student_t": StudentTProcess().fit(x, y, num_steps=num_steps),
-        "burr12_is": ImportanceScaleMixture(burr, num_samples=num_samples, learn=("kernel", "noise")).fit(
-            x, y, num_steps=2 * num_steps, generator=generator),
+        "nngp_gp": inference.fit(GaussianProcess(), (x, y), num_steps=num_steps),
+        "student_t": inference.fit(StudentTProcess(), (x, y), num_steps=num_steps),
+        "burr12_is": inference.fit(ImportanceScaleMixture(burr, num_samples=num_samples, learn=("kernel", "noise")),
+                                   (x, y), num_steps=2 * num_steps, generator=generator),
     }
 
 
 def evaluate(model, split: datasets.RegressionSplit) -> dict[str, float]:
     """Test NLL and RMSE in original units and the coverage of the central 90% interval."""
-    pred = model.predictive(split.x_test)
+    pred = model.predict(split.x_test)
     return {"nll": metrics.nll(pred, split.y_test, y_scale=split.y_std),
             "rmse": metrics.rmse(pred, split.y_test, y_scale=split.y_std),
             "coverage_0.9": metrics.coverage(pred, split.y_test, 0.9)}

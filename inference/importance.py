@@ -27,7 +27,7 @@ from inference.diagnostics import ConvergenceWarning
 from probnets.priors import rsample
 from probnets.validation import check_positive_int
 
-__all__ = ["ImportanceSamples", "ImportanceSamplingWarning", "importance_sample"]
+__all__ = ["ImportanceSamples", "ImportanceSamplingWarning", "importance_sample", "sample_scale_mixture"]
 
 #: A torch/pyro distribution, or a pair ``(sample_fn(num, generator) -> K x ..., log_prob_fn(x) -> K)``.
 Proposal = torch.distributions.Distribution | tuple[Callable[[int, torch.Generator | None], Tensor],
@@ -132,6 +132,26 @@ def importance_sample(log_target: Callable[[Tensor], Tensor], proposal: Proposal
             f"{100 * ess_threshold:g}%): the weights rest on a few draws and the estimates may be far off; use a "
             "proposal closer to the target"), stacklevel=2)
     return result
+
+
+def sample_scale_mixture(model, num_samples: int, *, generator: torch.Generator | None = None,
+                         ess_threshold: float = 0.05) -> ImportanceSamples:
+    """Weighted draws of the scale ``s`` of a conditioned
+    :class:`~probnets.scale_mixture.ImportanceScaleMixture` from its proposal, at its current hyperparameters.
+
+    Args:
+        model: The mixture, conditioned on its data; its ``scale_target()`` gives the target and proposal.
+        num_samples: Draws ``K``.
+        generator: Source of randomness.
+        ess_threshold: ESS warning threshold (see :func:`importance_sample`).
+
+    Returns:
+        Draws ``K`` whose log weights keep the gradient with respect to the hyperparameters (through ``A``), so
+        ``-log_normalizer / n`` is a differentiable estimate of ``-(1/n) log p(y)``.
+    """
+    log_target, proposal = model.scale_target()
+    return importance_sample(log_target, proposal, num_samples, generator=generator, chunk_size=model.chunk_size,
+                             ess_threshold=ess_threshold)
 
 
 def _as_sampler(proposal: Proposal) -> tuple[Callable, Callable]:

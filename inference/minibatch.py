@@ -1,9 +1,9 @@
-"""Minibatches for stochastic-gradient samplers: a reproducible batch stream and the scaled log density.
+"""Minibatches: shuffled row indices (fits and samplers), a reproducible batch stream, the scaled log density.
 
 With ``N`` data and a minibatch ``B``, the log posterior is estimated without bias by
-``log p(theta) + (N / |B|) sum_{i in B} log p(y_i | x_i, theta) / T``. The runner draws one batch per step
-from a :class:`Minibatches` stream and hands it to the algorithm's ``step``, which evaluates
-``MinibatchLogDensity.at(batch)``.
+``log p(theta) + (N / |B|) sum_{i in B} log p(y_i | x_i, theta) / T``. The sampling runner draws one batch per
+step from a :class:`BatchStream` and hands it to the algorithm's ``step``, which evaluates
+``MinibatchLogDensity.at(batch)``; ``inference.fit`` cuts its data with :class:`Minibatches`.
 """
 
 from __future__ import annotations
@@ -22,80 +22,106 @@ _ORDER_SEED_OFFSET = 0x5EED
 
 
 class Minibatches:
-    """An endless, reproducible stream of minibatches over a data set.
+    """Row indices of shuffled minibatches, epoch after epoch: each epoch starts with a fresh permutation of
+    ``num_data`` rows from ``generator``, cut into batches of ``batch_size`` (the last one may be smaller).
 
-    Tensors ``(x, y)`` are shuffled afresh every epoch by a permutation seeded with ``(seed, epoch)``; the
-    last batch of an epoch may be smaller. A ``torch.utils.data.DataLoader`` is iterated as it is; when its
-    sampler has a ``torch.Generator`` (``DataLoader(..., shuffle=True, generator=torch.Generator())``), that
-    generator is reseeded with ``(seed, epoch)`` at every epoch so that a resumed run sees the same order.
+    Its :meth:`state_dict` goes into ``inference.optim.minimize``'s checkpoints (``state={"batches": batches}``),
+    so a run resumed mid-epoch continues with the same permutation.
+    """
+
+    def __init__(self, num_data: int, batch_size: int, generator: torch.Generator | None = None):
+        self.num_data = check_positive_int(num_data, "num_data")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.generator = generator
+        self._order: Tensor | None = None
+        self._position = 0
+
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch."""
+        return -(-self.num_data // self.batch_size)
+
+    def next(self) -> Tensor:
+        """The rows of the next minibatch, ``B``."""
+        if self._position == 0:
+            self._order = torch.randperm(self.num_data, generator=self.generator)
+        rows = self._order[self._position:self._position + self.batch_size]
+        self._position = (self._position + self.batch_size) % (self.num_batches * self.batch_size)
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self._order, "position": self._position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._order, self._position = state["order"], int(state["position"])
+
+
+class BatchStream:
+    """An endless, reproducible stream of ``(x, y)`` minibatches over a data set, one per sampler step.
+
+    Tensors ``(x, y)`` are cut by :class:`Minibatches` with a generator of its own, seeded with ``seed``, so the
+    order of the batches does not depend on the sampler's random numbers. A ``torch.utils.data.DataLoader`` is
+    iterated as it is; when its sampler has a ``torch.Generator`` (``DataLoader(..., shuffle=True,
+    generator=torch.Generator())``), that generator is reseeded from ``(seed, epoch)`` at every epoch so that a
+    resumed run sees the same order.
 
     Args:
         data: ``(x, y)`` with ``n`` rows, or a ``DataLoader`` yielding ``(x, y)`` pairs.
         batch_size: Rows per batch (tensors only; a ``DataLoader`` has its own).
-        seed: Seeds the epoch order.
+        seed: Seeds the order.
     """
 
     def __init__(self, data: Batch | torch.utils.data.DataLoader, batch_size: int | None, *, seed: int):
-        self.seed = int(seed)
-        self.epoch, self.index = 0, 0
+        self.seed = int(seed) + _ORDER_SEED_OFFSET
         if isinstance(data, torch.utils.data.DataLoader):
             if batch_size is not None:
                 raise ValueError("batch_size is set by the DataLoader itself; pass batch_size=None with a DataLoader")
-            self.loader, self.data = data, None
-            self.num_data = len(data.dataset)
-            self.batches_per_epoch = len(data)
+            self.loader, self.data, self.rows = data, None, None
+            self.num_data, self.batches_per_epoch = len(data.dataset), len(data)
+            self.epoch, self.index, self._iterator = 0, 0, None
         else:
             self.loader, self.data = None, data
-            self.num_data = data[0].shape[0]
-            self.batch_size = check_positive_int(batch_size, "batch_size")
-            self.batches_per_epoch = -(-self.num_data // self.batch_size)
-        if self.num_data == 0 or self.batches_per_epoch == 0:
-            raise ValueError("data has no rows; at least one observation is needed")
-        self._iterator = None
-        self._order = None
-
-    def _start_epoch(self) -> None:
-        epoch_seed = ((self.seed + _ORDER_SEED_OFFSET) * 1_000_003 + self.epoch) % 2**63
-        if self.loader is None:
-            generator = torch.Generator().manual_seed(epoch_seed)
-            self._order = torch.randperm(self.num_data, generator=generator).to(self.data[0].device)
-            return
-        generator = getattr(self.loader.sampler, "generator", None)
-        if isinstance(generator, torch.Generator):
-            generator.manual_seed(epoch_seed)
-        self._iterator = iter(self.loader)
-        for _ in range(self.index):
-            next(self._iterator)
+            self.generator = torch.Generator().manual_seed(self.seed)
+            self.rows = Minibatches(data[0].shape[0], batch_size, self.generator)
+            self.num_data, self.batches_per_epoch = self.rows.num_data, self.rows.num_batches
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Batch:
-        if self.index == self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-            self._iterator = self._order = None
-        if self._iterator is None and self._order is None:
-            self._start_epoch()
         if self.loader is None:
-            rows = self._order[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-            batch = (self.data[0][rows], self.data[1][rows])
-        else:
-            batch = tuple(next(self._iterator))
-            if len(batch) != 2:
-                raise ValueError(f"the DataLoader must yield (x, y) pairs, got {len(batch)} items")
+            rows = self.rows.next().to(self.data[0].device)
+            return self.data[0][rows], self.data[1][rows]
+        if self.index == self.batches_per_epoch:
+            self.epoch, self.index, self._iterator = self.epoch + 1, 0, None
+        if self._iterator is None:
+            self._start_epoch()
+        batch = tuple(next(self._iterator))
+        if len(batch) != 2:
+            raise ValueError(f"the DataLoader must yield (x, y) pairs, got {len(batch)} items")
         self.index += 1
         return batch
 
+    def _start_epoch(self) -> None:
+        generator = getattr(self.loader.sampler, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        self._iterator = iter(self.loader)
+        for _ in range(self.index):
+            next(self._iterator)
+
     def state_dict(self) -> dict[str, Any]:
+        if self.loader is None:
+            return {"rows": self.rows.state_dict(), "generator": self.generator.get_state()}
         return {"epoch": self.epoch, "index": self.index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position (the next batch is the one that followed it)."""
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._iterator = self._order = None
-        if self.index == self.batches_per_epoch:
-            return
-        self._start_epoch()
+        if self.loader is None:
+            self.rows.load_state_dict(state["rows"])
+            self.generator.set_state(state["generator"])
+        else:
+            self.epoch, self.index, self._iterator = int(state["epoch"]), int(state["index"]), None
 
 
 class MinibatchLogDensity(LogDensity):

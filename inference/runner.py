@@ -13,7 +13,7 @@ from torch import Tensor
 
 from inference import checkpoint as ckpt
 from inference.base import Algorithm
-from inference.minibatch import Minibatches
+from inference.minibatch import BatchStream
 from inference.posterior import SamplePosterior
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
@@ -31,7 +31,7 @@ def _per_chain_stats(info: Any, num_chains: int) -> dict[str, Tensor]:
 
 
 def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num_warmup: int = 0,
-        generator: torch.Generator, batches: Minibatches | None = None, thin: int = 1, progress: bool = True,
+        generator: torch.Generator, batches: BatchStream | None = None, thin: int = 1, progress: bool = True,
         checkpoint: str | Path | None = None, checkpoint_every: int = 100,
         config: Mapping[str, Any] | None = None, spec: ParamSpec | None = None,
         description: str = "sampling") -> SamplePosterior:

@@ -12,7 +12,7 @@ from torch import Tensor
 from inference import registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
-from inference.minibatch import Minibatches, MinibatchLogDensity
+from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
@@ -127,7 +127,7 @@ def sample(
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
         if is_loader or batch_size is not None:
-            batches = Minibatches(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
+            batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())

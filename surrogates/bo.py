@@ -15,6 +15,8 @@ from botorch.utils.multi_objective.box_decompositions import DominatedPartitioni
 from botorch.utils.sampling import draw_sobol_samples
 from torch import Tensor
 
+from inference import checkpoint as checkpoint_io
+from inference.progress import ProgressBar
 from surrogates.fit import KINDS, fit_surrogate
 from surrogates.problems import Problem, get_problem
 
@@ -89,7 +91,7 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
-    state = _load(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+    state = checkpoint_io.load(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
     if state is None:
         X = draw_sobol_samples(problem.bounds, n=n_init, q=1, seed=seed).squeeze(-2)
         result = BOResult(problem.name, surrogate, acquisition, seed, n_init, q, X, _evaluate(problem, X))
@@ -97,7 +99,8 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
         warm_start = None
     else:
         result, warm_start = BOResult(**state["result"]), state["warm_start"]
-    bar = _BOProgressBar(iterations, len(result.fit_time), problem.name, enabled=progress)
+    bar = ProgressBar(iterations, initial=len(result.fit_time), description=f"BO {problem.name}",
+                      enabled=progress)
     for it in range(len(result.fit_time), iterations):
         with torch.random.fork_rng():
             torch.manual_seed(seed * 100003 + it)
@@ -117,8 +120,8 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
         result.acq_time.append(acq_done - fit_done)
         warm_start = getattr(model, "warm_start", None)
         if checkpoint is not None:
-            _save(checkpoint, {"result": dict(result.__dict__), "warm_start": warm_start})
-        bar.update(result.best[-1], result.fit_time[-1])
+            checkpoint_io.save(checkpoint, {"result": dict(result.__dict__), "warm_start": warm_start})
+        bar.update(best=result.best[-1], fit_s=result.fit_time[-1])
     bar.close()
     if problem.optimal_value is not None:
         result.regret = [problem.optimal_value - b for b in result.best]
@@ -152,33 +155,3 @@ def make_acquisition(name: str, model, X_baseline: Tensor, problem: Problem):
                                                    X_baseline=X_baseline, prune_baseline=True)
 
 
-def _save(path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path) -> dict:
-    return torch.load(path, weights_only=True)
-
-
-class _BOProgressBar:
-    """tqdm bar over BO iterations showing the best value and the last fit time."""
-
-    def __init__(self, total: int, start: int, name: str, *, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc=f"BO {name}")
-
-    def update(self, best: float, fit_time: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(best=f"{best:.4g}", fit_s=f"{fit_time:.1f}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

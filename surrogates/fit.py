@@ -22,6 +22,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 import inference
+from inference.optim import minimize, supplied_gradient
 from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
@@ -247,14 +248,17 @@ def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
 
 def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, steps: int,
           lr: float) -> Tensor:
-    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent."""
-    theta = theta.clone()
-    opt = torch.optim.Adam([theta], lr=lr)
-    for _ in range(steps):
-        _, grad = value_and_grad(theta)
-        theta.grad = -torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        opt.step()
-    return theta
+    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent on the sum."""
+    theta = theta.clone().requires_grad_(True)
+
+    def loss() -> Tensor:
+        value, grad = value_and_grad(theta.detach())
+        # Rows are independent starts: a row whose value or gradient is not finite stays put, the others move.
+        clean = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
+        return supplied_gradient(-torch.nan_to_num(value, **clean).sum(), theta, -torch.nan_to_num(grad, **clean))
+
+    minimize(loss, [theta], method="adam", num_steps=steps, lr=lr)
+    return theta.detach()
 
 
 def _map_estimates(bnn: BNN, batch, num_chains: int, steps: int, generator: torch.Generator) -> Tensor:

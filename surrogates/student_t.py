@@ -7,6 +7,7 @@ from botorch.models.model import Model
 from botorch.models.transforms.input import Normalize
 from torch import Tensor
 
+import inference
 from probnets.kernels import NNGPKernel
 from probnets.scale_mixture import StudentTProcess
 from surrogates.data_transforms import fitted_transforms
@@ -71,6 +72,6 @@ def fit_student_t(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: i
         torch.manual_seed(seed)
         kernel = NNGPKernel(depth, "relu", weight_var=2.0, bias_var=1.0)
         process = StudentTProcess(kernel, alpha=alpha, beta=beta, dtype=X.dtype)
-        process.fit(Xn, Yn[:, 0], num_steps=num_steps)
+        inference.fit(process, (Xn, Yn[:, 0]), num_steps=num_steps)
     return StudentTProcessModel(process, input_transform=input_tf, y_mean=float(outcome_tf.means),
                                 y_std=float(outcome_tf.stdvs))

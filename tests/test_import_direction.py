@@ -21,11 +21,6 @@ FORBIDDEN = {
     "probnets_app": set(),
 }
 
-# Being removed on another branch (the scale-mixture importance sampler moves out of probnets); delete this
-# entry, and test_known_violations_are_gone, once that branch is merged.
-KNOWN_VIOLATIONS = {("probnets/scale_mixture.py", "inference.importance")}
-
-
 class Import(NamedTuple):
     path: str  # relative to the repository, e.g. "probnets/bnn.py"
     line: int
@@ -90,12 +85,6 @@ def test_every_package_is_checked():
 
 
 def test_imports_flow_one_way():
-    found = [v for v in violations() if (v.path, v.module) not in KNOWN_VIOLATIONS]
+    found = violations()
     assert not found, ("imports against the direction probnets_app -> surrogates -> inference -> probnets:\n"
                        + "\n".join(map(str, found)))
-
-
-@pytest.mark.xfail(strict=True, reason="probnets/scale_mixture.py still imports inference.importance lazily; "
-                                       "removed on another branch")
-def test_known_violations_are_gone():
-    assert not [v for v in violations() if (v.path, v.module) in KNOWN_VIOLATIONS]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from probnets.conv_dkm.layers import ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP
 from probnets.dkm import GramLayer, Grams, Output, ReluKernel, check_nu, sum_grams
-from probnets.dkm.model import expected_log_likelihood, sample_outputs
+from probnets.dkm.model import MinibatchDKM, expected_log_likelihood, sample_outputs
 from probnets.likelihoods import Categorical, Gaussian
 from probnets.predictive import Predictive
 from probnets.validation import as_tensor, check_positive_int
@@ -70,7 +70,7 @@ class ResidualBlock(nn.Module):
         return sum_grams([(0.5, shortcut), (0.5, branch)], grams.penalty + shortcut.penalty + branch.penalty)
 
 
-class ConvDKM(nn.Module):
+class ConvDKM(nn.Module, MinibatchDKM):
     """Convolutional deep kernel machine for images (see the module docstring for the architecture).
 
     Args:
@@ -90,6 +90,8 @@ class ConvDKM(nn.Module):
         generator: Source of the initial mixup filters and output parameters.
 
     The parameters take the default dtype; ``.to(torch.float64)`` converts them (and inputs must match).
+    ``inference.fit(model, (images, labels), num_epochs=..., generator=g)`` trains it on minibatches
+    (:class:`~probnets.dkm.MinibatchDKM`).
     """
 
     def __init__(self, inducing_patches: Tensor, num_outputs: int, *, nu: float = 0.01,
@@ -175,7 +177,7 @@ class ConvDKM(nn.Module):
         return -expected.mean() + penalty / num_data
 
     @torch.no_grad()
-    def predictive(self, x: Tensor, *, batch_size: int = 256, generator: torch.Generator | None = None) -> Predictive:
+    def predict(self, x: Tensor, *, batch_size: int = 256, generator: torch.Generator | None = None) -> Predictive:
         """Predictive at images ``x`` (``n x C x H x W``) from ``mc_samples`` draws of the outputs.
 
         Categorical: the probabilities averaged over the draws; Gaussian: unit-variance noise around each draw.

@@ -21,12 +21,13 @@ Grams adapt to the data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from probnets.conditioned import ConditionedModel, FitSettings
 from probnets.dkm.grams import Grams, check_nu
 from probnets.dkm.kernels import make_kernel
 from probnets.dkm.layers import FeatureToGram, GramLayer, Output
@@ -140,7 +141,7 @@ class _GramStack(nn.Module):
         return gram
 
 
-class FullRankDKM(nn.Module):
+class FullRankDKM(nn.Module, ConditionedModel):
     """Full-rank DKM for regression: the exact objective over the training set's Gram matrices.
 
     Args:
@@ -157,7 +158,19 @@ class FullRankDKM(nn.Module):
     Parameters take ``x``'s dtype. ``G_l`` is whitened (parameterised relative to ``chol(K(G_{l-1}))``, see
     :class:`GramLayer`) and starts at ``K(G_{l-1})``, where the objective equals
     :meth:`nngp_log_marginal_likelihood`. Categorical likelihoods need :class:`SparseDKM`.
+
+    The Grams are over the training points, so the model is conditioned at construction;
+    ``inference.fit(model, (x, y))`` (the same data) maximises the objective over all parameters with L-BFGS
+    (strong Wolfe line search, history 50, tolerances ``1e-9`` on the gradient and ``1e-12`` on changes), 500
+    iterations at most by default; its ``fit_result.losses`` are the negative objective at every evaluation.
+
+    Example:
+        >>> model = inference.fit(FullRankDKM(x, y, nu=1.0), (x, y), num_steps=200)   # x: N x d, y: N x m
+        >>> model.predict(x_test).mean                                                # n x m
     """
+
+    fit_settings = FitSettings("lbfgs", lr={"lbfgs": 1.0}, num_steps=500,
+                               lbfgs={"history_size": 50, "tolerance_grad": 1e-9, "tolerance_change": 1e-12})
 
     def __init__(self, x: Tensor, y, *, num_layers: int = 2, kernel="se", nu=1.0, noise_var: float = 0.1,
                  learn_noise: bool = True, jitter: float = 1e-4):
@@ -196,34 +209,29 @@ class FullRankDKM(nn.Module):
         self.objective()  # sets G_l = K(G_{l-1}) on first use
         return self.stack.grams()
 
-    def fit(self, max_iter: int = 500, *, tolerance: float = 1e-9) -> list[float]:
-        """Maximise the objective over all parameters with L-BFGS (strong Wolfe line search).
+    def condition(self, x, y) -> FullRankDKM:
+        """Check that ``(x, y)`` is the training data of the model and set the Grams up for fitting."""
+        x = _check_inputs(x)
+        y = _regression_targets(y, x.shape[0], x.dtype)
+        if not (torch.equal(x, self.stack.inputs.inducing) and torch.equal(y, self.y)):
+            raise ValueError("x and y must be the data the FullRankDKM was built on (its Grams are over those "
+                             "points); build a new model for other data")
+        self.objective()  # initialises the Grams before the parameters are optimised
+        return self
 
-        Returns:
-            The objective after every L-BFGS iteration.
-        """
-        max_iter = check_positive_int(max_iter, "max_iter")
-        self.objective()  # initialise the Grams before handing the parameters to the optimiser
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimiser = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=50,
-                                      tolerance_grad=tolerance, tolerance_change=tolerance * 1e-3,
-                                      line_search_fn="strong_wolfe")
-        history = []
+    @property
+    def is_conditioned(self) -> bool:
+        return True
 
-        def closure():
-            optimiser.zero_grad()
-            loss = -self.objective().total
-            loss.backward()
-            history.append(-loss.item())
-            return loss
-
-        optimiser.step(closure)
-        return history
+    def fit_loss(self, rows: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """The negative objective (full batch, deterministic)."""
+        return -self.objective().total
 
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Predictive:
+    def predict(self, x: Tensor, *, generator: torch.Generator | None = None) -> Predictive:
         """Gaussian predictive of ``y`` at ``x`` (``n x d``): the GP posterior under ``K(G_L)`` with the test
-        points conditioned through every layer as in the sparse DKM (training points as inducing points)."""
+        points conditioned through every layer as in the sparse DKM (training points as inducing points).
+        Deterministic: ``generator`` is unused."""
         x = _check_inputs(x)
         top = self.stack(x)
         cov = top.ii + self.noise_var * torch.eye(top.ii.shape[0], dtype=x.dtype, device=x.device)
@@ -235,8 +243,47 @@ class FullRankDKM(nn.Module):
         return Predictive(mean.unsqueeze(0), NormalMarginal(), {"scale": scale.unsqueeze(0)})
 
 
-class SparseDKM(nn.Module):
-    """Sparse DKM with inducing points: linear in the data size, trained on minibatches by :func:`fit`.
+class MinibatchDKM(ConditionedModel):
+    """Conditioning and fitting shared by the sparse and convolutional DKMs, which define
+    ``loss(x, y, num_data, generator=...)``: Adam with the reference's settings (``lr = 0.01``, betas
+    ``(0.8, 0.9)``) on the negative objective per training point over shuffled minibatches of 128 points, 100
+    epochs by default. ``inference.fit``'s ``fit_result.epoch_losses`` holds the mean loss of every epoch.
+
+    The predictive depends on the parameters only, so these models also predict before fitting.
+    """
+
+    fit_settings = FitSettings("adam", lr={"adam": 0.01}, num_epochs=100, batch_size=128, betas=(0.8, 0.9))
+    train_x: Tensor | None = None
+    train_y: Tensor | None = None
+
+    def condition(self, x, y) -> MinibatchDKM:
+        """Store the training data: inputs ``N x ...`` and targets or labels ``N x ...``."""
+        if not isinstance(x, Tensor) or not torch.is_floating_point(x):
+            raise TypeError(f"x must be a floating-point tensor with one row per data point, got "
+                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        y = as_tensor(y, "y")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise ValueError(f"x must have one row per data point and at least one row, got shape {tuple(x.shape)}")
+        if y.shape[:1] != x.shape[:1]:
+            raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and "
+                             f"{y.shape[0] if y.dim() else 'a scalar'}")
+        check_finite(x, "x")
+        check_finite(y, "y")
+        self.train_x, self.train_y = x, y
+        return self
+
+    @property
+    def is_conditioned(self) -> bool:
+        return self.train_x is not None
+
+    def fit_loss(self, rows: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+        """``loss`` on the minibatch ``rows`` of the training data (``None``: all of it)."""
+        x, y = (self.train_x, self.train_y) if rows is None else (self.train_x[rows], self.train_y[rows])
+        return self.loss(x, y, self.train_x.shape[0], generator=generator)
+
+
+class SparseDKM(nn.Module, MinibatchDKM):
+    """Sparse DKM with inducing points: linear in the data size, trained on minibatches (:class:`MinibatchDKM`).
 
     Args:
         inducing: Initial inducing inputs ``P x d`` (e.g. a random subset of the training inputs).
@@ -337,45 +384,3 @@ class SparseDKM(nn.Module):
         scale = (var.clamp_min(0) + self.noise_var).sqrt().expand_as(mean)
         return Predictive(mean.unsqueeze(0), NormalMarginal(), {"scale": scale.unsqueeze(0)})
 
-
-def fit(model: nn.Module, x: Tensor, y, *, epochs: int, batch_size: int = 128, lr: float = 0.01,
-        betas: tuple[float, float] = (0.8, 0.9), generator: torch.Generator | None = None,
-        callback: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train a sparse (or convolutional) DKM with Adam on shuffled minibatches; returns the mean loss per epoch.
-
-    Args:
-        model: A model with ``loss(x, y, num_data, generator=...)`` (:class:`SparseDKM`,
-            :class:`~probnets.conv_dkm.ConvDKM`).
-        x: Training inputs, ``N x ...``.
-        y: Targets or labels, ``N x ...``.
-        epochs: Passes over the data.
-        batch_size: Minibatch size.
-        lr, betas: Adam settings (the reference's defaults).
-        generator: Source of the shuffling and of the Monte Carlo samples.
-        callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor with one row per data point, got {type(x).__name__}")
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    lr = check_positive_float(lr, "lr")
-    y = as_tensor(y, "y")
-    if y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
-    num_data = x.shape[0]
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=betas)
-    history = []
-    for epoch in range(epochs):
-        order = torch.randperm(num_data, generator=generator)
-        total = 0.0
-        for start in range(0, num_data, batch_size):
-            index = order[start:start + batch_size]
-            loss = model.loss(x[index], y[index], num_data, generator=generator)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * index.numel()
-        history.append(total / num_data)
-        if callback is not None:
-            callback(epoch, history[-1])
-    return history

@@ -3,7 +3,8 @@
 Every model here takes contexts ``B x n x d``, ``B x n x 1`` and targets ``B x m x d`` in ``forward`` (giving
 means and standard deviations ``S x B x m x 1``), trains on :class:`~probnets.priors.TaskBatch` es through
 ``loss`` and :func:`~inference.amortized.train_amortized`, and returns a :class:`~probnets.Predictive` from
-``predict``.
+``predict(context_x, context_y, x)``, or from ``predict(x)`` after ``inference.fit(model, (context_x,
+context_y))`` (the conditioned-model contract, :class:`~probnets.conditioned.ContextConditioned`).
 
 * Conditional: :class:`CNP`, :class:`CANP`.
 * Latent variable: :class:`NP`, :class:`ANP`.

@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probnets.conditioned import ContextConditioned
 from probnets.likelihoods import NormalMarginal
 from probnets.neural_process.parts import AttentivePath, MeanPoolPath, mlp
 from probnets.predictive import Predictive
 from probnets.validation import check_context_query, check_positive_int
 
 
-class NeuralProcess(nn.Module):
+class NeuralProcess(nn.Module, ContextConditioned):
     """Base class: a deterministic path (``"mean"``: the CNP's mean pooling; ``"attention"``: the attentive NP's
     self- and cross-attention), a decoder ``(x, features) -> (mean, scale)``, and the predictive.
 
@@ -23,6 +24,10 @@ class NeuralProcess(nn.Module):
     predictive means and standard deviations ``S x B x m x 1`` (``S`` draws of the model's randomness; ``S = 1``
     for conditional models) for contexts ``B x n x d``, ``B x n x 1`` and targets ``B x m x d``, and
     ``loss(batch, generator=None)``, minimised by :func:`~inference.amortized.train_amortized`.
+
+    A trained model predicts given a context: ``model.predict(context_x, context_y, x)``, or, in the vocabulary
+    of every conditioned model (:class:`~probnets.conditioned.ContextConditioned`),
+    ``inference.fit(model, (context_x, context_y)).predict(x)``, which conditions without gradient steps.
 
     Args:
         dim: Input dimension ``d``.
@@ -74,9 +79,17 @@ class NeuralProcess(nn.Module):
         n = batch.num_context
         return log_p[:, :n].mean(1), log_p[:, n:].mean(1)
 
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    @property
+    def context_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     @torch.no_grad()
-    def predict(self, context_x: Tensor, context_y: Tensor, x: Tensor, *, num_samples: int | None = None,
-                generator: torch.Generator | None = None) -> Predictive:
+    def _predict(self, context_x: Tensor, context_y: Tensor, x: Tensor, *, num_samples: int | None = None,
+                 generator: torch.Generator | None = None) -> Predictive:
         """Predictive at ``x`` (``m x d``) given a context (``n x d`` and ``n`` or ``n x 1``; ``n`` may be 0): a
         :class:`~probnets.Predictive` mixing ``S`` normals per point (``S = num_samples``, by default the model's
         ``num_predictive_samples``; 1 for conditional models)."""

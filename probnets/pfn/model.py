@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probnets.conditioned import ContextConditioned
 from probnets.pfn.bar_distribution import BarDistribution, BarMarginal
 from probnets.predictive import Predictive
 from probnets.validation import check_context_query, check_positive_int
@@ -82,7 +83,7 @@ class PFNLayer(nn.Module):
         return self._feed_forward(train), self._feed_forward(query)
 
 
-class PFN(nn.Module):
+class PFN(nn.Module, ContextConditioned):
     """Transformer PFN for regression with a bar-distribution output.
 
     Args:
@@ -156,9 +157,20 @@ class PFN(nn.Module):
         dist = BarDistribution(self.borders, logits)
         return -dist.log_prob(batch.target_y[..., 0]).mean()
 
+    @property
+    def input_dim(self) -> int:
+        return self.config["dim"]
+
+    @property
+    def context_dtype(self) -> torch.dtype:
+        return self.borders.dtype
+
     @torch.no_grad()
-    def predict(self, context_x: Tensor, context_y: Tensor, x: Tensor) -> Predictive:
-        """Predictive at ``x`` (``m x d``) given a training set (``n x d``, ``n`` or ``n x 1``; ``n`` may be 0).
+    def _predict(self, context_x: Tensor, context_y: Tensor, x: Tensor, *,
+                 generator: torch.Generator | None = None) -> Predictive:
+        """Predictive at ``x`` (``m x d``) given a training set (``n x d``, ``n`` or ``n x 1``; ``n`` may be 0):
+        ``predict(context_x, context_y, x)``, or ``predict(x)`` after ``inference.fit(model, (context_x,
+        context_y))`` (:class:`~probnets.conditioned.ContextConditioned`). Deterministic: ``generator`` is unused.
 
         Returns:
             A :class:`~probnets.Predictive` whose per-point distribution is the bar distribution (``mean``,

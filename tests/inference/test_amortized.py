@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from inference.amortized import train_amortized, warmup_cosine
+from inference.amortized import train_amortized
+from inference.optim import warmup_cosine
 from probnets.priors import GPTaskPrior
 
 

@@ -5,7 +5,7 @@ import torch
 from sampler_contract import conjugate_regression
 
 import inference
-from inference.minibatch import Minibatches, MinibatchLogDensity
+from inference.minibatch import BatchStream, MinibatchLogDensity
 
 
 def _data(n=10):
@@ -18,21 +18,21 @@ def _rows(batch):
 
 
 def test_every_epoch_visits_each_row_once_in_a_fresh_order():
-    stream = Minibatches(_data(), 4, seed=0)
+    stream = BatchStream(_data(), 4, seed=0)
     assert stream.batches_per_epoch == 3
     epochs = [[row for _ in range(3) for row in _rows(next(stream))] for _ in range(3)]
     assert all(sorted(e) == list(range(10)) for e in epochs)
     assert epochs[0] != epochs[1] != epochs[2]
-    again = Minibatches(_data(), 4, seed=0)
+    again = BatchStream(_data(), 4, seed=0)
     assert [row for _ in range(3) for row in _rows(next(again))] == epochs[0]
 
 
 @pytest.mark.parametrize("stop", [1, 3, 4, 7])
 def test_a_stream_restored_from_its_state_continues_identically(stop):
-    stream = Minibatches(_data(), 4, seed=1)
+    stream = BatchStream(_data(), 4, seed=1)
     for _ in range(stop):
         next(stream)
-    restored = Minibatches(_data(), 4, seed=1)
+    restored = BatchStream(_data(), 4, seed=1)
     restored.load_state_dict(stream.state_dict())
     for _ in range(7):
         assert _rows(next(restored)) == _rows(next(stream))
@@ -43,10 +43,10 @@ def test_a_dataloader_with_a_generator_is_reseeded_per_epoch_so_a_restored_strea
         dataset = torch.utils.data.TensorDataset(*_data())
         return torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=True, generator=torch.Generator())
 
-    stream = Minibatches(loader(), None, seed=2)
+    stream = BatchStream(loader(), None, seed=2)
     for _ in range(5):
         next(stream)
-    restored = Minibatches(loader(), None, seed=2)
+    restored = BatchStream(loader(), None, seed=2)
     restored.load_state_dict(stream.state_dict())
     for _ in range(9):
         assert _rows(next(restored)) == _rows(next(stream))
@@ -54,16 +54,16 @@ def test_a_dataloader_with_a_generator_is_reseeded_per_epoch_so_a_restored_strea
 
 def test_bad_streams_are_named():
     with pytest.raises(ValueError, match="batch_size"):
-        Minibatches(_data(), 0, seed=0)
+        BatchStream(_data(), 0, seed=0)
     with pytest.raises(ValueError, match="batch_size"):
-        Minibatches(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data())), 4, seed=0)
+        BatchStream(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data())), 4, seed=0)
 
 
 def test_minibatch_estimates_average_to_the_full_log_density_over_an_epoch():
     model, (x, y), _, _ = conjugate_regression()
     target = MinibatchLogDensity(model, 40, (x, y), temperature=2.0)
     theta = model.init_theta(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    stream = Minibatches((x, y), 8, seed=0)
+    stream = BatchStream((x, y), 8, seed=0)
     estimates = torch.stack([target.at(next(stream))(theta) for _ in range(5)])
     exact = model.logdensity((x, y), temperature=2.0)(theta)
     torch.testing.assert_close(estimates.mean(0), exact)

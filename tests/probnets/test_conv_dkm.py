@@ -3,16 +3,26 @@ nu = inf limit, shapes and dtypes, input checks and a short training run."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import inference
 from probnets.conv_dkm import ConvDKM, ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP, ResidualBlock, sample_patches
-from probnets.dkm import GramLayer, Grams, Output, ReluKernel, fit
-from probnets.conv_dkm.digits import digits_split, run_digits_experiment
+from probnets.dkm import GramLayer, Grams, Output, ReluKernel
+from probnets.conv_dkm.digits import digits_split
 from probnets.kernels import conv_nngp_covariance, dual_activations
+from conditioned_contract import ConditionedModelContract
+
+_EXAMPLE = importlib.util.spec_from_file_location(
+    "conv_dkm_digits_example", Path(__file__).resolve().parents[2] / "examples" / "conv_dkm_digits.py")
+_example = importlib.util.module_from_spec(_EXAMPLE)
+_EXAMPLE.loader.exec_module(_example)
+run_digits_experiment = _example.run_digits_experiment
 
 TINY = 1e-30  # a bias variance that vanishes in float64 but keeps conv_nngp_covariance's positivity check happy
 
@@ -328,7 +338,7 @@ def test_shapes_and_dtypes(dtype, likelihood):
     assert mean.shape == (5, 3) and var.shape == (5, 1) and penalty.shape == () and (var > 0).all()
     loss = model.loss(x, torch.tensor([0, 1, 2, 0, 1]), num_data=50, generator=torch.Generator().manual_seed(0))
     assert loss.dtype == dtype and torch.isfinite(loss)
-    predictive = model.predictive(x, batch_size=2, generator=torch.Generator().manual_seed(0))
+    predictive = model.predict(x, batch_size=2, generator=torch.Generator().manual_seed(0))
     assert predictive.f.shape == (50, 5, 3) and predictive.f.dtype == dtype
     if likelihood == "categorical":
         torch.testing.assert_close(predictive.probs.sum(-1), torch.ones(5, dtype=dtype))
@@ -394,9 +404,19 @@ def _stripes(n, seed):
 def test_a_short_training_run_decreases_the_loss(nu):
     images, labels = _stripes(32, seed=18)
     model = _model(nu=nu, num_outputs=2)
-    history = fit(model, images, labels, epochs=6, batch_size=16, generator=torch.Generator().manual_seed(19))
+    history = inference.fit(model, (images, labels), num_epochs=6, batch_size=16,
+                            generator=torch.Generator().manual_seed(19)).fit_result.epoch_losses
     assert len(history) == 6 and all(math.isfinite(h) for h in history)
     assert history[-1] < history[0] - 0.1
+
+
+class TestConvDKMContract(ConditionedModelContract):
+    fit_options = {"num_epochs": 1, "batch_size": 4}
+    predicts_before_fit = True
+
+    def make_model(self, dtype):
+        images, labels = _stripes(8, seed=3)
+        return _model(dtype=dtype, num_outputs=2, mc_samples=5), images.to(dtype), labels, images[:3].to(dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------

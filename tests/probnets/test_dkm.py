@@ -10,9 +10,11 @@ from functools import partial
 import pytest
 import torch
 
+import inference
 from probnets import Predictive
 from probnets.datasets import sine_2d
-from probnets.dkm import FullRankDKM, Grams, ReluKernel, SparseDKM, SquaredExponentialKernel, fit, kl_gram
+from probnets.dkm import FullRankDKM, Grams, ReluKernel, SparseDKM, SquaredExponentialKernel, kl_gram
+from conditioned_contract import ConditionedModelContract
 
 EXACT_KERNELS = {  # fixed hyperparameters, no jitter: for comparisons with closed forms
     "se": partial(SquaredExponentialKernel, lengthscale=1.3, variance=0.8, learned=False, jitter=0.0,
@@ -72,7 +74,7 @@ def test_large_nu_gives_the_nngp_grams_and_log_marginal_likelihood(name):
         with torch.no_grad():
             for layer in model.stack.layers:
                 layer.V.mul_(1.5)
-        model.fit(400)
+        inference.fit(model, (x, y), num_steps=400)
         gaps[nu] = (model.objective().total - model.nngp_log_marginal_likelihood()).item()
     grams = model.grams()
     for l in range(1, len(grams)):
@@ -88,7 +90,7 @@ def test_finite_nu_objective_exceeds_the_nngp_value_and_kl_grows_as_nu_falls():
         model = FullRankDKM(x, y, kernel=FIXED_KERNELS["se"], nu=nu, noise_var=0.01, learn_noise=False)
         nngp = model.nngp_log_marginal_likelihood().item()
         assert model.objective().total.item() == pytest.approx(nngp, abs=1e-9)  # G = K is where it starts
-        model.fit(300)
+        inference.fit(model, (x, y), num_steps=300)
         objectives.append(model.objective().total.item())
         kls.append(sum(_kl_terms(model)))
     assert all(value > nngp + 1.0 for value in objectives)  # representation learning pays on this toy
@@ -100,7 +102,7 @@ def test_finite_nu_objective_exceeds_the_nngp_value_and_kl_grows_as_nu_falls():
 def test_sparse_with_inducing_points_at_the_data_equals_the_full_rank_objective(name):
     x, y = _toy(num=20, dim=4, seed=3)
     full = FullRankDKM(x, y, kernel=EXACT_KERNELS[name], nu=1.0, noise_var=0.05, learn_noise=False)
-    full.fit(50)  # Grams away from K
+    inference.fit(full, (x, y), num_steps=50)  # Grams away from K
     sparse = SparseDKM(x, 1, kernel=EXACT_KERNELS[name], nu=1.0, noise_var=0.05, learn_inducing=False,
                        whitened=True)
     sparse.stack.load_state_dict(full.stack.state_dict())
@@ -140,7 +142,7 @@ def _sine_test_log_likelihood(nu: float, *, num_train: int, num_layers: int, epo
     g = torch.Generator().manual_seed(seed)
     inducing = data.x_train[torch.randperm(num_train, generator=g)[:50]]
     model = SparseDKM(inducing, 1, num_layers=num_layers, kernel="relu", nu=nu, generator=g)
-    fit(model, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, generator=g)
+    inference.fit(model, (data.x_train, data.y_train), num_epochs=epochs, batch_size=batch_size, generator=g)
     return model.predict(data.x_test).log_prob(data.y_test.unsqueeze(-1)).mean().item()
 
 
@@ -172,7 +174,7 @@ def test_sparse_shapes_dtypes_and_training(dtype, likelihood, num_outputs):
         y = torch.stack([x[:, 0].sin(), x[:, 1].cos()], -1)[:, :num_outputs].squeeze(-1)
     model = SparseDKM(x[:10], num_outputs, likelihood=likelihood, mc_samples=20, generator=g)
     assert all(p.dtype == dtype for p in model.parameters())
-    history = fit(model, x, y, epochs=30, batch_size=32, lr=0.02, generator=g)
+    history = inference.fit(model, (x, y), num_epochs=30, batch_size=32, lr=0.02, generator=g).fit_result.epoch_losses
     assert all(math.isfinite(h) for h in history) and history[-1] < history[0]
     pred = model.predict(x[:5], generator=g)
     assert isinstance(pred, Predictive) and pred.f.dtype == dtype
@@ -192,7 +194,7 @@ def test_full_rank_learns_hyperparameters_and_predicts():
     x, y = _toy()
     model = FullRankDKM(x, y, kernel="se", nu=1.0, noise_var=1.0)
     start = model.objective().total.item()
-    history = model.fit(200)
+    history = (-inference.fit(model, (x, y), num_steps=200).fit_result.losses).tolist()  # objective per evaluation
     assert history[-1] > start + 10
     x_test = torch.cat([torch.linspace(-1.9, 1.9, 50, dtype=torch.float64).unsqueeze(-1),
                         torch.ones(50, 1, dtype=torch.float64)], -1)
@@ -236,3 +238,27 @@ def test_bad_input():
         SparseDKM(x[:4], 1, likelihood="categorical")
     with pytest.raises(ValueError, match="labels"):
         SparseDKM(x[:4], 3, likelihood="categorical").loss(x, torch.zeros(3, dtype=torch.long), 10)
+
+
+# --------------------------------------------------------------------------------------------------
+# The conditioned-model contract
+
+
+class TestFullRankDKMContract(ConditionedModelContract):
+    fit_options = {"num_steps": 3}
+    predicts_before_fit = conditioned_at_construction = True
+
+    def make_model(self, dtype):
+        x, y = _toy(num=12)
+        x, y = x.to(dtype), y.to(dtype)
+        return FullRankDKM(x, y, kernel="se", nu=1.0), x, y, x[:5] + 0.1
+
+
+class TestSparseDKMContract(ConditionedModelContract):
+    fit_options = {"num_epochs": 2, "batch_size": 8}
+    predicts_before_fit = True
+
+    def make_model(self, dtype):
+        x, y = _toy(num=20, dim=2)
+        x, y = x.to(dtype), y.to(dtype)
+        return SparseDKM(x[:5], 1, mc_samples=5, generator=torch.Generator().manual_seed(0)), x, y, x[:4] + 0.1

@@ -15,6 +15,7 @@ from inference.amortized import train_amortized
 from probnets import Predictive
 from probnets.neural_process import ANP, CANP, CNP, MPANP, MPNP, NP
 from probnets.priors import GPTaskPrior
+from conditioned_contract import ConditionedModelContract
 
 
 def _context(batch=2, n=9, m=4, dim=1, seed=1, dtype=torch.float64):
@@ -23,10 +24,16 @@ def _context(batch=2, n=9, m=4, dim=1, seed=1, dtype=torch.float64):
             torch.randn(batch, m, dim, generator=g, dtype=dtype))
 
 
-class NeuralProcessConformance:
-    """Tests every neural process passes; subclasses set ``model_class``."""
+class NeuralProcessConformance(ConditionedModelContract):
+    """Tests every neural process passes (with the conditioned-model contract); subclasses set ``model_class``."""
 
     model_class: type
+    allows_empty_data = True
+    x_name, y_name = "context_x", "context_y"
+
+    def make_model(self, dtype):
+        cx, cy, x = _context(batch=1, dtype=dtype)
+        return self.make().to(dtype), cx[0], cy[0], x[0]
 
     def make(self, dim: int = 1, **kwargs):
         torch.manual_seed(0)

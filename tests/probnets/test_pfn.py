@@ -12,6 +12,7 @@ import torch
 from probnets import Predictive
 from probnets.pfn import PFN, BarDistribution, borders_from_samples, diagnostics, load_pretrained, task_prior
 from probnets.pfn.diagnostics import bias_variance, nadaraya_watson
+from conditioned_contract import ConditionedModelContract
 
 BORDERS = borders_from_samples(torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 12)
 
@@ -57,6 +58,16 @@ def _model(dtype=torch.float32, seed=0, symmetries=None) -> PFN:
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, dtype=dtype))
     return model.eval()
+
+
+class TestPFNContract(ConditionedModelContract):
+    allows_empty_data = True
+    x_name, y_name = "context_x", "context_y"
+
+    def make_model(self, dtype):
+        g = torch.Generator().manual_seed(4)
+        context_x = torch.rand(7, 2, generator=g, dtype=dtype)
+        return _model(dtype), context_x, context_x.sum(-1).sin(), torch.rand(5, 2, generator=g, dtype=dtype)
 
 
 def test_attention_rule_and_permutation_invariance():

@@ -65,7 +65,7 @@ class TestStudentT(SurrogateContract):
         model, _ = self.fitted(torch.float64)
         x = torch.tensor([[0.2, 0.7], [-0.5, 1.9]], dtype=torch.float64)
         post = model.posterior(x, observation_noise=True)
-        pred = model.process.predictive(model.input_transform(x))
+        pred = model.process.predict(model.input_transform(x))
         torch.testing.assert_close(post.mean.squeeze(-1), model.y_mean + model.y_std * pred.mean.squeeze(-1))
         torch.testing.assert_close(post.variance.squeeze(-1), model.y_std**2 * pred.variance.squeeze(-1))
 
