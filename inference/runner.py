@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ from inference import checkpoint as ckpt
 from inference.base import Algorithm
 from inference.minibatch import BatchStream
 from inference.posterior import SamplePosterior
+from inference.progress import ProgressBar
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
@@ -86,7 +86,8 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         if batches is not None:
             batches.load_state_dict(saved["batches"])
 
-    bar = _ProgressBar(total, start, description, enabled=progress)
+    bar = ProgressBar(total, initial=start, description=description, enabled=progress)
+    divergences = torch.zeros((), dtype=torch.long, device=draws.device)
     t0 = time.perf_counter()
     for i in range(start, total):
         state, info = algorithm.step(state, None if batches is None else next(batches), generator)
@@ -97,7 +98,12 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
             k = (i - num_warmup + 1) // thin - 1
             draws[k] = _position(state)
             _record(stats, k, step_stats, num_kept)
-        bar.update(i, step_stats, warmup=i < num_warmup)
+        if progress:
+            if i >= num_warmup and "diverging" in step_stats:
+                divergences += step_stats["diverging"].sum()
+            bar.update()
+            if bar.postfix_due:
+                bar.set_postfix(_postfix(step_stats, i < num_warmup, divergences))
         if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == total):
             kept = 0 if i < num_warmup else (i - num_warmup + 1) // thin
             ckpt.save(checkpoint, {
@@ -137,42 +143,15 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in config.items()}
 
 
-class _ProgressBar:
-    """tqdm bar with live step size, acceptance rate, divergences and leapfrog steps (refreshed ~4x/s on a
-    terminal, every 15 s otherwise)."""
-
-    def __init__(self, total: int, start: int, description: str, *, enabled: bool):
-        self.enabled = enabled
-        self.divergences = 0
-        self.last = 0.0
-        if enabled:
-            from tqdm.auto import tqdm
-
-            # Off a terminal (CI logs, pipes) every refresh is a new line: refresh rarely there.
-            interactive = sys.stderr.isatty()
-            self.refresh_every = 0.25 if interactive else 15.0
-            self.bar = tqdm(total=total, initial=start, desc=description, dynamic_ncols=True, leave=True,
-                            mininterval=self.refresh_every)
-
-    def update(self, i: int, stats: dict[str, Tensor], *, warmup: bool) -> None:
-        if not self.enabled:
-            return
-        if not warmup and "diverging" in stats:
-            self.divergences += int(stats["diverging"].sum())
-        self.bar.update(1)
-        now = time.perf_counter()
-        if now - self.last > self.refresh_every:
-            self.last = now
-            postfix = {"phase": "warmup" if warmup else "sample"}
-            if "step_size" in stats:
-                postfix["step"] = f"{float(stats['step_size'].float().mean()):.3g}"
-            if "acceptance_rate" in stats:
-                postfix["acc"] = f"{float(stats['acceptance_rate'].float().mean()):.2f}"
-            if "n_steps" in stats:
-                postfix["leapfrog"] = int(stats["n_steps"].max())
-            postfix["div"] = self.divergences
-            self.bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.bar.close()
+def _postfix(stats: dict[str, Tensor], warmup: bool, divergences: Tensor) -> dict[str, object]:
+    """Live statistics of the progress bar: phase, mean step size and acceptance, most leapfrog steps, and the
+    divergences after warm-up."""
+    postfix: dict[str, object] = {"phase": "warmup" if warmup else "sample"}
+    if "step_size" in stats:
+        postfix["step"] = f"{float(stats['step_size'].float().mean()):.3g}"
+    if "acceptance_rate" in stats:
+        postfix["acc"] = f"{float(stats['acceptance_rate'].float().mean()):.2f}"
+    if "n_steps" in stats:
+        postfix["leapfrog"] = int(stats["n_steps"].max())
+    postfix["div"] = int(divergences)
+    return postfix
