@@ -1,4 +1,4 @@
-"""inference: the shared engine (registered samplers: NUTS, HMC, ChEES, SGHMC; diagnostics, metrics)."""
+"""inference: the shared engine (registered samplers: NUTS, HMC, ChEES, SG-MCMC; diagnostics, metrics)."""
 
 from inference import diagnostics, importance, metrics, registry
 from inference.base import Algorithm, as_logdensity
