@@ -150,8 +150,8 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _ProgressBar:
-    """tqdm bar with live step size, mean log density, acceptance rate, divergences and leapfrog steps (refreshed ~4x/s on a
-    terminal, every 15 s otherwise)."""
+    """tqdm bar with live step size, mean log density, acceptance rate, divergences and leapfrog steps
+    (refreshed ~4x/s on a terminal, every 15 s otherwise)."""
 
     def __init__(self, total: int, start: int, description: str, *, enabled: bool):
         self.enabled = enabled

@@ -2,10 +2,11 @@
 cosine step-size schedule (``schedules.CyclicalCosine``), keeping draws only in each cycle's sampling phase.
 
 Every cycle restarts at a large step that moves the chains between modes (exploration) and decays towards zero;
-the last ``1 - exploration`` of the cycle samples. Zhang et al. run the exploration phase as noise-free SGD;
-here every step injects the Langevin noise, so each iteration is an SG-MCMC step of the same target and only
-the bookkeeping differs. Cycles count from the first iteration, warm-up included: a warm-up of whole cycles
-discards their draws. With ``thin``, the runner keeps the last state of every ``thin`` sampling iterations.
+the last ``1 - exploration`` of the cycle samples. Zhang et al.'s Algorithm 1 explores with noise-free
+gradient steps; here every step injects the Langevin noise, so each iteration is an SG-MCMC step of the same
+target and only the bookkeeping differs. Cycles count from the first iteration, warm-up included: a warm-up of
+whole cycles discards their draws. With ``thin``, the runner keeps the last state of every ``thin`` sampling
+iterations; a cycle keeps about ``(1 - exploration) * cycle_length / thin`` draws.
 """
 
 from __future__ import annotations

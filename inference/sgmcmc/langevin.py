@@ -1,9 +1,9 @@
 """Langevin noise injection with an explicit temperature, shared by every SG-MCMC sampler.
 
 Convention: a step that moves by ``h * G * grad log p`` (drift, with step size ``h`` and ``G`` a diagonal
-preconditioner or inverse mass) injects Gaussian noise of variance ``2 * h * G * T``. The discretised Langevin diffusion then
-leaves ``p(theta)**(1 / T)`` invariant (up to the ``O(h)`` discretisation bias), so ``T = 1`` samples the
-target itself and ``T < 1`` a cold posterior.
+preconditioner or inverse mass) injects Gaussian noise of variance ``2 * h * G * T``. The discretised Langevin
+diffusion then leaves ``p(theta)**(1 / T)`` invariant (up to the ``O(h)`` discretisation bias), so ``T = 1``
+samples the target itself and ``T < 1`` a cold posterior.
 
 The reference code of the structured SG-MCMC paper (and several SGLD/pSGLD implementations) injects variance
 ``h`` with drift ``h * grad log p``: that is this convention at ``T = 1/2``, which samples ``p**2``.

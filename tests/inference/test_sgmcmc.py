@@ -17,6 +17,7 @@ from inference.sgmcmc import preconditioner, psgld, sgld
 from inference.sgmcmc.guard import finite_step, keep_where
 from inference.sgmcmc.schedules import Constant, CyclicalCosine, PolynomialDecay
 from inference.testing import GaussianTarget
+from sampler_contract import conjugate_regression, moment_violations
 
 STANDARD_NORMAL = GaussianTarget(torch.zeros(1, dtype=torch.float64), torch.eye(1, dtype=torch.float64))
 Z_BOUND = 3.5
@@ -57,6 +58,23 @@ def test_temperature_one_half_is_the_reference_update_bit_for_bit():
     ours, _ = sgld.build_kernel()(state, torch.Generator().manual_seed(3), STANDARD_NORMAL, 0.01, 0.5)
     noise = torch.randn(theta.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     assert torch.equal(ours.position, theta + 0.01 * (-theta) + math.sqrt(0.01) * noise)
+
+
+@pytest.mark.parametrize("likelihood_temperature, posterior_temperature", [(1.0, 2.0), (2.0, 0.5)])
+def test_posterior_temperature_tempers_the_whole_target_on_top_of_likelihood_tempering(likelihood_temperature,
+                                                                                        posterior_temperature):
+    """``sample(temperature=T_lik, posterior_temperature=T)`` samples ``[p(theta) p(D | theta)**(1 / T_lik)]**(1 / T)``:
+    in the conjugate regression, precision ``(X'X / (s**2 T_lik) + I / 4) / T``. Bounds and the allowed 10% bias
+    as in the contract (``TestSGLD``'s regression settings)."""
+    model, (x, y), _, _ = conjugate_regression()
+    design = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+    precision = design.T @ design / (0.25 * likelihood_temperature) + torch.eye(4, dtype=x.dtype) / 4
+    mean = torch.linalg.solve(precision, design.T @ y / (0.25 * likelihood_temperature))
+    cov = posterior_temperature * torch.linalg.inv(precision)
+    post = inference.sample(model, (x, y), method="sgld", num_chains=64, num_warmup=300, num_samples=2000, thin=5,
+                            step_size=5e-4, seed=31, temperature=likelihood_temperature,
+                            posterior_temperature=posterior_temperature, progress=False, check_convergence=False)
+    assert moment_violations(post.samples, mean, cov, variance_bias=0.1) == {}
 
 
 def test_cyclical_cosine_values_and_phases():
