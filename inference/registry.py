@@ -18,8 +18,11 @@ ChEES needs long chains rather than many: 64 x 100 draws gave a max R-hat of f(x
 trajectory length (200: R-hat 1.012-1.014). NUTS: 4 x 500 gives R-hat ~1.005 and bulk ESS > 1000. Static
 HMC (32 leapfrog steps) mixes slowly per draw, so it needs long chains: 4 x 500 gave R-hat 1.036, 4 x 3000
 gave 1.007. SGHMC follows the BNN-surrogate study's SGHMC baseline (1000 burn-in steps, every 5th of 500 kept).
-The other SG-MCMC samplers (``inference.sgmcmc``) take SGHMC's chains, burn-in and thinning (not yet measured on
-the demo); the cyclical ones run four 1000-step cycles after one warm-up cycle.
+The other SG-MCMC samplers (``inference.sgmcmc``) take SGHMC's chains, burn-in and thinning (not measured on the
+demo); the cyclical ones run four 1000-step cycles after one warm-up cycle. Their default steps were checked on a
+synthetic BNN 10-50-1 with 400 data (8 chains, full batch and batches of 32): no divergence, training RMSE
+0.06-0.09 (noise 0.1) for SGHMC, SGLD and pSGLD; cyclical SGLD mixes slower at its step (RMSE 0.16 and 0.36),
+and larger SGLD steps (3e-4, 1e-3) were unstable there.
 """
 
 from __future__ import annotations
