@@ -22,7 +22,7 @@ The other SG-MCMC samplers (``inference.sgmcmc``) take SGHMC's chains, burn-in a
 demo); the cyclical ones run four 1000-step cycles after one warm-up cycle. Their default steps were checked on a
 synthetic BNN 10-50-1 with 400 data (8 chains, full batch and batches of 32): no divergence, training RMSE
 0.06-0.09 (noise 0.1) for SGHMC, SGLD and pSGLD; cyclical SGLD mixes slower at its step (RMSE 0.16 and 0.36),
-and larger SGLD steps (3e-4, 1e-3) were unstable there.
+and larger cyclical steps (3e-4, 1e-3) were unstable there (constant SGLD at 3e-4 was not).
 """
 
 from __future__ import annotations
