@@ -69,7 +69,8 @@ class TestPSGLD(SamplerContract):
 
 class TestCSGLD(SamplerContract):
     """No Metropolis correction: second-moment bias measured with 512 chains (seed 100) at these settings (half
-    of every cycle samples): 3.9% (Gaussian), 3.9% (regression), 3.8% (batches of 10). 10% is allowed."""
+    of every cycle samples): 3.9% (Gaussian), 3.9% (regression), 5.0% (batches of 10, a shorter run to keep the
+    test within seconds). 10% is allowed."""
 
     method = "csgld"
     variance_bias = 0.1
@@ -77,13 +78,14 @@ class TestCSGLD(SamplerContract):
                     exploration=0.5)
     regression = dict(num_chains=64, num_warmup=300, num_samples=3000, thin=2, step_size=1e-3, cycle_length=100,
                       exploration=0.5)
-    minibatch_regression = dict(regression, batch_size=10)
+    minibatch_regression = dict(regression, num_warmup=200, num_samples=2000, batch_size=10)
     short = dict(SGMCMC_SHORT, cycle_length=10)
 
 
 class TestCSGHMC(SamplerContract):
     """No Metropolis correction: second-moment bias measured with 512 chains (seed 100) at these settings (half
-    of every cycle samples): 6.0% (Gaussian), 3.3% (regression), 3.6% (batches of 10). 10% is allowed."""
+    of every cycle samples): 6.0% (Gaussian), 3.3% (regression), 5.9% (batches of 10, one warm-up and three
+    sampling cycles to keep the test within seconds). 10% is allowed."""
 
     method = "csghmc"
     variance_bias = 0.1
@@ -91,7 +93,7 @@ class TestCSGHMC(SamplerContract):
                     exploration=0.5)
     regression = dict(num_chains=64, num_warmup=1000, num_samples=5000, thin=2, step_size=0.025, cycle_length=500,
                       exploration=0.5)
-    minibatch_regression = dict(regression, batch_size=10)
+    minibatch_regression = dict(regression, num_warmup=500, num_samples=1500, batch_size=10)
     # At step 0.1 the drift carried all four chains of the divergence test away from the NaN region within a few
     # steps (no divergence, the test failed once); a step of 1 overshoots into it.
     short = dict(SamplerContract.short, step_size=1.0, cycle_length=10)
