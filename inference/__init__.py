@@ -1,4 +1,5 @@
-"""inference: the shared engine (registered samplers: NUTS, HMC, ChEES, SGHMC; fitting conditioned models, diagnostics, metrics)."""
+"""inference: the shared engine (registered samplers: NUTS, HMC, ChEES, the SG-MCMC family; fitting conditioned
+models; diagnostics, metrics)."""
 
 from inference import diagnostics, importance, metrics, registry
 from inference.base import Algorithm, as_logdensity

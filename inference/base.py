@@ -16,10 +16,14 @@ class Algorithm(NamedTuple):
 
     States and infos are NamedTuples of tensors with a leading chain (or particle) dimension. Full-batch
     samplers bind their data in the log density and ignore ``batch``; minibatch engines consume it.
+    ``is_sampling(iteration)`` says whether the state after that iteration (counted from 0, warm-up included)
+    may be kept as a draw; ``None`` means every post-warm-up iteration (a cyclical step-size schedule keeps
+    only its sampling phase).
     """
 
     init: Callable[[Tensor], Any]
     step: Callable[[Any, Any, torch.Generator], tuple[Any, Any]]
+    is_sampling: Callable[[int], bool] | None = None
 
 
 def as_logdensity(target, dim: int | None = None) -> LogDensity:

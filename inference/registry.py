@@ -18,6 +18,11 @@ ChEES needs long chains rather than many: 64 x 100 draws gave a max R-hat of f(x
 trajectory length (200: R-hat 1.012-1.014). NUTS: 4 x 500 gives R-hat ~1.005 and bulk ESS > 1000. Static
 HMC (32 leapfrog steps) mixes slowly per draw, so it needs long chains: 4 x 500 gave R-hat 1.036, 4 x 3000
 gave 1.007. SGHMC follows the BNN-surrogate study's SGHMC baseline (1000 burn-in steps, every 5th of 500 kept).
+The other SG-MCMC samplers (``inference.sgmcmc``) take SGHMC's chains, burn-in and thinning (not measured on the
+demo); the cyclical ones run four 1000-step cycles after one warm-up cycle. Their default steps were checked on a
+synthetic BNN 10-50-1 with 400 data (8 chains, full batch and batches of 32): no divergence, training RMSE
+0.06-0.09 (noise 0.1) for SGHMC, SGLD and pSGLD; cyclical SGLD mixes slower at its step (RMSE 0.16 and 0.36),
+and larger cyclical steps (3e-4, 1e-3) were unstable there (constant SGLD at 3e-4 was not).
 """
 
 from __future__ import annotations
@@ -101,5 +106,13 @@ register(Sampler("hmc", "inference.mcmc.samplers:hmc", 4, 500, 3000,
                  summary="static HMC (fixed steps or integration time) with Stan's windowed warm-up"))
 register(Sampler("chees", "inference.mcmc.samplers:chees", 16, 300, 1000,
                  summary="many-chain ChEES-HMC with adaptive trajectory length"))
-register(Sampler("sghmc", "inference.mcmc.sghmc:sghmc", 8, 1000, 500, thin=5, minibatch=True,
+register(Sampler("sghmc", "inference.sgmcmc.sghmc:sghmc", 8, 1000, 500, thin=5, minibatch=True,
                  summary="scale-adapted stochastic-gradient HMC (minibatches or full batch)"))
+register(Sampler("sgld", "inference.sgmcmc.sgld:sgld", 8, 1000, 1000, thin=5, minibatch=True,
+                 summary="stochastic-gradient Langevin dynamics (constant or decaying step size)"))
+register(Sampler("psgld", "inference.sgmcmc.psgld:psgld", 8, 1000, 1000, thin=5, minibatch=True,
+                 summary="SGLD preconditioned by RMSprop (adapted during warm-up)"))
+register(Sampler("csgld", "inference.sgmcmc.cyclical:csgld", 8, 1000, 4000, thin=5, minibatch=True,
+                 summary="cyclical SGLD: cosine step-size cycles, draws kept in each cycle's sampling phase"))
+register(Sampler("csghmc", "inference.sgmcmc.cyclical:csghmc", 8, 1000, 4000, thin=5, minibatch=True,
+                 summary="cyclical scale-adapted SGHMC: cosine step-size cycles with a sampling phase"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +38,8 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         description: str = "sampling") -> SamplePosterior:
     """Run ``num_warmup + num_samples`` iterations of ``algorithm`` from ``initial_position`` ``(C, D)``.
 
-    After warm-up the last state of every window of ``thin`` iterations is kept (``num_samples // thin``
-    draws), with ArviZ-named per-chain statistics.
+    After warm-up the last state of every window of ``thin`` sampling iterations is kept (``num_samples // thin``
+    draws unless ``algorithm.is_sampling`` excludes iterations), with ArviZ-named per-chain statistics.
 
     Args:
         algorithm: An ``Algorithm`` whose state has ``position`` (or ``chain.position``) ``C x D``.
@@ -62,7 +63,12 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     num_chains, dim = initial_position.shape
     total = num_warmup + num_samples
-    num_kept = num_samples // thin
+    kept_at = _kept_iterations(algorithm, num_warmup, total, thin)
+    slot = {i: k for k, i in enumerate(kept_at)}
+    num_kept = len(kept_at)
+    if num_kept == 0:
+        raise ValueError(f"no iteration after warm-up is in the sampler's sampling phase; raise num_samples "
+                         f"({num_samples})")
     config = dict(config or {}, num_chains=num_chains, dim=dim, num_warmup=num_warmup, num_samples=num_samples,
                   thin=thin, dtype=str(initial_position.dtype))
 
@@ -94,8 +100,8 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         step_stats = _per_chain_stats(info, num_chains)
         if i < num_warmup:
             _record(warmup_stats, i, step_stats, num_warmup)
-        elif (i - num_warmup + 1) % thin == 0:
-            k = (i - num_warmup + 1) // thin - 1
+        elif i in slot:
+            k = slot[i]
             draws[k] = _position(state)
             _record(stats, k, step_stats, num_kept)
         if progress:
@@ -105,7 +111,7 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
             if bar.postfix_due:
                 bar.set_postfix(_postfix(step_stats, i < num_warmup, divergences))
         if checkpoint is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == total):
-            kept = 0 if i < num_warmup else (i - num_warmup + 1) // thin
+            kept = bisect.bisect_right(kept_at, i)
             ckpt.save(checkpoint, {
                 "format": _CHECKPOINT_FORMAT, "config": _plain(config), "iteration": i + 1,
                 "elapsed": elapsed_before + time.perf_counter() - t0, "state": ckpt.flatten_state(state),
@@ -126,6 +132,12 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
     )
 
 
+def _kept_iterations(algorithm: Algorithm, num_warmup: int, total: int, thin: int) -> list[int]:
+    """The iterations whose states are kept: the last of every window of ``thin`` sampling iterations."""
+    is_sampling = algorithm.is_sampling or (lambda i: True)
+    return [i for i in range(num_warmup, total) if is_sampling(i)][thin - 1::thin]
+
+
 def _record(store: dict[str, Tensor], row: int, values: dict[str, Tensor], rows: int) -> None:
     for name, value in values.items():
         if name not in store:
@@ -144,11 +156,13 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _postfix(stats: dict[str, Tensor], warmup: bool, divergences: Tensor) -> dict[str, object]:
-    """Live statistics of the progress bar: phase, mean step size and acceptance, most leapfrog steps, and the
-    divergences after warm-up."""
+    """Live statistics of the progress bar: phase, mean step size, log density and acceptance, most leapfrog
+    steps, and the divergences after warm-up."""
     postfix: dict[str, object] = {"phase": "warmup" if warmup else "sample"}
     if "step_size" in stats:
         postfix["step"] = f"{float(stats['step_size'].float().mean()):.3g}"
+    if "lp" in stats:
+        postfix["lp"] = f"{float(stats['lp'].float().mean()):.4g}"
     if "acceptance_rate" in stats:
         postfix["acc"] = f"{float(stats['acceptance_rate'].float().mean()):.2f}"
     if "n_steps" in stats:

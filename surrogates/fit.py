@@ -175,7 +175,7 @@ def fit_sghmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: i
         widths, activation, prior, prior_scale, noise_scale: As for ``fit_hmc_bnn``.
         num_chains, num_burnin: Chains and adapting burn-in steps.
         num_samples, thin: Draws kept per chain, every ``thin``-th step after burn-in.
-        step_size, friction: See ``inference.mcmc.sghmc.sghmc``.
+        step_size, friction: See ``inference.sgmcmc.sghmc.sghmc``.
     """
     del warm_start
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)

@@ -7,6 +7,8 @@ import inference
 from inference.testing import GaussianTarget, correlated_gaussian_2d
 
 SETTINGS = dict(num_chains=4, num_warmup=60, num_samples=90, seed=5, progress=False, checkpoint_every=7)
+#: Cycles short enough for the cyclical samplers to keep draws in these 150 iterations.
+OPTIONS = {"csgld": dict(cycle_length=30), "csghmc": dict(cycle_length=30)}
 
 
 class SlowTarget(GaussianTarget):
@@ -23,7 +25,8 @@ class SlowTarget(GaussianTarget):
 
 
 def run(method: str, path=None, delay: float = 0.0):
-    return inference.sample(SlowTarget(delay), dim=2, method=method, checkpoint=path, **SETTINGS)
+    return inference.sample(SlowTarget(delay), dim=2, method=method, checkpoint=path, **SETTINGS,
+                            **OPTIONS.get(method, {}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import inference
-from inference.mcmc import sghmc
+from inference.sgmcmc import sghmc
 from probnets.model import LogDensity
 
 MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
