@@ -72,13 +72,14 @@ def sample(
             ``dim``).
         data: ``(x, y)`` for a ``ProbModel``, or a ``torch.utils.data.DataLoader`` of ``(x, y)`` minibatches
             (minibatch samplers only).
-        method: A registered sampler: ``"nuts"`` (multinomial NUTS with Stan's windowed warm-up), ``"hmc"``
-            (static trajectories, same warm-up), ``"chees"`` (many-chain ChEES-HMC) or ``"sghmc"``
-            (scale-adapted SGHMC, full batch or minibatches); ``inference.registry.SAMPLERS`` lists them all.
+        method: A registered sampler (``inference.registry.SAMPLERS``): ``"nuts"`` (multinomial NUTS with
+            Stan's windowed warm-up), ``"hmc"`` (static trajectories, same warm-up), ``"chees"`` (many-chain
+            ChEES-HMC), or the SG-MCMC family for full batches or minibatches: ``"sgld"``, ``"psgld"``,
+            ``"sghmc"`` (scale-adapted SGHMC), ``"csgld"`` and ``"csghmc"`` (cyclical step sizes).
         num_chains, num_warmup, num_samples, thin: Chains, warm-up iterations, post-warm-up iterations and
-            thinning (``num_samples // thin`` draws are kept); ``None`` takes the sampler's registered
-            defaults (ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500), HMC 4 x (500 + 3000), SGHMC
-            8 x (1000 + 500) thinned by 5).
+            thinning (``num_samples // thin`` draws are kept, fewer for cyclical samplers, which keep draws
+            only in the sampling phase of each cycle); ``None`` takes the sampler's registered defaults
+            (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)).
         seed: Seeds the ``torch.Generator`` that drives everything (initialisation included).
         init: Starting points ``C x D``; default ``model.init_theta`` (or N(0, 1)/Uniform(-2, 2)-style
             draws for a bare log density).
@@ -92,8 +93,9 @@ def sample(
             R-hat and ESS of every parameter takes seconds on large posteriors).
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
-            ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` for SGHMC
-            (``inference.registry.get(method).options()`` lists them with their defaults). An option the
+            ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
+            ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
+            their defaults). An option the
             sampler does not know is a ``TypeError`` naming it.
 
     Returns:
