@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from inference.base import Algorithm
-from inference.mcmc import proposal, tree_util
-from inference.mcmc.integrators import IntegratorState, velocity_verlet
+from inference.mcmc import proposal, trajectory, tree_util
+from inference.mcmc.integrators import velocity_verlet
 from inference.mcmc.mass_matrix import MassMatrix
 from probnets.model import LogDensity
 
@@ -55,17 +55,15 @@ def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD):
         position = state.position
         num_chains = position.shape[0]
         step_size = torch.as_tensor(step_size, dtype=position.dtype, device=position.device)
-        momentum = mass_matrix.sample_momentum(position.shape, generator, position.dtype, position.device)
-        initial_energy = -state.logdensity + mass_matrix.kinetic_energy(momentum)
+        point, initial_energy = trajectory.start(state, mass_matrix, generator)
         integrator = velocity_verlet(logdensity, mass_matrix)
-        point = IntegratorState(position, momentum, state.logdensity, state.logdensity_grad)
         steps = torch.as_tensor(num_integration_steps, device=position.device).expand(num_chains)
         max_steps = int(steps.max())
         uniform = bool((steps == max_steps).all())
         for i in range(max_steps):
             moved = integrator(point, step_size)
             point = moved if uniform else tree_util.where(i < steps, moved, point)
-        energy = -point.logdensity + mass_matrix.kinetic_energy(point.momentum)
+        energy = trajectory.hamiltonian(point, mass_matrix)
         delta = proposal.energy_error(initial_energy, energy)
         accepted = proposal.metropolis_accept(delta, generator)
         new_state = tree_util.where(accepted, HMCState(point.position, point.logdensity, point.logdensity_grad), state)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from inference.base import Algorithm
-from inference.mcmc import proposal, tree_util
+from inference.mcmc import proposal, trajectory, tree_util
 from inference.mcmc.hmc import HMCState, init
 from inference.mcmc.integrators import IntegratorState, velocity_verlet
 from inference.mcmc.mass_matrix import MassMatrix
@@ -74,10 +74,8 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
         step_size = torch.as_tensor(step_size, dtype=dtype, device=device).expand(num_chains)
         integrator = velocity_verlet(logdensity, mass_matrix)
 
-        momentum = mass_matrix.sample_momentum(position.shape, generator, dtype, device)
-        start = IntegratorState(position, momentum, state.logdensity, state.logdensity_grad)
-        initial_energy = -state.logdensity + mass_matrix.kinetic_energy(momentum)
-        tree = _Tree(start, start, start, torch.zeros(num_chains, dtype=dtype, device=device), momentum)
+        start, initial_energy = trajectory.start(state, mass_matrix, generator)
+        tree = _Tree(start, start, start, torch.zeros(num_chains, dtype=dtype, device=device), start.momentum)
 
         active = torch.ones(num_chains, dtype=torch.bool, device=device)
         diverging = torch.zeros_like(active)
@@ -98,11 +96,11 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
             building = active.clone()
             sub_turning = torch.zeros_like(active)
             sub_log_weight = torch.full((num_chains,), -torch.inf, dtype=dtype, device=device)
-            sub_p_sum = torch.zeros_like(momentum)
+            sub_p_sum = torch.zeros_like(start.momentum)
             sub_proposal = point
             for leaf in range(2**j):
                 point = integrator(point, signed_step)
-                delta = proposal.energy_error(initial_energy, -point.logdensity + mass_matrix.kinetic_energy(point.momentum))
+                delta = proposal.energy_error(initial_energy, trajectory.hamiltonian(point, mass_matrix))
                 divergent = building & proposal.is_divergent(delta, divergence_threshold)
                 num_steps += building
                 sum_accept += torch.where(building, proposal.acceptance_probability(delta), 0.0)
@@ -155,7 +153,7 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
         info = NUTSInfo(
             acceptance_rate=sum_accept / num_steps.clamp_min(1).to(dtype),
             is_divergent=diverging,
-            energy=-chosen.logdensity + mass_matrix.kinetic_energy(chosen.momentum),
+            energy=trajectory.hamiltonian(chosen, mass_matrix),
             num_integration_steps=num_steps,
             tree_depth=depth,
             reached_max_tree_depth=active,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from inference.mcmc import proposal
+from inference.mcmc import proposal, trajectory
 from inference.mcmc.hmc import HMCState
-from inference.mcmc.integrators import IntegratorState, velocity_verlet
+from inference.mcmc.integrators import velocity_verlet
 from inference.mcmc.mass_matrix import MassMatrix
 from probnets.model import LogDensity
 
@@ -27,16 +27,14 @@ def find_reasonable_step_size(state: HMCState, logdensity: LogDensity, mass_matr
     position = state.position
     num_chains = position.shape[0]
     eps = torch.as_tensor(step_size, dtype=position.dtype, device=position.device).expand(num_chains).clone()
-    momentum = mass_matrix.sample_momentum(position.shape, generator, position.dtype, position.device)
-    start = IntegratorState(position, momentum, state.logdensity, state.logdensity_grad)
-    initial_energy = -state.logdensity + mass_matrix.kinetic_energy(momentum)
+    start, initial_energy = trajectory.start(state, mass_matrix, generator)
     integrator = velocity_verlet(logdensity, mass_matrix)
     log_target = torch.log(torch.tensor(target, dtype=position.dtype))
     direction = None
     active = torch.ones(num_chains, dtype=torch.bool, device=position.device)
     for _ in range(max_iterations):
         end = integrator(start, eps)
-        delta = proposal.energy_error(initial_energy, -end.logdensity + mass_matrix.kinetic_energy(end.momentum))
+        delta = proposal.energy_error(initial_energy, trajectory.hamiltonian(end, mass_matrix))
         above = -delta > log_target
         if direction is None:
             direction = torch.where(above, 1.0, -1.0).to(position.dtype)
