@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from inference.base import Algorithm
-from inference.mcmc import proposal, trajectory, tree_util
+from inference.mcmc import integrators, proposal, trajectory, tree_util
 from inference.mcmc.hmc import HMCState, init
-from inference.mcmc.integrators import IntegratorState, velocity_verlet
+from inference.mcmc.integrators import Integrator, IntegratorState
 from inference.mcmc.mass_matrix import MassMatrix
 from probnets.model import LogDensity
 
@@ -25,13 +25,15 @@ class NUTSInfo(NamedTuple):
     """Per-chain diagnostics of one NUTS transition (``(C,)`` each).
 
     ``acceptance_rate`` is the mean over all leaves of ``min(1, exp(-dH))`` (Stan's adaptation statistic);
-    ``num_integration_steps`` counts leapfrog steps (gradient evaluations) including rejected subtrees.
+    ``num_integration_steps`` counts integration steps (leaves) including rejected subtrees, and
+    ``num_grad_evals`` their gradient evaluations.
     """
 
     acceptance_rate: Tensor
     is_divergent: Tensor
     energy: Tensor
     num_integration_steps: Tensor
+    num_grad_evals: Tensor
     tree_depth: Tensor
     reached_max_tree_depth: Tensor
 
@@ -61,10 +63,18 @@ class _Tree(NamedTuple):
     momentum_sum: Tensor
 
 
-def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD):
-    """Returns ``kernel(state, generator, logdensity, step_size, mass_matrix) -> (state, NUTSInfo)``."""
+def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD, *,
+                 integrator: str | Integrator = "velocity_verlet"):
+    """Returns ``kernel(state, generator, logdensity, step_size, mass_matrix) -> (state, NUTSInfo)``.
+
+    Args:
+        max_tree_depth: Maximum number of trajectory doublings (at most ``2**max_tree_depth`` steps).
+        divergence_threshold: Energy error above which a leaf counts as divergent.
+        integrator: An ``Integrator`` or the name of one in ``integrators.INTEGRATORS``.
+    """
     if not (isinstance(max_tree_depth, int) and 1 <= max_tree_depth <= 16):
         raise ValueError(f"max_tree_depth must be an integer in [1, 16], got {max_tree_depth!r}")
+    integrator = integrators.resolve(integrator)
 
     def kernel(state: HMCState, generator, logdensity: LogDensity, step_size: Tensor,
                mass_matrix: MassMatrix) -> tuple[HMCState, NUTSInfo]:
@@ -72,7 +82,7 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
         num_chains, dim = position.shape
         dtype, device = position.dtype, position.device
         step_size = torch.as_tensor(step_size, dtype=dtype, device=device).expand(num_chains)
-        integrator = velocity_verlet(logdensity, mass_matrix)
+        one_step = integrator(logdensity, mass_matrix)
 
         start, initial_energy = trajectory.start(state, mass_matrix, generator)
         tree = _Tree(start, start, start, torch.zeros(num_chains, dtype=dtype, device=device), start.momentum)
@@ -99,7 +109,7 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
             sub_p_sum = torch.zeros_like(start.momentum)
             sub_proposal = point
             for leaf in range(2**j):
-                point = integrator(point, signed_step)
+                point = one_step(point, signed_step)
                 delta = proposal.energy_error(initial_energy, trajectory.hamiltonian(point, mass_matrix))
                 divergent = building & proposal.is_divergent(delta, divergence_threshold)
                 num_steps += building
@@ -155,6 +165,7 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
             is_divergent=diverging,
             energy=trajectory.hamiltonian(chosen, mass_matrix),
             num_integration_steps=num_steps,
+            num_grad_evals=num_steps * integrator.num_grad_evals,
             tree_depth=depth,
             reached_max_tree_depth=active,
         )
@@ -164,9 +175,10 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
 
 
 def nuts(logdensity: LogDensity, step_size: float | Tensor, mass_matrix: MassMatrix, *, max_tree_depth: int = 10,
-         divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD) -> Algorithm:
+         divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD,
+         integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """NUTS with fixed step size and mass matrix, as an ``Algorithm``."""
-    kernel = build_kernel(max_tree_depth, divergence_threshold)
+    kernel = build_kernel(max_tree_depth, divergence_threshold, integrator=integrator)
 
     def step(state, batch, generator):
         return kernel(state, generator, logdensity, step_size, mass_matrix)

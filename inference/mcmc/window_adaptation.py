@@ -136,7 +136,7 @@ def _sample_stats(chain: HMCState, info: NamedTuple, step_size: Tensor) -> dict[
         "lp": chain.logdensity,
         "acceptance_rate": info.acceptance_rate,
         "step_size": step_size.expand_as(chain.logdensity),
-        "n_steps": info.num_integration_steps,
+        "n_steps": info.num_grad_evals,
         "diverging": info.is_divergent,
         "energy": info.energy,
     }
