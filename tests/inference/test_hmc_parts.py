@@ -1,6 +1,7 @@
 """Integrator physics, divergence handling, dual averaging and windows of the shared HMC parts."""
 
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -183,6 +184,92 @@ def test_minimal_norm_steps_count_gradient_evaluations():
     for kernel in (static_hmc_kernel(5, "mclachlan"), nuts.build_kernel(integrator="mclachlan")):
         _, info = kernel(state, g, target, 0.1, metric)
         torch.testing.assert_close(info.num_grad_evals, 2 * info.num_integration_steps, rtol=0, atol=0)
+
+
+class MALAState(NamedTuple):
+    position: torch.Tensor
+    logdensity: torch.Tensor
+    logdensity_grad: torch.Tensor
+
+
+class MALAInfo(NamedTuple):
+    acceptance_rate: torch.Tensor
+    is_divergent: torch.Tensor
+    num_grad_evals: torch.Tensor
+
+
+def mala_init(position, logdensity):
+    return MALAState(position, *logdensity.value_and_grad(position))
+
+
+def mala_kernel(state, generator, logdensity, step_size, metric):
+    """Preconditioned Metropolis-adjusted Langevin: ``x' ~ N(x + eps^2/2 M^-1 grad, eps^2 M^-1)``, diagonal
+    ``M^-1``; the Metropolis-Hastings ratio uses the proposal densities both ways."""
+    eps = step_size.unsqueeze(-1)
+
+    def log_proposal(to, start):  # up to a constant shared by both directions
+        mean = start.position + 0.5 * eps**2 * metric.inverse * start.logdensity_grad
+        return -0.5 * ((to.position - mean) ** 2 / metric.inverse).sum(-1) / step_size**2
+
+    noise = torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype)
+    position = state.position + 0.5 * eps**2 * metric.inverse * state.logdensity_grad + eps * metric.inverse.sqrt() * noise
+    proposed = mala_init(position, logdensity)
+    log_ratio = proposed.logdensity - state.logdensity + log_proposal(state, proposed) - log_proposal(proposed, state)
+    divergent = ~torch.isfinite(log_ratio)
+    log_ratio = torch.where(divergent, -torch.inf, log_ratio)
+    accepted = torch.log(torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype)) < log_ratio
+    new_state = MALAState(*(torch.where(accepted[:, None] if new.dim() == 2 else accepted, new, old)
+                            for new, old in zip(proposed, state)))
+    return new_state, MALAInfo(log_ratio.clamp_max(0).exp(), divergent, torch.ones_like(accepted, dtype=torch.long))
+
+
+def test_window_adaptation_wraps_a_kernel_that_is_not_hmc():
+    target = correlated_gaussian_2d(0.9, (1.0, 10.0))
+    algorithm = window_adaptation(mala_kernel, target, 1000, init=mala_init, target_accept=0.57)
+    draws, divergences = run_chains(algorithm, 4, 2, 1000, 4000, seed=22)
+    z = z_scores(draws, target.mean, target.cov.diagonal(), [0, 1])
+    assert all(abs(v) < 3.5 for v in z.values()), z
+    assert divergences == 0
+
+
+class RandomWalkState(NamedTuple):
+    position: torch.Tensor
+    logdensity: torch.Tensor
+
+
+class AcceptanceInfo(NamedTuple):
+    acceptance_rate: torch.Tensor
+
+
+def test_window_adaptation_of_a_kernel_whose_state_has_no_gradient():
+    """Random-walk Metropolis with proposal ``N(x, eps^2 M^-1)``: its state caches no gradient, so the
+    step-size heuristic evaluates one; the mass matrix still adapts to the target's variances."""
+    target = correlated_gaussian_2d(0.0, (1.0, 10.0))
+
+    def init(position, logdensity):
+        return RandomWalkState(position, logdensity(position))
+
+    def kernel(state, generator, logdensity, step_size, metric):
+        noise = torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype)
+        proposed = init(state.position + step_size.unsqueeze(-1) * metric.inverse.sqrt() * noise, logdensity)
+        log_ratio = proposed.logdensity - state.logdensity
+        accepted = torch.log(torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype)) < log_ratio
+        new_state = RandomWalkState(torch.where(accepted[:, None], proposed.position, state.position),
+                                    torch.where(accepted, proposed.logdensity, state.logdensity))
+        return new_state, AcceptanceInfo(log_ratio.clamp_max(0).exp())
+
+    algorithm = window_adaptation(kernel, target, 1000, init=init, target_accept=0.3)
+    g = torch.Generator().manual_seed(23)
+    state = algorithm.init(torch.randn(4, 2, generator=g, dtype=torch.float64))
+    accept = []
+    for i in range(1500):
+        state, info = algorithm.step(state, None, g)
+        assert set(info) == {"lp", "acceptance_rate", "step_size"}
+        if i >= 1000:
+            accept.append(info["acceptance_rate"])
+    ratio = state.adaptation.mass_matrix.inverse / target.cov.diagonal()
+    assert bool(((ratio > 0.5) & (ratio < 2.0)).all()), ratio
+    assert 0.2 < float(torch.stack(accept).mean()) < 0.4
 
 
 @pytest.mark.parametrize("kind", ["hmc", "nuts"])
