@@ -169,7 +169,7 @@ def static_hmc_kernel(num_steps, integrator):
 def test_samplers_with_the_minimal_norm_integrator_sample_a_gaussian(kind):
     target = correlated_gaussian_2d(0.9, (1.0, 10.0))
     kernel = static_hmc_kernel(8, "mclachlan") if kind == "hmc" else nuts.build_kernel(integrator="mclachlan")
-    algorithm = window_adaptation(kernel, target, 500)
+    algorithm = window_adaptation(kernel, target, 500, integrator="mclachlan")
     draws, divergences = run_chains(algorithm, 4, 2, 500, 1000, seed=21)
     z = z_scores(draws, target.mean, target.cov.diagonal(), [0, 1])
     assert all(abs(v) < 3.5 for v in z.values()), z
