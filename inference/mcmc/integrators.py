@@ -52,17 +52,21 @@ class Integrator(NamedTuple):
     def __call__(self, logdensity: LogDensity, mass_matrix: MassMatrix) -> Step:
         """One step ``(state, step_size) -> state``; ``step_size`` is a scalar or per-chain ``(C,)`` tensor
         and may be negative (integration backwards in time)."""
-        first_kick = self.coefficients[0]
-        drift_kicks = tuple(zip(self.coefficients[1::2], self.coefficients[2::2]))
+        # Each distinct weight times the step size is computed once per step (a palindrome repeats them),
+        # and a weight of 1 not at all: these small tensor operations are a visible share of a step.
+        weights = tuple(dict.fromkeys(self.coefficients))
+        slots = [weights.index(c) for c in self.coefficients]
+        first_kick, drift_kicks = slots[0], tuple(zip(slots[1::2], slots[2::2]))
 
         def one_step(state: IntegratorState, step_size: Tensor) -> IntegratorState:
             eps = step_size.unsqueeze(-1) if step_size.dim() else step_size
+            scaled = [eps if w == 1.0 else w * eps for w in weights]
             position, value, grad = state.position, state.logdensity, state.logdensity_grad
-            momentum = state.momentum + first_kick * eps * grad
+            momentum = state.momentum + scaled[first_kick] * grad
             for drift, kick in drift_kicks:
-                position = position + drift * eps * mass_matrix.velocity(momentum)
+                position = position + scaled[drift] * mass_matrix.velocity(momentum)
                 value, grad = logdensity.value_and_grad(position)
-                momentum = momentum + kick * eps * grad
+                momentum = momentum + scaled[kick] * grad
             return IntegratorState(position, momentum, value, grad)
 
         return one_step
