@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import inference
-from inference.mcmc import dual_averaging, hmc, integrators, mass_matrix, nuts, welford
+from inference.mcmc import adaptation, chees, dual_averaging, hmc, integrators, mass_matrix, nuts, welford
 from inference.mcmc.integrators import IntegratorState, velocity_verlet
 from inference.mcmc.window_adaptation import build_schedule, window_adaptation
 from inference.testing import GaussianTarget, correlated_gaussian_2d, ill_conditioned_gaussian
@@ -141,6 +141,20 @@ def test_integrators_are_selected_by_name():
         nuts.build_kernel(integrator="rk4")
     with pytest.raises(ValueError, match="integrator"):
         hmc.build_kernel(integrator="rk4")
+
+
+def test_chees_takes_an_integrator_and_counts_its_gradient_evaluations():
+    target = correlated_gaussian_2d()
+    g = torch.Generator().manual_seed(0)
+    algorithm = chees.chees(target, 20, integrator="mclachlan")
+    state = algorithm.init(torch.randn(4, 2, generator=g, dtype=torch.float64))
+    for _ in range(25):
+        state, info = algorithm.step(state, None, g)
+        assert bool((info["n_steps"] % 2 == 0).all()) and bool((info["n_steps"] >= 2).all())
+    with pytest.raises(ValueError, match="integrator must be one of"):
+        chees.chees(target, 20, integrator="leapfrog")
+    with pytest.raises(ValueError, match="integrator must be one of"):
+        window_adaptation(nuts.build_kernel(), target, 20, integrator="leapfrog")
 
 
 def run_chains(algorithm, num_chains, dim, num_warmup, num_samples, seed):
@@ -341,6 +355,34 @@ def test_stan_window_schedule():
     short = build_schedule(100)
     assert sum(short.slow) == 75 and short.window_end[89]
     assert not any(build_schedule(10).slow)
+
+
+@pytest.mark.parametrize("pooled, dense", [(False, False), (True, False), (True, True)])
+def test_end_of_window_step_adopts_the_estimate_and_restarts_the_step_size(pooled, dense):
+    schedule = adaptation.WindowSchedule(slow=(False, True, True, True), window_end=(False, False, False, True))
+    shape = (3,) if pooled else (4, 3)
+    state = adaptation.init(torch.full(() if pooled else (4,), 0.1, dtype=torch.float64), shape, dense=dense)
+    restarts = []
+
+    def heuristic(chain, metric, step_size, generator):
+        restarts.append((metric, step_size))
+        return torch.full_like(step_size, 0.05)
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(4, 4, 3, generator=g, dtype=torch.float64)
+    for i, x in enumerate(xs):
+        state = adaptation.update_step_size(state, torch.full_like(state.step_size, 0.9), target=0.8)
+        state = adaptation.update_mass_matrix(state, schedule, i, hmc.HMCState(x, None, None), g, heuristic)
+    fed = xs[1:].reshape(-1, 3) if pooled else xs[1:]
+    expected = welford.init(torch.Size(shape), dense=dense, dtype=torch.float64)
+    expected = welford.update_many(expected, fed) if pooled else \
+        welford.update(welford.update(welford.update(expected, fed[0]), fed[1]), fed[2])
+    torch.testing.assert_close(state.mass_matrix.inverse, welford.regularized_covariance(expected))
+    assert float(state.welford.count) == 0 and state.mass_matrix.dense == dense
+    assert len(restarts) == 1 and restarts[0][0] is state.mass_matrix
+    assert bool((state.step_size == 0.05).all()) and float(state.dual_averaging.count.max()) == 0
+    final = adaptation.finalize(state)
+    torch.testing.assert_close(final.step_size, state.dual_averaging.log_step_size_avg.exp())
 
 
 def test_mass_matrix_momentum_distribution():
