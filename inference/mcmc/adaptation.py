@@ -69,7 +69,8 @@ class AdaptationState(NamedTuple):
 StepSizeHeuristic = Callable[[Any, mm.MassMatrix, Tensor, torch.Generator], Tensor]
 
 
-def init(step_size: Tensor, shape: tuple[int, ...], *, dense: bool, inverse_mass: Tensor | None = None) -> AdaptationState:
+def init(step_size: Tensor, shape: tuple[int, ...], *, dense: bool,
+         inverse_mass: Tensor | None = None) -> AdaptationState:
     """Adaptation state at the start of warm-up.
 
     Args:

@@ -171,7 +171,8 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
             building = building & ~(turning | divergent)
             if not bool(building.any()):
                 break
-        return _SubTree(point, sampled, log_weight, momentum_sum, turning_any), _Totals(num_steps, sum_accept, diverging)
+        sub = _SubTree(point, sampled, log_weight, momentum_sum, turning_any)
+        return sub, _Totals(num_steps, sum_accept, diverging)
 
     def kernel(state: HMCState, generator, logdensity: LogDensity, step_size: Tensor,
                mass_matrix: MassMatrix) -> tuple[HMCState, NUTSInfo]:

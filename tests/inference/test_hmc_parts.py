@@ -221,13 +221,14 @@ def mala_kernel(state, generator, logdensity, step_size, metric):
     ``M^-1``; the Metropolis-Hastings ratio uses the proposal densities both ways."""
     eps = step_size.unsqueeze(-1)
 
+    def mean(start):
+        return start.position + 0.5 * eps**2 * metric.inverse * start.logdensity_grad
+
     def log_proposal(to, start):  # up to a constant shared by both directions
-        mean = start.position + 0.5 * eps**2 * metric.inverse * start.logdensity_grad
-        return -0.5 * ((to.position - mean) ** 2 / metric.inverse).sum(-1) / step_size**2
+        return -0.5 * ((to.position - mean(start)) ** 2 / metric.inverse).sum(-1) / step_size**2
 
     noise = torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype)
-    position = state.position + 0.5 * eps**2 * metric.inverse * state.logdensity_grad + eps * metric.inverse.sqrt() * noise
-    proposed = mala_init(position, logdensity)
+    proposed = mala_init(mean(state) + eps * metric.inverse.sqrt() * noise, logdensity)
     log_ratio = proposed.logdensity - state.logdensity + log_proposal(state, proposed) - log_proposal(proposed, state)
     divergent = ~torch.isfinite(log_ratio)
     log_ratio = torch.where(divergent, -torch.inf, log_ratio)

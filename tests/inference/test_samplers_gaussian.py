@@ -6,7 +6,6 @@ middle coordinate), so the family-wise false-alarm rate of a correct sampler sta
 """
 
 import pytest
-import torch
 
 import inference
 from inference import diagnostics
