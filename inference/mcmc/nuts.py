@@ -104,15 +104,16 @@ def _sample_leaf(proposal_point: IntegratorState, log_weight: Tensor, point: Int
     return tree_util.where(take, point, proposal_point), torch.where(building, new_log_weight, log_weight)
 
 
+def _store_checkpoint(checkpoints: _Checkpoints, leaf: int, momentum: Tensor, momentum_sum: Tensor) -> None:
+    """At an even ``leaf``, which starts sub-trees, keep its momentum ``C x D`` and the running momentum sum."""
+    slot = bin(leaf >> 1).count("1")
+    checkpoints.momentum[slot] = momentum
+    checkpoints.momentum_sum[slot] = momentum_sum
+
+
 def _subtree_turning(checkpoints: _Checkpoints, leaf: int, momentum: Tensor, momentum_sum: Tensor,
                      mass_matrix: MassMatrix) -> Tensor:
-    """At an even ``leaf`` store its momentum ``C x D`` and the running momentum sum; at an odd one, whether
-    any sub-tree ending there makes a U-turn ``C``."""
-    if leaf % 2 == 0:
-        slot = bin(leaf >> 1).count("1")
-        checkpoints.momentum[slot] = momentum
-        checkpoints.momentum_sum[slot] = momentum_sum
-        return torch.zeros(momentum.shape[0], dtype=torch.bool, device=momentum.device)
+    """At an odd ``leaf``, whether any sub-tree ending there makes a U-turn ``C``."""
     lo, hi = _checkpoint_range(leaf)
     p_start = checkpoints.momentum[lo : hi + 1]
     rho = momentum_sum - checkpoints.momentum_sum[lo : hi + 1] + p_start
@@ -165,10 +166,15 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
             sum_accept = sum_accept + torch.where(building, proposal.acceptance_probability(delta), 0.0)
             sampled, log_weight = _sample_leaf(sampled, log_weight, point, delta, building, generator)
             momentum_sum = torch.where(building[:, None], momentum_sum + point.momentum, momentum_sum)
-            turning = building & _subtree_turning(checkpoints, leaf, point.momentum, momentum_sum, mass_matrix)
-            turning_any = turning_any | turning
+            if leaf % 2 == 0:
+                _store_checkpoint(checkpoints, leaf, point.momentum, momentum_sum)
+                stop = divergent
+            else:
+                turning = building & _subtree_turning(checkpoints, leaf, point.momentum, momentum_sum, mass_matrix)
+                turning_any = turning_any | turning
+                stop = turning | divergent
             diverging = diverging | divergent
-            building = building & ~(turning | divergent)
+            building = building & ~stop
             if not bool(building.any()):
                 break
         sub = _SubTree(point, sampled, log_weight, momentum_sum, turning_any)
