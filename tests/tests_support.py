@@ -1,6 +1,8 @@
-"""Small data makers shared by tests."""
+"""Small data makers and statistics shared by tests."""
 
 import torch
+
+from inference import diagnostics
 
 
 def make_regression(n: int, d: int, dtype=torch.float64, seed: int = 0):
@@ -8,3 +10,20 @@ def make_regression(n: int, d: int, dtype=torch.float64, seed: int = 0):
     x = torch.randn(n, d, generator=g, dtype=dtype)
     y = torch.sin(x.sum(-1)) + 0.1 * torch.randn(n, generator=g, dtype=dtype)
     return x, y
+
+
+def z_scores(draws: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, coords) -> dict[str, float]:
+    """z of the sample mean and of the sample variance (as the mean of (x - mu)^2) per coordinate.
+
+    Args:
+        draws: ``chains x draws x D``.
+        mean, var: True means and variances, ``D``.
+        coords: The coordinates to test.
+    """
+    out = {}
+    for c in coords:
+        x = draws[..., c]
+        sq = (x - mean[c]) ** 2
+        out[f"mean[{c}]"] = float((x.mean() - mean[c]) / diagnostics.mcse_mean(x))
+        out[f"var[{c}]"] = float((sq.mean() - var[c]) / diagnostics.mcse_mean(sq))
+    return out

@@ -11,7 +11,8 @@ fast on vectorised hardware. During warm-up:
   ``1/4 E[(||x' - E x'||^2 - ||x - E x||^2)^2]`` (expectations estimated across chains, in the coordinates
   preconditioned by the mass matrix), with the update clipped to ``+-0.35`` in log space and iterate
   averaging with weight ``t^-1/2``;
-- a diagonal (or dense) mass matrix is estimated from all chains pooled, on Stan's window schedule.
+- a diagonal (or dense) mass matrix is estimated from all chains pooled, on Stan's window schedule
+  (``inference.mcmc.adaptation``, shared with Stan's window adaptation).
 
 The number of leapfrog steps of iteration ``t`` is ``ceil(h_t T / step_size)`` with ``h_t`` from a Halton
 sequence (jitter), also after warm-up.
@@ -26,11 +27,12 @@ import torch
 from torch import Tensor
 
 from inference.base import Algorithm
-from inference.mcmc import dual_averaging, welford
+from inference.mcmc import adaptation, integrators
 from inference.mcmc import hmc as hmc_lib
-from inference.mcmc import mass_matrix as mm
+from inference.mcmc.adaptation import AdaptationState, build_schedule
+from inference.mcmc.integrators import Integrator
+from inference.mcmc.sample_stats import sample_stats
 from inference.mcmc.step_size import find_reasonable_step_size
-from inference.mcmc.window_adaptation import _sample_stats, build_schedule
 from probnets.model import LogDensity
 
 #: Default step-size targets per cross-chain mean of the acceptance probabilities. The paper's harmonic
@@ -44,13 +46,10 @@ _SQ_GRAD_RATE = 0.05
 
 class CheesState(NamedTuple):
     chain: hmc_lib.HMCState
-    step_size: Tensor  # () shared by all chains
+    adaptation: AdaptationState  # step size () and mass matrix (D,) or (D, D), shared by all chains
     trajectory_length: Tensor  # () maximum integration time before jitter
     log_trajectory_length_avg: Tensor  # ()
     sq_grad_avg: Tensor  # () running mean of squared criterion gradients
-    dual_averaging: dual_averaging.DualAveragingState
-    mass_matrix: mm.MassMatrix  # shared, (D,) or (D, D)
-    welford: welford.WelfordState
     iteration: Tensor  # () int64
 
 
@@ -94,7 +93,7 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | Non
           acceptance_mean: str = "arithmetic",
           initial_step_size: float = 0.1, learning_rate: float = 0.025, jitter_amount: float = 1.0,
           max_leapfrog_steps: int = 1000, dense: bool = False, adapt_mass_matrix: bool = True,
-          divergence_threshold: float = 1000.0) -> Algorithm:
+          divergence_threshold: float = 1000.0, integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """ChEES-HMC with its warm-up, as an ``Algorithm`` whose info is a dict of ArviZ-named statistics.
 
     Args:
@@ -106,9 +105,10 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | Non
             ``"arithmetic"`` or ``"harmonic"`` (as in the paper; robust to, but slowed by, stuck chains).
         learning_rate: Adaptation rate of ``log T``.
         jitter_amount: The integration time is drawn from ``[(1 - jitter_amount) T, T]``.
-        max_leapfrog_steps: Upper bound on leapfrog steps per iteration.
+        max_leapfrog_steps: Upper bound on integration steps per iteration.
         dense: Adapt a dense mass matrix (pooled over chains) instead of a diagonal one.
         adapt_mass_matrix: Whether to adapt the mass matrix at all (identity otherwise).
+        integrator: An ``Integrator`` or the name of one in ``integrators.INTEGRATORS``.
     """
     if acceptance_mean not in TARGET_ACCEPT:
         raise ValueError(f"acceptance_mean must be one of {tuple(TARGET_ACCEPT)}, got {acceptance_mean!r}")
@@ -118,45 +118,44 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | Non
     if not (isinstance(max_leapfrog_steps, int) and max_leapfrog_steps >= 1):
         raise ValueError(f"max_leapfrog_steps must be a positive integer, got {max_leapfrog_steps!r}")
     schedule = build_schedule(num_warmup)
-    kernel = hmc_lib.build_kernel(divergence_threshold)
+    integrator = integrators.resolve(integrator)
+    kernel = hmc_lib.build_kernel(divergence_threshold, integrator=integrator)
 
     def init(position: Tensor) -> CheesState:
         num_chains, dim = position.shape
         if num_chains < 2:
             raise ValueError(f"ChEES-HMC needs at least 2 chains (it adapts across chains), got {num_chains}")
         dtype, device = position.dtype, position.device
-        inverse = torch.ones(dim, dtype=dtype, device=device)
-        metric = mm.dense(torch.diag(inverse)) if dense else mm.diagonal(inverse)
         step_size = torch.tensor(initial_step_size, dtype=dtype, device=device)
         return CheesState(
             chain=hmc_lib.init(position, logdensity),
-            step_size=step_size,
+            adaptation=adaptation.init(step_size, (dim,), dense=dense),
             trajectory_length=step_size.clone(),
             log_trajectory_length_avg=torch.zeros((), dtype=dtype, device=device),
             sq_grad_avg=torch.zeros((), dtype=dtype, device=device),
-            dual_averaging=dual_averaging.init(step_size),
-            mass_matrix=metric,
-            welford=welford.init(torch.Size((dim,)), dense=dense, dtype=dtype, device=device),
             iteration=torch.zeros((), dtype=torch.long),
         )
 
+    def heuristic(chain, metric, step_size, generator) -> Tensor:
+        """One step size for all chains: the geometric mean of the per-chain heuristic values."""
+        per_chain = find_reasonable_step_size(chain, logdensity, metric, step_size, generator, integrator=integrator)
+        return per_chain.log().mean().exp()
+
     def step(state: CheesState, batch, generator) -> tuple[CheesState, dict[str, Tensor]]:
         i = int(state.iteration)
-        step_size, da, metric = state.step_size, state.dual_averaging, state.mass_matrix
+        adapted = state.adaptation
         if i == 0 and num_warmup > 0:
-            step_size = _shared_step_size(state.chain, logdensity, metric, step_size, generator)
-            da = dual_averaging.init(step_size)
+            adapted = adaptation.restart_step_size(adapted, state.chain, generator, heuristic)
+        step_size, metric = adapted.step_size, adapted.mass_matrix
         jitter = (1.0 - jitter_amount) + jitter_amount * halton(i + 1)
         num_steps = min(max_leapfrog_steps, max(1, math.ceil(jitter * float(state.trajectory_length) / float(step_size))))
         chain, info = kernel(state.chain, generator, logdensity, step_size, metric, num_steps)
-        stats = _sample_stats(chain, info, step_size)
+        stats = sample_stats(chain, info, step_size)
         if i >= num_warmup:
             return state._replace(chain=chain, iteration=state.iteration + 1), stats
 
-        da = dual_averaging.update(da, _pooled_acceptance(info.acceptance_rate, info.is_divergent, acceptance_mean),
-                                   target=target_accept)
-        new_step_size = da.log_step_size.exp()
-
+        adapted = adaptation.update_step_size(
+            adapted, _pooled_acceptance(info.acceptance_rate, info.is_divergent, acceptance_mean), target=target_accept)
         grad = chees_gradient(state.chain.position, info.proposal_position, info.proposal_momentum,
                               info.acceptance_rate, info.is_divergent, metric.inverse, jitter)
         sq_grad_avg = (1 - _SQ_GRAD_RATE) * state.sq_grad_avg + _SQ_GRAD_RATE * grad**2
@@ -165,22 +164,14 @@ def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | Non
         trajectory_length = state.trajectory_length * log_update.exp()
         weight = (i + 1) ** -0.5
         log_t_avg = weight * trajectory_length.log() + (1 - weight) * state.log_trajectory_length_avg
-        trajectory_length = trajectory_length.clamp(new_step_size, new_step_size * max_leapfrog_steps)
+        trajectory_length = _clamp_trajectory_length(trajectory_length, adapted.step_size, max_leapfrog_steps)
 
-        estimate = state.welford
-        if adapt_mass_matrix and schedule.slow[i]:
-            estimate = welford.update_many(estimate, chain.position)
-        if adapt_mass_matrix and schedule.window_end[i]:
-            inverse = welford.regularized_covariance(estimate)
-            metric = mm.dense(inverse) if dense else mm.diagonal(inverse)
-            estimate = welford.init(estimate.mean.shape, dense=dense, dtype=inverse.dtype, device=inverse.device)
-            new_step_size = _shared_step_size(chain, logdensity, metric, new_step_size, generator)
-            da = dual_averaging.init(new_step_size)
+        if adapt_mass_matrix:
+            adapted = adaptation.update_mass_matrix(adapted, schedule, i, chain, generator, heuristic)
         if i == num_warmup - 1:
-            new_step_size = da.log_step_size_avg.exp()
-            trajectory_length = log_t_avg.exp().clamp(new_step_size, new_step_size * max_leapfrog_steps)
-        new_state = CheesState(chain, new_step_size, trajectory_length, log_t_avg, sq_grad_avg, da, metric,
-                               estimate, state.iteration + 1)
+            adapted = adaptation.finalize(adapted)
+            trajectory_length = _clamp_trajectory_length(log_t_avg.exp(), adapted.step_size, max_leapfrog_steps)
+        new_state = CheesState(chain, adapted, trajectory_length, log_t_avg, sq_grad_avg, state.iteration + 1)
         return new_state, stats
 
     return Algorithm(init, step)
@@ -196,7 +187,6 @@ def _pooled_acceptance(acceptance: Tensor, is_divergent: Tensor, kind: str) -> T
     return 1.0 / (1.0 / a.clamp_min(1e-10)).mean() if kind == "harmonic" else a.mean()
 
 
-def _shared_step_size(chain, logdensity, metric, step_size, generator) -> Tensor:
-    """One step size for all chains: the geometric mean of the per-chain heuristic values."""
-    per_chain = find_reasonable_step_size(chain, logdensity, metric, step_size, generator)
-    return per_chain.log().mean().exp()
+def _clamp_trajectory_length(trajectory_length: Tensor, step_size: Tensor, max_leapfrog_steps: int) -> Tensor:
+    """Between one and ``max_leapfrog_steps`` steps of ``step_size``."""
+    return trajectory_length.clamp(step_size, step_size * max_leapfrog_steps)

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from inference.base import Algorithm
-from inference.mcmc import proposal, tree_util
-from inference.mcmc.integrators import IntegratorState, velocity_verlet
+from inference.mcmc import integrators, proposal, trajectory, tree_util
+from inference.mcmc.integrators import Integrator
 from inference.mcmc.mass_matrix import MassMatrix
 from probnets.model import LogDensity
 
@@ -25,6 +25,7 @@ class HMCState(NamedTuple):
 class HMCInfo(NamedTuple):
     """Per-chain diagnostics of one transition (``(C,)`` each).
 
+    ``num_grad_evals`` is ``num_integration_steps`` times the integrator's gradient evaluations per step.
     ``proposal_position``/``proposal_momentum`` are the end point of the trajectory before the Metropolis
     correction (used by trajectory-length adaptation).
     """
@@ -34,6 +35,7 @@ class HMCInfo(NamedTuple):
     is_divergent: Tensor
     energy: Tensor
     num_integration_steps: Tensor
+    num_grad_evals: Tensor
     proposal_position: Tensor
     proposal_momentum: Tensor
 
@@ -43,29 +45,33 @@ def init(position: Tensor, logdensity: LogDensity) -> HMCState:
     return HMCState(position, value, grad)
 
 
-def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD):
+def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD, *,
+                 integrator: str | Integrator = "velocity_verlet"):
     """Returns ``kernel(state, generator, logdensity, step_size, mass_matrix, num_integration_steps)``.
 
     ``step_size`` is a scalar or per-chain ``(C,)``; ``num_integration_steps`` an int or per-chain ``(C,)``
     tensor (chains that finish early are held fixed while the others integrate on).
+
+    Args:
+        divergence_threshold: Energy error above which a transition counts as divergent.
+        integrator: An ``Integrator`` or the name of one in ``integrators.INTEGRATORS``.
     """
+    integrator = integrators.resolve(integrator)
 
     def kernel(state: HMCState, generator, logdensity: LogDensity, step_size: Tensor, mass_matrix: MassMatrix,
                num_integration_steps: int | Tensor) -> tuple[HMCState, HMCInfo]:
         position = state.position
         num_chains = position.shape[0]
         step_size = torch.as_tensor(step_size, dtype=position.dtype, device=position.device)
-        momentum = mass_matrix.sample_momentum(position.shape, generator, position.dtype, position.device)
-        initial_energy = -state.logdensity + mass_matrix.kinetic_energy(momentum)
-        integrator = velocity_verlet(logdensity, mass_matrix)
-        point = IntegratorState(position, momentum, state.logdensity, state.logdensity_grad)
+        point, initial_energy = trajectory.start(state, mass_matrix, generator)
+        one_step = integrator(logdensity, mass_matrix)
         steps = torch.as_tensor(num_integration_steps, device=position.device).expand(num_chains)
         max_steps = int(steps.max())
         uniform = bool((steps == max_steps).all())
         for i in range(max_steps):
-            moved = integrator(point, step_size)
+            moved = one_step(point, step_size)
             point = moved if uniform else tree_util.where(i < steps, moved, point)
-        energy = -point.logdensity + mass_matrix.kinetic_energy(point.momentum)
+        energy = trajectory.hamiltonian(point, mass_matrix)
         delta = proposal.energy_error(initial_energy, energy)
         accepted = proposal.metropolis_accept(delta, generator)
         new_state = tree_util.where(accepted, HMCState(point.position, point.logdensity, point.logdensity_grad), state)
@@ -75,6 +81,7 @@ def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD):
             is_divergent=proposal.is_divergent(delta, divergence_threshold),
             energy=torch.where(accepted, energy, initial_energy),
             num_integration_steps=steps.clone(),
+            num_grad_evals=steps * integrator.num_grad_evals,
             proposal_position=point.position,
             proposal_momentum=point.momentum,
         )
@@ -84,9 +91,10 @@ def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD):
 
 
 def hmc(logdensity: LogDensity, step_size: float | Tensor, mass_matrix: MassMatrix,
-        num_integration_steps: int | Tensor, *, divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD) -> Algorithm:
+        num_integration_steps: int | Tensor, *, divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD,
+        integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """HMC with fixed parameters, as an ``Algorithm``."""
-    kernel = build_kernel(divergence_threshold)
+    kernel = build_kernel(divergence_threshold, integrator=integrator)
 
     def step(state, batch, generator):
         return kernel(state, generator, logdensity, step_size, mass_matrix, num_integration_steps)

@@ -6,11 +6,11 @@ middle coordinate), so the family-wise false-alarm rate of a correct sampler sta
 """
 
 import pytest
-import torch
 
 import inference
 from inference import diagnostics
 from inference.testing import correlated_gaussian_2d, ill_conditioned_gaussian
+from tests_support import z_scores
 
 Z_BOUND = 3.5
 SETTINGS = {
@@ -18,17 +18,6 @@ SETTINGS = {
     "hmc": dict(num_chains=4, num_warmup=500, num_samples=1000, num_steps=16),
     "chees": dict(num_chains=32, num_warmup=400, num_samples=300),
 }
-
-
-def z_scores(draws: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, coords) -> dict[str, float]:
-    """z of the sample mean and of the sample variance (as the mean of (x - mu)^2) per coordinate."""
-    out = {}
-    for c in coords:
-        x = draws[..., c]
-        sq = (x - mean[c]) ** 2
-        out[f"mean[{c}]"] = float((x.mean() - mean[c]) / diagnostics.mcse_mean(x))
-        out[f"var[{c}]"] = float((sq.mean() - var[c]) / diagnostics.mcse_mean(sq))
-    return out
 
 
 def check(post, target, coords):
