@@ -156,8 +156,8 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _postfix(stats: dict[str, Tensor], warmup: bool, divergences: Tensor) -> dict[str, object]:
-    """Live statistics of the progress bar: phase, mean step size, log density and acceptance, most leapfrog
-    steps, and the divergences after warm-up."""
+    """Live statistics of the progress bar: phase, mean step size, log density and acceptance, the most
+    gradient evaluations of a chain's trajectory, and the divergences after warm-up."""
     postfix: dict[str, object] = {"phase": "warmup" if warmup else "sample"}
     if "step_size" in stats:
         postfix["step"] = f"{float(stats['step_size'].float().mean()):.3g}"
@@ -166,6 +166,6 @@ def _postfix(stats: dict[str, Tensor], warmup: bool, divergences: Tensor) -> dic
     if "acceptance_rate" in stats:
         postfix["acc"] = f"{float(stats['acceptance_rate'].float().mean()):.2f}"
     if "n_steps" in stats:
-        postfix["leapfrog"] = int(stats["n_steps"].max())
+        postfix["grads"] = int(stats["n_steps"].max())
     postfix["div"] = int(divergences)
     return postfix

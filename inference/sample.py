@@ -87,7 +87,8 @@ def sample(
         temperature: Likelihood tempering (``ProbModel`` only).
         batch_size: Minibatch size for minibatch samplers on ``(x, y)`` data (``None``: full batch). Each
             step sees the unbiased estimate ``log p(theta) + (N / |B|) sum_B log p(y | x, theta) / T``.
-        progress: Show a live progress bar (step size, acceptance rate, divergences, leapfrog steps).
+        progress: Show a live progress bar (step size, log density, acceptance rate, divergences, gradient
+            evaluations per trajectory).
         print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
         check_convergence: Issue ``ConvergenceWarning``s for divergences, R-hat > 1.01 and low ESS (computing
             R-hat and ESS of every parameter takes seconds on large posteriors).

@@ -12,36 +12,39 @@ from inference.base import Algorithm
 from inference.mcmc import chees as chees_lib
 from inference.mcmc import hmc as hmc_lib
 from inference.mcmc import nuts as nuts_lib
+from inference.mcmc.integrators import Integrator
 from inference.mcmc.window_adaptation import window_adaptation
 from probnets.model import LogDensity
 from probnets.validation import check_positive_float, check_positive_int, check_probability
 
 
 def nuts(logdensity: LogDensity, num_warmup: int, *, max_tree_depth: int = 10, target_accept: float = 0.8,
-         dense_mass: bool = False, step_size: float = 0.1) -> Algorithm:
+         dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """Multinomial NUTS with Stan's windowed warm-up.
 
     Args:
-        max_tree_depth: Trajectories stop after ``2**max_tree_depth`` leapfrog steps.
+        max_tree_depth: Trajectories stop after ``2**max_tree_depth`` integrator steps.
         target_accept: Target of the dual-averaging step-size adaptation.
         dense_mass: Adapt a dense mass matrix instead of a diagonal one.
         step_size: Initial step size (refined by a heuristic and dual averaging during warm-up; used as is
             when ``num_warmup=0``).
+        integrator: ``"velocity_verlet"`` (leapfrog), ``"mclachlan"`` (two-stage minimal-norm, 2 gradients per
+            step) or ``"yoshida"`` (4th order, 3 gradients), or an ``Integrator``; ``n_steps`` counts gradients.
     """
-    return window_adaptation(nuts_lib.build_kernel(max_tree_depth), logdensity, num_warmup, dense=dense_mass,
-                             target_accept=check_probability(target_accept, "target_accept"),
-                             initial_step_size=check_positive_float(step_size, "step_size"))
+    return window_adaptation(nuts_lib.build_kernel(max_tree_depth, integrator=integrator), logdensity, num_warmup,
+                             dense=dense_mass, target_accept=check_probability(target_accept, "target_accept"),
+                             initial_step_size=check_positive_float(step_size, "step_size"), integrator=integrator)
 
 
 def hmc(logdensity: LogDensity, num_warmup: int, *, num_steps: int | None = None,
         trajectory_length: float | None = None, max_leapfrog_steps: int = 1000, target_accept: float = 0.8,
-        dense_mass: bool = False, step_size: float = 0.1) -> Algorithm:
+        dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """Static HMC with Stan's windowed warm-up.
 
     Args:
-        num_steps / trajectory_length: Fixed leapfrog steps, or a fixed integration time (steps =
+        num_steps / trajectory_length: Fixed integrator steps, or a fixed integration time (steps =
             ``ceil(trajectory_length / step_size)`` capped at ``max_leapfrog_steps``); default 32 steps.
-        target_accept, dense_mass, step_size: As for ``nuts``.
+        target_accept, dense_mass, step_size, integrator: As for ``nuts``.
     """
     if num_steps is not None and trajectory_length is not None:
         raise ValueError("give num_steps or trajectory_length for HMC, not both")
@@ -52,7 +55,7 @@ def hmc(logdensity: LogDensity, num_warmup: int, *, num_steps: int | None = None
     else:
         trajectory_length = check_positive_float(trajectory_length, "trajectory_length")
     max_leapfrog_steps = check_positive_int(max_leapfrog_steps, "max_leapfrog_steps")
-    base = hmc_lib.build_kernel()
+    base = hmc_lib.build_kernel(integrator=integrator)
 
     def kernel(state, generator, logdensity, step_size, mass_matrix):
         steps = num_steps
@@ -62,20 +65,21 @@ def hmc(logdensity: LogDensity, num_warmup: int, *, num_steps: int | None = None
 
     return window_adaptation(kernel, logdensity, num_warmup, dense=dense_mass,
                              target_accept=check_probability(target_accept, "target_accept"),
-                             initial_step_size=check_positive_float(step_size, "step_size"))
+                             initial_step_size=check_positive_float(step_size, "step_size"), integrator=integrator)
 
 
 def chees(logdensity: LogDensity, num_warmup: int, *, target_accept: float | None = None,
-          max_leapfrog_steps: int = 1000, dense_mass: bool = False, step_size: float = 0.1) -> Algorithm:
+          max_leapfrog_steps: int = 1000, dense_mass: bool = False, step_size: float = 0.1,
+          integrator: str | Integrator = "velocity_verlet") -> Algorithm:
     """ChEES-HMC (needs at least 2 chains).
 
     Args:
         target_accept: Target of the chains' mean acceptance probability (default 0.8).
-        max_leapfrog_steps: Upper bound on leapfrog steps per iteration.
-        dense_mass, step_size: As for ``nuts``.
+        max_leapfrog_steps: Upper bound on integrator steps per iteration.
+        dense_mass, step_size, integrator: As for ``nuts``.
     """
     if target_accept is not None:
         check_probability(target_accept, "target_accept")
     return chees_lib.chees(logdensity, num_warmup, target_accept=target_accept,
                            max_leapfrog_steps=max_leapfrog_steps, dense=dense_mass,
-                           initial_step_size=check_positive_float(step_size, "step_size"))
+                           initial_step_size=check_positive_float(step_size, "step_size"), integrator=integrator)
