@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from probnets.conv_dkm import ConvDKM, ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP, ResidualBlock, sample_patches
 from probnets.dkm import GramLayer, Grams, Output, ReluKernel, fit
-from probnets.conv_dkm.digits import digits_split, run_digits_experiment
 from probnets.kernels import conv_nngp_covariance, dual_activations
 
 TINY = 1e-30  # a bias variance that vanishes in float64 but keeps conv_nngp_covariance's positivity check happy
@@ -397,34 +396,3 @@ def test_a_short_training_run_decreases_the_loss(nu):
     history = fit(model, images, labels, epochs=6, batch_size=16, generator=torch.Generator().manual_seed(19))
     assert len(history) == 6 and all(math.isfinite(h) for h in history)
     assert history[-1] < history[0] - 0.1
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The digits experiment
-
-
-def test_digits_split_is_whitened_and_disjoint():
-    split = digits_split(300, seed=1)
-    assert split.x_train.shape == (300, 1, 8, 8) and split.x_test.shape == (1497, 1, 8, 8)
-    assert split.x_train.dtype == torch.float32 and split.y_train.dtype == torch.long
-    torch.testing.assert_close(split.x_train.mean().item(), 0.0, atol=1e-5, rtol=0)
-    torch.testing.assert_close(split.x_train.std().item(), 1.0, atol=1e-3, rtol=0)
-    assert set(split.y_train.tolist()) == set(range(10))
-    with pytest.raises(ValueError, match="num_train"):
-        digits_split(1797)
-
-
-def test_digits_experiment_quick():
-    result = run_digits_experiment(0.01, epochs=1, seed=0, num_train=150, mc_samples=10)
-    assert set(result) >= {"accuracy", "nll", "wall_time"}
-    assert 0 <= result["accuracy"] <= 1 and math.isfinite(result["nll"]) and result["wall_time"] > 0
-
-
-@pytest.mark.slow
-def test_learned_representations_beat_the_fixed_kernel_on_digits():
-    """The paper's ablation at CPU scale: nu = 0.01 against nu = inf, same budget (about 2 minutes)."""
-    learned = run_digits_experiment(0.01, epochs=40, seed=0)
-    fixed = run_digits_experiment(math.inf, epochs=40, seed=0)
-    assert learned["accuracy"] > 0.93
-    assert learned["accuracy"] > fixed["accuracy"] + 0.05
-    assert learned["nll"] < fixed["nll"]
