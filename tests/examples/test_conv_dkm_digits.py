@@ -36,7 +36,6 @@ def test_digits_experiment_quick(digits):
     assert 0 <= result["accuracy"] <= 1 and math.isfinite(result["nll"]) and result["wall_time"] > 0
 
 
-@pytest.mark.slow
 def test_learned_representations_beat_the_fixed_kernel_on_digits(digits):
     """The paper's ablation at CPU scale: nu = 0.01 against nu = inf, same budget."""
     learned = digits.run_digits_experiment(0.01, epochs=40, seed=0, num_threads=1)
