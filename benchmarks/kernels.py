@@ -5,8 +5,9 @@ Section ``regression``: test NLL and RMSE over ``--splits`` random 90/10 splits 
 sampling (``probnets.scale_mixture``), hyperparameters by Adam as in the paper, and a sparse deep kernel
 machine (``probnets.dkm``).
 
-Section ``digits``: the convolutional DKM on scikit-learn's digits with nu = 0.01 (learned representations)
-against nu = inf (fixed kernels), ``--digits-epochs`` epochs, ``--digits-seeds`` seeds.
+Section ``digits``: the convolutional DKM on scikit-learn's digits (the experiment of
+``examples/conv_dkm_digits.py``) with nu = 0.01 (learned representations) against nu = inf (fixed kernels),
+``--digits-epochs`` epochs, ``--digits-seeds`` seeds.
 
 Section ``nngp_timing``: the NNGP kernel matrix of a ReLU network (``--depth`` hidden layers, default 3) on
 N = 2000 standard-normal inputs with d = 10, ``K(x, x)`` as a dense N x N matrix, from
@@ -44,6 +45,7 @@ in an environment without torch.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -388,12 +390,12 @@ def _regression_markdown(result: dict) -> str:
 
 
 def run_digits(args) -> dict:
-    """``run_digits_experiment`` (``examples/conv_dkm_digits.py``) for nu = 0.01 and nu = inf over
+    """``run_digits_experiment`` of ``examples/conv_dkm_digits.py`` for nu = 0.01 and nu = inf over
     ``--digits-seeds`` seeds."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "conv_dkm_digits_example", os.path.join(ROOT, "examples", "conv_dkm_digits.py"))
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    path = os.path.join(ROOT, "examples", "conv_dkm_digits.py")
+    spec = importlib.util.spec_from_file_location("conv_dkm_digits", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     run_digits_experiment = example.run_digits_experiment

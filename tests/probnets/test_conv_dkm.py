@@ -3,9 +3,7 @@ nu = inf limit, shapes and dtypes, input checks and a short training run."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +12,8 @@ import torch.nn.functional as F
 import inference
 from probnets.conv_dkm import ConvDKM, ConvF2G, ConvMixup, GramBatchNorm, Input, NystromGAP, ResidualBlock, sample_patches
 from probnets.dkm import GramLayer, Grams, Output, ReluKernel
-from probnets.conv_dkm.digits import digits_split
 from probnets.kernels import conv_nngp_covariance, dual_activations
 from conditioned_contract import ConditionedModelContract
-
-_EXAMPLE = importlib.util.spec_from_file_location(
-    "conv_dkm_digits_example", Path(__file__).resolve().parents[2] / "examples" / "conv_dkm_digits.py")
-_example = importlib.util.module_from_spec(_EXAMPLE)
-_EXAMPLE.loader.exec_module(_example)
-run_digits_experiment = _example.run_digits_experiment
 
 TINY = 1e-30  # a bias variance that vanishes in float64 but keeps conv_nngp_covariance's positivity check happy
 
@@ -417,34 +408,3 @@ class TestConvDKMContract(ConditionedModelContract):
     def make_model(self, dtype):
         images, labels = _stripes(8, seed=3)
         return _model(dtype=dtype, num_outputs=2, mc_samples=5), images.to(dtype), labels, images[:3].to(dtype)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The digits experiment
-
-
-def test_digits_split_is_whitened_and_disjoint():
-    split = digits_split(300, seed=1)
-    assert split.x_train.shape == (300, 1, 8, 8) and split.x_test.shape == (1497, 1, 8, 8)
-    assert split.x_train.dtype == torch.float32 and split.y_train.dtype == torch.long
-    torch.testing.assert_close(split.x_train.mean().item(), 0.0, atol=1e-5, rtol=0)
-    torch.testing.assert_close(split.x_train.std().item(), 1.0, atol=1e-3, rtol=0)
-    assert set(split.y_train.tolist()) == set(range(10))
-    with pytest.raises(ValueError, match="num_train"):
-        digits_split(1797)
-
-
-def test_digits_experiment_quick():
-    result = run_digits_experiment(0.01, epochs=1, seed=0, num_train=150, mc_samples=10)
-    assert set(result) >= {"accuracy", "nll", "wall_time"}
-    assert 0 <= result["accuracy"] <= 1 and math.isfinite(result["nll"]) and result["wall_time"] > 0
-
-
-@pytest.mark.slow
-def test_learned_representations_beat_the_fixed_kernel_on_digits():
-    """The paper's ablation at CPU scale: nu = 0.01 against nu = inf, same budget (about 2 minutes)."""
-    learned = run_digits_experiment(0.01, epochs=40, seed=0)
-    fixed = run_digits_experiment(math.inf, epochs=40, seed=0)
-    assert learned["accuracy"] > 0.93
-    assert learned["accuracy"] > fixed["accuracy"] + 0.05
-    assert learned["nll"] < fixed["nll"]

@@ -155,11 +155,10 @@ def test_sine_toy_representation_learning_beats_the_fixed_kernel_limit():
     assert learned > fixed + 0.15
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sine_toy_full_size(seed):
-    """The reference toy's size: 1000 points, 50 inducing points, 4 layers."""
-    settings = dict(num_train=1000, num_layers=4, epochs=100, batch_size=100, seed=seed)
+def test_sine_toy_full_size():
+    """The reference toy's size: 1000 points, 50 inducing points, 4 layers (one seed: the margin is ten times
+    the Monte Carlo spread of the test mean)."""
+    settings = dict(num_train=1000, num_layers=4, epochs=100, batch_size=100, seed=0)
     assert _sine_test_log_likelihood(1.0, **settings) > _sine_test_log_likelihood(math.inf, **settings) + 0.3
 
 

@@ -15,11 +15,11 @@ import torch
 from probnets import BNN, Bernoulli, Gaussian
 from probnets.model import LogDensity
 
-fused_mlp = pytest.importorskip("probnets.fused_mlp")
-if not fused_mlp._HAVE_NUMBA:  # pragma: no cover
+from probnets.fused_mlp import FusedGaussianMLPLogDensity, codegen, density, helpers, supports
+
+if not helpers.HAVE_NUMBA:  # pragma: no cover
     pytest.skip("numba is not installed", allow_module_level=True)
 
-FusedGaussianMLPLogDensity = fused_mlp.FusedGaussianMLPLogDensity
 TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
@@ -81,9 +81,9 @@ def test_no_hidden_layer_two_outputs():
 def test_two_hidden_layers_two_outputs_relu_and_wide_layer_code_paths(monkeypatch):
     # Tiny unrolling/blocking limits make these small layers take the code paths of wide ones: blocked
     # forward and weight-gradient loops, a back-propagated error summed in blocks, an unfused output layer.
-    monkeypatch.setattr(fused_mlp, "_UNROLL", 2)
-    monkeypatch.setattr(fused_mlp, "_BLOCK", 2)
-    monkeypatch.setattr(fused_mlp, "_FUSE_OUT", 1)
+    monkeypatch.setattr(codegen, "UNROLL", 2)
+    monkeypatch.setattr(codegen, "BLOCK", 2)
+    monkeypatch.setattr(codegen, "FUSE_OUT", 1)
     model, ld = make(d=5, widths=(3, 5), m=2, activation="relu", dtype=torch.float32)
     assert_matches(ld, theta_for(model, (3,), torch.float32))
     assert_matches(ld, theta_for(model, (1,), torch.float32))
@@ -108,7 +108,7 @@ def test_non_lognormal_noise_prior_falls_back_to_autograd():
 def test_data_blocks_across_threads(dtype, monkeypatch):
     # Few chains and a zero threshold: chains and blocks of data points are spread over two threads.
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(fused_mlp, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(density, "_available_cpus", lambda: 2)
     model, ld = make(n=200, dtype=dtype)
     ld.parallel_threshold = 0
     nthreads, blocks, _ = ld._plan(3)
@@ -135,14 +135,14 @@ def test_tanh_approximations_are_accurate():
     x64 = torch.cat([torch.linspace(-25, 25, 200_001, dtype=torch.float64),
                      torch.logspace(-30, 1.5, 10_001, dtype=torch.float64)])
     ref = torch.tanh(x64)
-    got64 = torch.tensor([fused_mlp._tanh64.py_func(float(v)) for v in x64[::50]], dtype=torch.float64)
+    got64 = torch.tensor([helpers.tanh64.py_func(float(v)) for v in x64[::50]], dtype=torch.float64)
     torch.testing.assert_close(got64, ref[::50], rtol=5e-16, atol=0)
     x32 = x64.to(torch.float32)
     import numpy as np
 
-    got32 = torch.tensor([float(fused_mlp._tanh32.py_func(np.float32(v))) for v in x32[::50].tolist()])
+    got32 = torch.tensor([float(helpers.tanh32.py_func(np.float32(v))) for v in x32[::50].tolist()])
     torch.testing.assert_close(got32.double(), torch.tanh(x32[::50].double()), rtol=4e-7, atol=0)
-    for f, nan in ((fused_mlp._tanh64.py_func, float("nan")), (fused_mlp._tanh32.py_func, np.float32("nan"))):
+    for f, nan in ((helpers.tanh64.py_func, float("nan")), (helpers.tanh32.py_func, np.float32("nan"))):
         assert math.isnan(f(nan))
         assert f(float("inf")) == 1.0 and f(-float("inf")) == -1.0
 
@@ -169,15 +169,15 @@ def test_differentiable_call_and_other_dtypes_use_the_generic_path():
 
 
 def test_supports(monkeypatch):
-    assert fused_mlp.supports(BNN(3, (5,), activation="relu", likelihood=Gaussian(noise_scale=1.0)))
+    assert supports(BNN(3, (5,), activation="relu", likelihood=Gaussian(noise_scale=1.0)))
     with monkeypatch.context() as mp:
-        mp.setattr(fused_mlp, "_HAVE_NUMBA", False)  # numba missing: the generic path
+        mp.setattr(helpers, "HAVE_NUMBA", False)  # numba missing: the generic path
         model = BNN(3, (5,))
-        assert not fused_mlp.supports(model)
+        assert not supports(model)
         assert not isinstance(model.logdensity((torch.randn(4, 3), torch.randn(4))), FusedGaussianMLPLogDensity)
-    assert not fused_mlp.supports(BNN(3, (5,), likelihood=Bernoulli()))
-    assert not fused_mlp.supports(BNN(3, (5,), activation="gelu"))
-    assert not fused_mlp.supports(BNN(3, (5,), activation=lambda t: t.tanh()))
+    assert not supports(BNN(3, (5,), likelihood=Bernoulli()))
+    assert not supports(BNN(3, (5,), activation="gelu"))
+    assert not supports(BNN(3, (5,), activation=lambda t: t.tanh()))
     model = BNN(3, (5,), likelihood=Bernoulli())
     x, y = torch.randn(10, 3), (torch.rand(10) > 0.5).float()
     assert not isinstance(model.logdensity((x, y)), FusedGaussianMLPLogDensity)

@@ -213,13 +213,12 @@ def _mpnp_against_cnp(num_steps: int, num_tasks: int = 1000) -> tuple[torch.Tens
 
 def test_mpnp_target_log_likelihood_is_close_to_cnps_after_short_training():
     # Fast version: at 400 steps the direction is not settled yet (the notes call it weak at small scale), so this
-    # checks non-inferiority within 0.03 nats; the slow test checks the direction at the notes' 3000 steps.
+    # checks non-inferiority within 0.03 nats; the next test checks the direction at the notes' 3000 steps.
     cnp, mpnp = _mpnp_against_cnp(num_steps=400, num_tasks=300)
     diff = (mpnp - cnp).double()
     assert diff.mean() + 2 * diff.std() / math.sqrt(diff.numel()) > -0.03
 
 
-@pytest.mark.slow
 def test_mpnp_target_log_likelihood_is_at_least_cnps():
     cnp, mpnp = _mpnp_against_cnp(num_steps=3000)
     diff = (mpnp - cnp).double()

@@ -112,7 +112,7 @@ def test_syn_t_importance_sampling_with_the_prior_reproduces_the_student_t_proce
 
 def test_syn_t_ess_collapse_is_detected_and_the_posterior_proposal_gets_it_right(data):
     """(alpha, beta) = (4, 1): the prior sits far below the scale's posterior. The posterior proposal's NLL
-    has a Monte Carlo standard error of 4.5e-4 with 2e5 draws (the slow variant checks other seeds)."""
+    has a Monte Carlo standard error of 4.5e-4 with 2e5 draws (another test checks other seeds)."""
     x, y, x_test, y_test, y_scale = data
     exact = nll(inference.fit(fixed(StudentTProcess, alpha=4.0, beta=1.0), (x, y)).predict(x_test), y_test,
                 y_scale=y_scale)
@@ -420,7 +420,6 @@ def test_student_t_log_marginal_function_matches_the_model():
     assert float(value) == pytest.approx(model.log_marginal_likelihood(), abs=1e-10)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 6))
 def test_syn_t_posterior_proposal_agrees_within_its_standard_error_for_other_seeds(data, seed):
     """The fast check's seed is not special: for other seeds the posterior proposal's NLL lies within 3.5
