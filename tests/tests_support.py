@@ -1,4 +1,7 @@
-"""Small data makers and statistics shared by tests."""
+"""Small data makers, statistics and script loaders shared by tests."""
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -27,3 +30,15 @@ def z_scores(draws: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, coords)
         out[f"mean[{c}]"] = float((x.mean() - mean[c]) / diagnostics.mcse_mean(x))
         out[f"var[{c}]"] = float((sq.mean() - var[c]) / diagnostics.mcse_mean(sq))
     return out
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str):
+    """Import a script of the repository that is not in a package (``examples/``, ``benchmarks/``) by its path."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from inference.base import Algorithm
 from inference.mcmc import adaptation, hmc, integrators
-from inference.mcmc.adaptation import AdaptationState, WindowSchedule, build_schedule
+from inference.mcmc.adaptation import AdaptationState, build_schedule
 from inference.mcmc.integrators import Integrator
 from inference.mcmc.mass_matrix import MassMatrix
 from inference.mcmc.sample_stats import sample_stats
@@ -89,4 +89,4 @@ def window_adaptation(kernel: Kernel, logdensity: LogDensity, num_warmup: int, *
     return Algorithm(init_state, step)
 
 
-__all__ = ["AdaptiveState", "Kernel", "WindowSchedule", "build_schedule", "window_adaptation"]
+__all__ = ["AdaptiveState", "Kernel", "window_adaptation"]

@@ -1,17 +1,12 @@
 """The BO benchmark's run log: a rerun with the same settings reuses finished runs; other settings run again."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-_BO_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bo.py"
+from tests_support import load_script
 
 
 def _load_bo():
-    spec = importlib.util.spec_from_file_location("benchmarks_bo_under_test", _BO_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bo.py")
 
 
 def test_rerun_reuses_logged_runs(tmp_path):

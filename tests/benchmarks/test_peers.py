@@ -1,22 +1,15 @@
 """Smoke tests of the protocol-H1 peer runners in benchmarks/peers.py (tiny settings: shapes, finiteness,
 bookkeeping).  Each peer runs in its own subprocess, so these take a few seconds to tens of seconds."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from probnets.datasets import diabetes
-
-_PEERS_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py"
+from tests_support import load_script
 
 
 def _load_peers():
-    spec = importlib.util.spec_from_file_location("benchmarks_peers_under_test", _PEERS_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/peers.py")
 
 
 @pytest.fixture(scope="module")

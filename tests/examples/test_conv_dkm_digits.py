@@ -1,22 +1,17 @@
 """The conv DKM digits experiment of examples/conv_dkm_digits.py: the split, a quick run, and the paper's
 direction (learned representations beat the fixed-kernel limit)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[2] / "examples" / "conv_dkm_digits.py"
+from tests_support import load_script
 
 
 @pytest.fixture(scope="module")
 def digits():
-    spec = importlib.util.spec_from_file_location("examples_conv_dkm_digits_under_test", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/conv_dkm_digits.py")
 
 
 def test_digits_split_is_whitened_and_disjoint(digits):

@@ -1,24 +1,18 @@
 """The Nagler bias/variance diagnostic of examples/pfn_gp_regression.py: the reference table of the
 Nadaraya-Watson smoother, and the pretrained PFN's variance falling with the training-set size."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from probnets.pfn import load_pretrained
-
-_PATH = Path(__file__).resolve().parents[2] / "examples" / "pfn_gp_regression.py"
+from tests_support import load_script
 
 
 @pytest.fixture(scope="module")
 def diagnostics():
-    spec = importlib.util.spec_from_file_location("examples_pfn_gp_regression_under_test", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/pfn_gp_regression.py")
 
 
 def test_nadaraya_watson_reproduces_the_reference_bias_variance_table(diagnostics):

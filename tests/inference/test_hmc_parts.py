@@ -8,8 +8,9 @@ import torch
 
 import inference
 from inference.mcmc import adaptation, chees, dual_averaging, hmc, integrators, mass_matrix, nuts, welford
+from inference.mcmc.adaptation import build_schedule
 from inference.mcmc.integrators import IntegratorState, velocity_verlet
-from inference.mcmc.window_adaptation import build_schedule, window_adaptation
+from inference.mcmc.window_adaptation import window_adaptation
 from inference.testing import GaussianTarget, correlated_gaussian_2d, ill_conditioned_gaussian
 from probnets.model import LogDensity
 from tests_support import z_scores
