@@ -144,8 +144,9 @@ def sample(
         if init is None:
             init = model.init_theta(num_chains, generator=generator, dtype=dtype)
     else:
-        if data is not None:
-            raise ValueError("data is only used with a ProbModel target; a log density has its data bound in")
+        if data is not None or batch_size is not None:
+            raise ValueError("data and batch_size are only used with a ProbModel target; a log density has its "
+                             "data bound in")
         if temperature != 1.0:
             raise ValueError("temperature applies to a ProbModel's likelihood; temper a bare log density yourself")
         if init is not None:

@@ -6,6 +6,7 @@ from sampler_contract import conjugate_regression
 
 import inference
 from inference.minibatch import BatchStream, MinibatchLogDensity
+from inference.testing import correlated_gaussian_2d
 
 
 def _data(n=10):
@@ -84,3 +85,8 @@ def test_minibatches_need_a_minibatch_sampler():
     model, data, _, _ = conjugate_regression()
     with pytest.raises(ValueError, match="minibatch sampler: \\['sghmc'"):
         inference.sample(model, data, method="nuts", batch_size=10, progress=False)
+
+
+def test_batch_size_needs_a_model_with_data():
+    with pytest.raises(ValueError, match="batch_size"):
+        inference.sample(correlated_gaussian_2d(), dim=2, method="sghmc", batch_size=10, progress=False)
