@@ -150,7 +150,12 @@ class SamplePosterior:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save draws, statistics, layout and metadata (``torch.load(weights_only=True)``-safe)."""
-        payload = {
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self._payload(), path)
+
+    def _payload(self) -> dict[str, Any]:
+        """What ``save`` writes (subclasses add their own entries)."""
+        return {
             "format": _FORMAT,
             "samples": self.samples.detach().cpu(),
             "sample_stats": {k: v.cpu() for k, v in self.sample_stats.items()},
@@ -160,18 +165,19 @@ class SamplePosterior:
                                                     "shapes": [list(s) for s in self.spec.shapes]},
             "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SamplePosterior:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return cls._from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
+
+    @classmethod
+    def _from_payload(cls, payload: dict[str, Any], path, **extra: Any) -> SamplePosterior:
         if payload.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a probnets SamplePosterior file (format {payload.get('format')!r})")
         spec = payload["spec"]
         return cls(payload["samples"], payload["sample_stats"], warmup_stats=payload["warmup_stats"],
                    spec=None if spec is None else ParamSpec(tuple(spec["names"]), tuple(torch.Size(s) for s in spec["shapes"])),
-                   info=payload["info"], log_weights=payload["log_weights"])
+                   info=payload["info"], log_weights=payload["log_weights"], **extra)
 
 
 def _version() -> str:
