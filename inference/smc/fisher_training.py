@@ -42,10 +42,12 @@ def resolve_move(model: ProbModel, move: Move | str | None, scale: float) -> Mov
     from inference.smc import moves
 
     if move == "rw":
-        return moves.random_walk_jitter(scale)
+        std = math.sqrt(scale)
+        return lambda particles, generator: moves.random_walk_jitter(particles, generator, std)
     if move == "ou":
         mean, variance = model.prior_moments()
-        return moves.ou_jitter(scale, mean, variance)
+        return lambda particles, generator: moves.ou_jitter(particles, generator, scale, mean.to(particles),
+                                                            variance.to(particles))
     raise ValueError(f"move must be 'rw', 'ou', None or a callable (particles, generator) -> particles, got {move!r}")
 
 
