@@ -1,5 +1,5 @@
 """SGSMC (a fresh sampler per minibatch with random-walk MH moves) and its HMC phase, on the linear-Gaussian
-partial BNN of ``test_open_horizon`` (closed forms there)."""
+partial BNN of ``tests/pbnn_support.py`` (closed forms there)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 
 from inference.smc import open_horizon, sgsmc
-from test_open_horizon import exact, linear_data, linear_model
+from pbnn_support import exact, linear_data, linear_model
 
 
 def test_minibatch_evidence_is_unbiased():
