@@ -191,3 +191,8 @@ def test_bad_input(bad, match):
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         fit_surrogate(args.pop("train_X"), args.pop("train_Y"), args.pop("kind"), **args)
+
+
+class TestSMCPartialBNN(SurrogateContract):
+    kind = "smc-pbnn"
+    options = {"widths": (16,), "num_particles": 64, "num_epochs": 150}
