@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, pbnn_fit
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -25,10 +25,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Method defaults (chains/warm-up/draws): "
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
                                  for s in registry.SAMPLERS.values()))
-    parser.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
-    parser.add_argument("--method", choices=list(registry.SAMPLERS), default="chees",
+    parser.add_argument("--model", choices=["bnn", "pbnn"], default="bnn",
+                        help="model family (default: bnn; pbnn: partial BNN, see probnets_app.pbnn_fit)")
+    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(pbnn_fit.METHODS), default=None,
                         help="a registered sampler (default: chees): "
-                             + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values()))
+                             + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
+                             + "; for --model pbnn: ohsmc (default) or sgsmc")
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of a CSV file (required for CSV data)")
@@ -53,6 +55,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    pbnn_fit.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -71,6 +74,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     dtype = getattr(torch, args.dtype)
     split = load_split(args.data, target=args.target, test_fraction=args.test_fraction,
                        split_seed=args.split_seed, dtype=dtype)
+    if args.model == "pbnn":
+        args.method = args.method or "ohsmc"
+        return pbnn_fit.run(args, parser, split, out, dtype)
+    args.method = args.method or "chees"
+    if args.method in pbnn_fit.METHODS:
+        parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")
 
     import warnings
 

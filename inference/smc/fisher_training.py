@@ -173,7 +173,10 @@ def train(model: ProbModel, data, *, init: Callable[[Tensor], Any],
     if validation is not None and run.best_state is not None and run.best_step > 0:
         state = run.best_state
         model.load_state_dict(run.best_psi)
-    info = {**config, "num_steps": num_steps, "wall_time": time.perf_counter() - start,
+    # num_chains / num_samples / num_warmup as the fit report reads them: one population of particles after the
+    # training steps.
+    info = {**config, "num_steps": num_steps, "num_chains": 1, "num_samples": num_particles, "num_warmup": num_steps,
+            "wall_time": time.perf_counter() - start,
             "skipped_steps": result.skipped_steps, "resumed_from": result.resumed_from,
             "num_nonfinite": int(torch.nan_to_num(run.trace["num_nonfinite"]).sum()),
             "best_step": run.best_step if validation is not None else num_steps,

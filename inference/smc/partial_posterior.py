@@ -48,10 +48,13 @@ class PartialPosterior(SamplePosterior):
         return model
 
     def predictive(self, model: ProbModel, x: Tensor, **kwargs: Any) -> Predictive:
-        return super().predictive(self.apply_psi(model), x, **kwargs)
+        # psi is fitted: track gradients only towards inputs that ask for them
+        with torch.set_grad_enabled(bool(getattr(x, "requires_grad", False))):
+            return super().predictive(self.apply_psi(model), x, **kwargs)
 
     def f_draws(self, model: ProbModel, x: Tensor, **kwargs: Any) -> Tensor:
-        return super().f_draws(self.apply_psi(model), x, **kwargs)
+        with torch.set_grad_enabled(bool(getattr(x, "requires_grad", False))):
+            return super().f_draws(self.apply_psi(model), x, **kwargs)
 
     def to_arviz(self, model: ProbModel | None = None, batch=None, **kwargs: Any):
         return super().to_arviz(None if model is None else self.apply_psi(model), batch, **kwargs)

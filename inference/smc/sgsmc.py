@@ -133,9 +133,9 @@ def fit_sgsmc(model: ProbModel, data, *, num_particles: int = 1000, num_epochs: 
     finally:
         for p in model.psi_parameters():
             p.requires_grad_(True)
-    info = {**trained.info, **{f"hmc_{k}": v for k, v in draws.info.items()
-                               if k in ("num_warmup", "num_samples", "num_chains", "wall_time", "grad_evals")},
-            "hmc": True, "method": "sgsmc-hmc"}
+    hmc_info = {k: v for k, v in draws.info.items() if k in ("num_warmup", "num_samples", "num_chains", "grad_evals")}
+    info = {**trained.info, **hmc_info, "sgsmc_wall_time": trained.info["wall_time"],
+            "wall_time": trained.info["wall_time"] + draws.info["wall_time"], "hmc": True, "method": "sgsmc-hmc"}
     return PartialPosterior(draws.samples, draws.sample_stats, warmup_stats=draws.warmup_stats, spec=model.spec,
                             info=info, psi=model.state_dict(), trace=trained.trace)
 
