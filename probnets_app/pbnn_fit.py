@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="ohsmc jitter: random walk or prior-preserving Ornstein-Uhlenbeck (default: rw)")
     group.add_argument("--move-scale", type=float, default=1e-2,
                        help="jitter variance (rw) or time step (ou) (default: 0.01)")
+    group.add_argument("--mh-steps", type=arguments.nonnegative_int, default=10,
+                       help="sgsmc: random-walk MH steps per datum (default: 10)")
+    group.add_argument("--hmc-steps", type=arguments.positive_int, default=100,
+                       help="sgsmc: leapfrog steps per HMC trajectory (default: 100)")
     group.add_argument("--validation-fraction", type=arguments.fraction, default=0.2,
                        help="fraction of the training rows held out to pick the best state (default: 0.2)")
 
@@ -67,8 +71,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
         if args.method == "ohsmc":
             posterior = fit_open_horizon(model, data, move=args.move, move_scale=args.move_scale, **common)
         else:
-            posterior = fit_sgsmc(model, data, hmc_chains=args.chains or 4, hmc_warmup=args.warmup or 2000,
-                                  hmc_samples=args.samples or 1000, **common)
+            posterior = fit_sgsmc(model, data, num_mh_steps=args.mh_steps, hmc_chains=args.chains or 4,
+                                  hmc_warmup=2000 if args.warmup is None else args.warmup,
+                                  hmc_samples=args.samples or 1000, hmc_num_steps=args.hmc_steps, **common)
     except ValueError as exc:  # e.g. a checkpoint from another configuration
         raise DataError(str(exc)) from None
     extra = {"data": data_name, "target": split.target_name, "architecture": "uci (d-50-20 | 20-5 | 5-1)",

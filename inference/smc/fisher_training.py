@@ -45,6 +45,9 @@ def resolve_move(model: ProbModel, move: Move | str | None, scale: float) -> Mov
         std = math.sqrt(scale)
         return lambda particles, generator: moves.random_walk_jitter(particles, generator, std)
     if move == "ou":
+        if not callable(getattr(model, "prior_moments", None)):
+            raise TypeError(f"move='ou' needs a model with a Gaussian prior and prior_moments() (a PartialBNN), got "
+                            f"{type(model).__name__}")
         mean, variance = model.prior_moments()
         return lambda particles, generator: moves.ou_jitter(particles, generator, scale, mean.to(particles),
                                                             variance.to(particles))
@@ -136,8 +139,8 @@ def train(model: ProbModel, data, *, init: Callable[[Tensor], Any],
         module.to(dtype)
 
     generator = torch.Generator().manual_seed(int(seed))
-    run = _Run(model, init(model.init_theta(num_particles, generator=generator, dtype=dtype)), num_steps,
-               validation is not None)
+    particles = model.init_theta(num_particles, generator=generator, dtype=dtype).to(params[0].device)
+    run = _Run(model, init(particles), num_steps, validation is not None)
     step_fn = make_step(generator)
 
     def loss_fn() -> Tensor:

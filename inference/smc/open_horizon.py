@@ -18,6 +18,7 @@ training loop around the step (Adam on ``psi``, best state by validation NLPD, c
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -66,8 +67,7 @@ def init(particles: Tensor) -> OpenHorizonState:
     """Equally weighted particles ``... x J x D`` (e.g. prior draws) with ``log Z = 0``."""
     if particles.dim() < 2:
         raise ValueError(f"particles must have shape (..., J, D), got {tuple(particles.shape)}")
-    num = particles.shape[-2]
-    log_w = torch.full(particles.shape[:-1], -torch.log(torch.tensor(float(num))).item(), dtype=particles.dtype,
+    log_w = torch.full(particles.shape[:-1], -math.log(particles.shape[-2]), dtype=particles.dtype,
                        device=particles.device)
     return OpenHorizonState(particles, log_w, torch.zeros(particles.shape[:-2], dtype=particles.dtype,
                                                            device=particles.device))
@@ -110,8 +110,7 @@ def build_kernel(model: ProbModel, move: Move | None = None, *, resample: str = 
             idx = resampler(weights, generator=generator)
             moved = particles.gather(-2, idx[..., None].expand_as(particles))
             particles = torch.where(resampled[..., None, None], moved, particles)
-            log_w = torch.where(resampled[..., None], torch.full_like(log_w, -torch.log(torch.tensor(float(num))).item()),
-                                log_w)
+            log_w = torch.where(resampled[..., None], torch.full_like(log_w, -math.log(num)), log_w)
         log_evidence = state.log_evidence + torch.where(rejected, torch.zeros_like(log_increment), log_increment)
         info = OpenHorizonInfo(torch.where(rejected, torch.full_like(log_increment, -torch.inf), log_increment),
                                ess, bad.sum(-1), resampled, rejected, surrogate)

@@ -11,8 +11,9 @@ TINY = ["--particles", "32", "--epochs", "2", "--batch-size", "100", "--no-progr
 
 
 @pytest.mark.parametrize("method, extra", [("ohsmc", ["--move", "ou"]),
-                                           ("sgsmc", ["--batch-size", "4", "--particles", "8", "--epochs", "1",
-                                                      "--chains", "2", "--warmup", "20", "--samples", "10"])])
+                                           ("sgsmc", ["--batch-size", "2", "--particles", "8", "--epochs", "1",
+                                                      "--mh-steps", "1", "--chains", "2", "--warmup", "10",
+                                                      "--samples", "10", "--hmc-steps", "3"])])
 def test_fit_pbnn_writes_report_figures_and_posterior(tmp_path, capsys, method, extra):
     out = tmp_path / method
     code = cli.main(["fit", "--model", "pbnn", "--method", method, "--data", "diabetes", "--out", str(out), *TINY,

@@ -44,11 +44,12 @@ def test_fisher_gradient_within_five_percent():
 def test_hmc_phase_samples_the_exact_posterior_at_the_trained_psi():
     inputs, y = linear_data(40, seed=7)
     model = linear_model(psi=0.0)
-    post = sgsmc.fit_sgsmc(model, (inputs, y), num_particles=100, num_epochs=2, batch_size=10, num_mh_steps=2,
-                           hmc_chains=4, hmc_warmup=200, hmc_samples=300, hmc_num_steps=5, hmc_step_size=0.1,
+    post = sgsmc.fit_sgsmc(model, (inputs, y), num_particles=100, num_epochs=1, batch_size=10, lr=5e-2,
+                           num_mh_steps=2, hmc_chains=4, hmc_warmup=100, hmc_samples=250, hmc_num_steps=5,
+                           hmc_step_size=0.1,
                            seed=0, progress=False)
     psi = float(model.module.psi.detach())
-    assert post.psi["psi"].item() == psi and post.info["hmc"] and post.samples.shape == (4, 300, 1)
+    assert post.psi["psi"].item() == psi and post.info["hmc"] and post.samples.shape == (4, 250, 1)
     assert abs(psi) > 0.05  # psi was trained
     truth = exact(inputs, y, psi)
     row = post.summary().rows[0]
