@@ -104,9 +104,9 @@ class GeometricSegment:
         self.reference, self.target, self.dim, self.evidence = reference, target, target.dim, evidence
 
     def terms(self, theta: Tensor) -> Tensor:
-        """``T`` at ``theta`` ``... x D``: ``... x 1``."""
-        with torch.no_grad():
-            return (self.target(theta) - self.reference(theta)).unsqueeze(-1)
+        """``T`` at ``theta`` ``... x D``: ``... x 1`` (through ``value_and_grad``, the one method engines call,
+        so that the terms agree with what the moves see)."""
+        return (self.target.value_and_grad(theta)[0] - self.reference.value_and_grad(theta)[0]).unsqueeze(-1)
 
     def logdensity(self, coefficient: Tensor) -> LogDensity:
         """``log gamma`` for the coefficients ``R x 1``."""
