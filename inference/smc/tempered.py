@@ -66,7 +66,8 @@ class TemperedSMCState(NamedTuple):
 
     Attributes:
         smc: Particles (a ``moves`` state ``R x P``), normalised log weights ``R x P``, log evidence ``R``.
-        terms: The current segment's potential terms at the particles, ``R x P x K``.
+        terms: The current segment's ``K`` potential terms at the particles, ``R x P x K_max`` (zero-padded to
+            the most terms of any segment, so that the state's shapes never change).
         segment: Index of the current path segment, ``()``.
         temperature: Path coordinate ``lambda`` in the current segment, ``R``.
         step_size: Move step size, ``R``.
@@ -228,6 +229,10 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
     reference = paths.GaussianReference(target.reference_mean, reference_scale)
     segments = _segments(target, annealing, reference)
     last = len(segments) - 1
+    max_terms = max(segment.num_terms for segment in segments)
+
+    def padded(terms: Tensor) -> Tensor:
+        return torch.nn.functional.pad(terms, (0, max_terms - terms.shape[-1]))
     gradient_move = move != "rwmh"
     if dense_mass and not gradient_move:
         raise ValueError("dense_mass needs a gradient move ('hmc' or 'mala'); 'rwmh' scales its proposal by the "
@@ -270,7 +275,7 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
         particles = init_move(position, logdensity_at(0, temperature))
         long = torch.zeros((), dtype=torch.long, device=position.device)
         return TemperedSMCState(
-            smc=feynman_kac.init(particles), terms=segments[0].terms(position), segment=long.clone(),
+            smc=feynman_kac.init(particles), terms=padded(segments[0].terms(position)), segment=long.clone(),
             temperature=temperature, step_size=torch.full_like(temperature, step_size),
             inverse_mass=initial_inverse_mass(position), num_moves_done=long.clone(),
             acceptance=torch.zeros_like(position[..., 0]),
@@ -303,7 +308,8 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
         acceptance = state.acceptance.mean(-1) / max(done_moves, 1)
         segment, temperature = int(state.segment), state.temperature
         position = feynman_kac.positions(state.smc.particles)
-        terms = segments[segment].terms(position) if done_moves else state.terms
+        num_terms = segments[segment].num_terms
+        terms = segments[segment].terms(position) if done_moves else state.terms[..., :num_terms]
         if bool((temperature >= 1).all()) and segment < last:
             segment, temperature = segment + 1, torch.zeros_like(temperature)
             terms = segments[segment].terms(position)
@@ -325,7 +331,7 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
                          reweighted.log_evidence_increment, reweighted.num_invalid, resampled, acceptance,
                          state.step_size, state.diverging.sum(-1) + reweighted.num_invalid)
         long = state.stage.new_zeros(())
-        new = TemperedSMCState(smc._replace(particles=particles), terms, long + segment, new_temperature, state.step_size,
+        new = TemperedSMCState(smc._replace(particles=particles), padded(terms), long + segment, new_temperature, state.step_size,
                                inverse_mass, long.clone(), torch.zeros_like(state.acceptance),
                                torch.zeros_like(state.diverging), state.stage + 1)
         return new, info
