@@ -47,6 +47,9 @@ class Sampler:
         minibatch: Whether the sampler accepts stochastic (minibatch) log densities; full-batch samplers
             need the exact log density at every step (a Metropolis correction, or trajectories).
         summary: One line for ``--help`` and error messages.
+        runner: ``"module:function"`` of the loop that runs the sampler when it is not the MCMC runner
+            (``inference.runner.run``), e.g. SMC's (``inference.smc.runner.run``); it receives the log
+            density, the model and data and the bound options, and builds the algorithm itself.
     """
 
     name: str
@@ -57,6 +60,7 @@ class Sampler:
     thin: int = 1
     minibatch: bool = False
     summary: str = ""
+    runner: str | None = None
     _build: list = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -66,6 +70,12 @@ class Sampler:
             module, function = self.builder.split(":")
             self._build.append(getattr(importlib.import_module(module), function))
         return self._build[0]
+
+    @property
+    def run(self) -> Callable[..., Any]:
+        """The sampler's own runner (imported on use); only for samplers with a ``runner``."""
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)
 
     def options(self) -> dict[str, Any]:
         """The accepted options and their defaults (keyword-only parameters of the builder)."""
@@ -116,3 +126,6 @@ register(Sampler("csgld", "inference.sgmcmc.cyclical:csgld", 8, 1000, 4000, thin
                  summary="cyclical SGLD: cosine step-size cycles, draws kept in each cycle's sampling phase"))
 register(Sampler("csghmc", "inference.sgmcmc.cyclical:csghmc", 8, 1000, 4000, thin=5, minibatch=True,
                  summary="cyclical scale-adapted SGHMC: cosine step-size cycles with a sampling phase"))
+register(Sampler("smc", "inference.smc.tempered:tempered_smc", 16, 5, 500, runner="inference.smc.runner:run",
+                 summary="adaptive tempered SMC with HMC moves: weighted particles of independent populations "
+                         "(num_chains) and the log evidence; num_samples particles, num_warmup moves per stage"))

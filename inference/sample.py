@@ -75,7 +75,10 @@ def sample(
         method: A registered sampler (``inference.registry.SAMPLERS``): ``"nuts"`` (multinomial NUTS with
             Stan's windowed warm-up), ``"hmc"`` (static trajectories, same warm-up), ``"chees"`` (many-chain
             ChEES-HMC), or the SG-MCMC family for full batches or minibatches: ``"sgld"``, ``"psgld"``,
-            ``"sghmc"`` (scale-adapted SGHMC), ``"csgld"`` and ``"csghmc"`` (cyclical step sizes).
+            ``"sghmc"`` (scale-adapted SGHMC), ``"csgld"`` and ``"csghmc"`` (cyclical step sizes); or
+            ``"smc"``: adaptive tempered SMC (``inference.smc``), where ``num_chains`` counts independent
+            particle populations, ``num_samples`` the particles of each and ``num_warmup`` the MCMC moves per
+            tempering stage; it returns weighted particles and the log evidence in ``info``.
         num_chains, num_warmup, num_samples, thin: Chains, warm-up iterations, post-warm-up iterations and
             thinning (``num_samples // thin`` draws are kept, fewer for cyclical samplers, which keep draws
             only in the sampling phase of each cycle); ``None`` takes the sampler's registered defaults
@@ -123,9 +126,11 @@ def sample(
         raise ValueError(f"method {method!r} needs the exact log density at every step; minibatches (batch_size "
                          f"or a DataLoader) need a minibatch sampler: {minibatch}")
     generator = torch.Generator().manual_seed(int(seed))
+    given_init = init
 
     model = target if isinstance(target, ProbModel) else None
     batches = None
+    batch = None
     if model is not None:
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
@@ -138,8 +143,8 @@ def sample(
         else:
             x, y = model.prepare_batch(data)
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
-            logdensity = model.logdensity((x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y),
-                                          temperature=temperature)
+            batch = (x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y)
+            logdensity = model.logdensity(batch, temperature=temperature)
         spec = model.spec
         if init is None:
             init = model.init_theta(num_chains, generator=generator, dtype=dtype)
@@ -164,14 +169,20 @@ def sample(
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity)
     init = _check_initial_density(counter, init)
-    algorithm = sampler.build(counter, num_warmup, **options)
-
     config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size, **options}
     with _torch_threads(1 if counter.uses_own_threads else None):
-        posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator,
-                               batches=batches, thin=thin, progress=progress, checkpoint=checkpoint,
-                               checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
-    posterior.info["grad_evals"] = counter.grad_evals
+        if sampler.runner is not None:  # samplers with their own loop (SMC) build their algorithm themselves
+            posterior = sampler.run(counter, model=model, batch=batch, init=None if given_init is None else init,
+                                    num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+                                    thin=thin, dtype=init.dtype, generator=generator, options=options,
+                                    progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                                    config=config, spec=spec, description=method)
+        else:
+            algorithm = sampler.build(counter, num_warmup, **options)
+            posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator,
+                                   batches=batches, thin=thin, progress=progress, checkpoint=checkpoint,
+                                   checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
+            posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
     if print_summary if print_summary is not None else progress:
         print(posterior.summary().to_string(max_rows=12))

@@ -99,6 +99,17 @@ class TestCSGHMC(SamplerContract):
     short = dict(SamplerContract.short, step_size=1.0, cycle_length=10)
 
 
+class TestSMC(SamplerContract):
+    """Weighted particles: moments are estimated per population and their MCSE is the spread across the 32
+    independent populations. The correlated Gaussian needs the dense metric (with a diagonal one, the step
+    size steered to 0.8 acceptance sits near the leapfrog's stability limit along the correlated direction
+    and some last-stage moves diverge)."""
+
+    method = "smc"
+    gaussian = dict(num_chains=32, num_warmup=5, num_samples=500, dense_mass=True)
+    regression = dict(num_chains=32, num_warmup=5, num_samples=500)
+
+
 def test_every_registered_sampler_has_a_contract_class():
     """Scans the test tree for ``class ...(SamplerContract)`` with ``method = "..."``."""
     covered = set()
