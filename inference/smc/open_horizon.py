@@ -9,7 +9,10 @@ The particles of the stochastic block ``phi`` persist across minibatches. One st
    unbiased in ``Z`` for the model defined by the moves and potentials (with no move: ``p(y; psi)``);
 4. the Fisher-identity surrogate ``-(1/|B|) sum_i w^i log p(y_B | phi^i; psi)`` (new normalised weights, held
    fixed): its gradient in ``psi`` is the particle estimate of ``-(1/|B|) grad_psi log p(y_B | y_past; psi)``;
-5. resample (stratified by default) when the ESS falls to ``resample_threshold * J`` (always, by default).
+5. resample (stratified by default) when the ESS falls below ``resample_threshold * J`` (always, by default).
+
+Moves, reweighting, evidence and resampling are the shared parts of :mod:`inference.smc.feynman_kac` (state:
+its ``SMCState``).
 
 Leading dimensions of the particles ``... x J x D`` are independent filters (e.g. many seeds at once). The
 training loop around the step (Adam on ``psi``, best state by validation NLPD, checkpoints) is
@@ -26,32 +29,22 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from inference.smc import resampling
+from inference.smc import feynman_kac, resampling
+from inference.smc.feynman_kac import SMCState
 from inference.smc.fisher_training import Move, resolve_move, train
 from inference.smc.partial_posterior import PartialPosterior
 from probnets.model import Batch, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
 
 
-class OpenHorizonState(NamedTuple):
-    """Attributes:
-        particles: ``... x J x D``.
-        log_weights: Normalised log weights ``... x J`` (``-log J`` after resampling).
-        log_evidence: Running log normalising-constant estimate ``...``.
-    """
-
-    particles: Tensor
-    log_weights: Tensor
-    log_evidence: Tensor
-
-
 class OpenHorizonInfo(NamedTuple):
     """Attributes (each ``...``, one per filter):
         log_increment: ``log sum_i W^i G^i`` of this step (``-inf`` when the step was rejected).
         ess: Effective sample size after reweighting.
-        num_nonfinite: Particles whose likelihood was not finite (weight zero).
+        num_nonfinite: Particles whose log-likelihood was NaN or ``+inf`` (weight zero).
         resampled: Whether the particles were resampled.
-        rejected: Whether every particle had weight zero (the state was kept unchanged).
+        rejected: Whether the step was rejected: some filter had no particle of positive weight left, and every
+            filter kept its state.
         surrogate: The Fisher-identity surrogate, summed over filters (a scalar, differentiable in ``psi``).
     """
 
@@ -63,58 +56,51 @@ class OpenHorizonInfo(NamedTuple):
     surrogate: Tensor
 
 
-def init(particles: Tensor) -> OpenHorizonState:
+def init(particles: Tensor) -> SMCState:
     """Equally weighted particles ``... x J x D`` (e.g. prior draws) with ``log Z = 0``."""
-    if particles.dim() < 2:
-        raise ValueError(f"particles must have shape (..., J, D), got {tuple(particles.shape)}")
-    log_w = torch.full(particles.shape[:-1], -math.log(particles.shape[-2]), dtype=particles.dtype,
-                       device=particles.device)
-    return OpenHorizonState(particles, log_w, torch.zeros(particles.shape[:-2], dtype=particles.dtype,
-                                                           device=particles.device))
+    return feynman_kac.init(particles)
 
 
 def build_kernel(model: ProbModel, move: Move | None = None, *, resample: str = "stratified",
-                 resample_threshold: float = 1.0) -> Callable[[OpenHorizonState, Batch, torch.Generator],
-                                                              tuple[OpenHorizonState, OpenHorizonInfo]]:
+                 resample_threshold: float = 1.0) -> Callable[[SMCState, Batch, torch.Generator],
+                                                              tuple[SMCState, OpenHorizonInfo]]:
     """The OHSMC step ``(state, batch, generator) -> (state, info)`` for ``model`` at its current ``psi``.
+
+    Moving, reweighting and resampling are those of :mod:`inference.smc.feynman_kac`; this step adds the
+    likelihood potential of the minibatch, keeps its graph to ``psi`` for the Fisher-identity surrogate, and rejects
+    (rather than raises on) a step after which a filter has no particle of positive weight.
 
     Args:
         model: A ``ProbModel`` whose ``theta`` is ``phi`` (e.g. a ``PartialBNN``).
         move: ``(particles, generator) -> particles`` applied before reweighting, or ``None`` (no move).
         resample: A scheme of :mod:`inference.smc.resampling`.
-        resample_threshold: Resample when ``ESS <= resample_threshold * J`` (1: at every step, as the paper).
+        resample_threshold: Resample when ``ESS < resample_threshold * J`` (``>= 1``: at every step, as the paper).
     """
-    resampler = resampling.get(resample)
-    if not (isinstance(resample_threshold, (int, float)) and 0 <= resample_threshold <= 1):
-        raise ValueError(f"resample_threshold must be a number in [0, 1], got {resample_threshold!r}")
+    resampling.get(resample)
+    if not (isinstance(resample_threshold, (int, float)) and resample_threshold >= 0):
+        raise ValueError(f"resample_threshold must be a number >= 0, got {resample_threshold!r}")
 
-    def step(state: OpenHorizonState, batch: Batch, generator: torch.Generator):
+    def step(state: SMCState, batch: Batch, generator: torch.Generator):
         x, y = model.prepare_batch(batch)
         particles = state.particles if move is None else move(state.particles, generator)
         log_lik = model.log_likelihood(particles, (x, y)).sum(-1)  # ... x J, differentiable in psi
-        log_g = log_lik.detach()
-        bad = ~torch.isfinite(log_g)
-        log_g = log_g.masked_fill(bad, -torch.inf)
-        log_w = state.log_weights + log_g
-        log_increment = torch.logsumexp(log_w, -1)
-        rejected = ~torch.isfinite(log_increment)
-        log_w = torch.where(rejected[..., None], state.log_weights, log_w - log_increment[..., None])
-        particles = torch.where(rejected[..., None, None], state.particles, particles)
-        weights = log_w.exp()
-        ess = 1.0 / weights.square().sum(-1)
-        surrogate = _surrogate(model, particles, log_lik, weights, bad | rejected[..., None], (x, y))
-
-        num = particles.shape[-2]
-        resampled = ess <= resample_threshold * num
-        if bool(resampled.any()):
-            idx = resampler(weights, generator=generator)
-            moved = particles.gather(-2, idx[..., None].expand_as(particles))
-            particles = torch.where(resampled[..., None, None], moved, particles)
-            log_w = torch.where(resampled[..., None], torch.full_like(log_w, -math.log(num)), log_w)
-        log_evidence = state.log_evidence + torch.where(rejected, torch.zeros_like(log_increment), log_increment)
-        info = OpenHorizonInfo(torch.where(rejected, torch.full_like(log_increment, -torch.inf), log_increment),
-                               ess, bad.sum(-1), resampled, rejected, surrogate)
-        return OpenHorizonState(particles.detach(), log_w, log_evidence), info
+        try:
+            moved, reweighted = feynman_kac.reweight(state._replace(particles=particles), log_lik.detach())
+        except ValueError:  # a filter without any particle of positive weight: keep the state, skip the step
+            nothing = torch.zeros(state.log_weights.shape[:-1], dtype=torch.bool, device=state.log_weights.device)
+            info = OpenHorizonInfo(torch.full(nothing.shape, -torch.inf, dtype=state.log_evidence.dtype,
+                                              device=nothing.device),
+                                   resampling.effective_sample_size(state.log_weights),
+                                   (~torch.isfinite(log_lik.detach())).sum(-1), nothing, ~nothing,
+                                   log_lik.sum() * math.nan)
+            return state, info
+        weights = moved.log_weights.exp()
+        surrogate = _surrogate(model, particles, log_lik, weights, ~torch.isfinite(log_lik.detach()), (x, y))
+        new, resampled = feynman_kac.resample(moved, generator, resampling_scheme=resample,
+                                              threshold=resample_threshold)
+        info = OpenHorizonInfo(reweighted.log_evidence_increment, reweighted.ess, reweighted.num_invalid, resampled,
+                               torch.zeros_like(resampled), surrogate)
+        return new._replace(particles=new.particles.detach()), info
 
     return step
 
@@ -193,4 +179,4 @@ def fit_open_horizon(model: ProbModel, data, *, num_particles: int = 1000, num_e
                  settings=settings)
 
 
-__all__ = ["OpenHorizonInfo", "OpenHorizonState", "build_kernel", "fit_open_horizon", "init"]
+__all__ = ["OpenHorizonInfo", "build_kernel", "fit_open_horizon", "init"]

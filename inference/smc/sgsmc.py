@@ -20,15 +20,16 @@ import torch
 from inference.sample import sample
 from inference.smc import moves, open_horizon
 from inference.smc.fisher_training import prepared_data, train
-from inference.smc.open_horizon import OpenHorizonInfo, OpenHorizonState, _surrogate
+from inference.smc.feynman_kac import SMCState
+from inference.smc.open_horizon import OpenHorizonInfo, _surrogate
 from inference.smc.partial_posterior import PartialPosterior
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
 
 
 def build_kernel(model: ProbModel, *, num_mh_steps: int = 10, mh_variance: float = 5e-2,
-                 resample: str = "stratified") -> Callable[[OpenHorizonState, Batch, torch.Generator],
-                                                          tuple[OpenHorizonState, OpenHorizonInfo]]:
+                 resample: str = "stratified") -> Callable[[SMCState, Batch, torch.Generator],
+                                                          tuple[SMCState, OpenHorizonInfo]]:
     """The SGSMC step ``(state, batch, generator) -> (state, info)``: a fresh sampler on ``batch``.
 
     ``state.particles`` (``... x J x D``) only fix the number and layout of the particles; the new state holds the
@@ -39,7 +40,7 @@ def build_kernel(model: ProbModel, *, num_mh_steps: int = 10, mh_variance: float
     num_mh_steps = check_positive_int(num_mh_steps, "num_mh_steps", minimum=0)
     std = math.sqrt(check_positive_float(mh_variance, "mh_variance"))
 
-    def step(state: OpenHorizonState, batch: Batch, generator: torch.Generator):
+    def step(state: SMCState, batch: Batch, generator: torch.Generator):
         x, y = model.prepare_batch(batch)
         shape = state.particles.shape
         prior = model.init_theta(shape[:-1].numel(), generator=generator, dtype=state.particles.dtype)
