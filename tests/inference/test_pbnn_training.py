@@ -117,3 +117,27 @@ def test_bad_arguments():
         x, y = data()
         x[0, 0] = math.nan
         fit_open_horizon(small_model(), (x, y), **SETTINGS)
+
+
+def test_conv_net_with_a_stochastic_first_convolution_trains():
+    """The paper's MNIST set-up in miniature: the first convolution stochastic, the rest psi."""
+    class ConvNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, dtype=torch.float64)
+            self.head = nn.Linear(2, 3, dtype=torch.float64)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv(x)).mean((-1, -2)))
+
+    from probnets import Categorical
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 1, 5, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (24,), generator=g)
+    torch.manual_seed(0)
+    model = PartialBNN(ConvNet(), 0, likelihood=Categorical(3))
+    before = model.module.head.weight.detach().clone()
+    post = fit_open_horizon(model, (x, y), num_particles=16, num_epochs=2, batch_size=8, seed=0, progress=False)
+    assert post.samples.shape == (1, 16, 2 * 9 + 2) and not torch.equal(model.module.head.weight, before)
+    assert bool(torch.isfinite(post.predictive(model, x).log_prob(y)).all())
