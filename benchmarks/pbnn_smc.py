@@ -18,7 +18,8 @@ Usage::
 
     python benchmarks/pbnn_smc.py [--datasets diabetes,boston,concrete,moons] [--methods ohsmc,ohsmc-ou,sgsmc-hmc,map]
                                   [--splits 10] [--particles 1000] [--epochs 100] [--batch-size 50]
-                                  [--mh-steps 10] [--hmc-warmup 2000] [--hmc-samples 1000] [--quick] [--out benchmarks/results]
+                                  [--mh-steps 10] [--hmc-warmup 2000] [--hmc-samples 1000] [--quick]
+                                  [--out benchmarks/results]
 
 Writes ``pbnn_smc.json`` and ``pbnn_smc.md`` into ``--out`` and prints the markdown. ``--quick`` is a smoke run
 (one split, a few epochs, few particles): its numbers mean nothing.
@@ -132,8 +133,9 @@ def run_one(method: str, name: str, seed: int, args) -> dict:
 def markdown(results: dict, args) -> str:
     lines = ["# Partial BNNs by Feynman-Kac SMC vs MAP", "",
              f"Settings: {args.splits} split(s), {args.particles} particles, {args.epochs} epochs, batches of "
-             f"{args.batch_size}; HMC {args.hmc_warmup} + {args.hmc_samples}; {platform.processor() or platform.machine()}"
-             f", torch {torch.__version__}." + (" **Smoke run (--quick): the numbers mean nothing.**" if args.quick else ""),
+             f"{args.batch_size}; HMC {args.hmc_warmup} + {args.hmc_samples}; "
+             f"{platform.processor() or platform.machine()}, torch {torch.__version__}."
+             + (" **Smoke run (--quick): the numbers mean nothing.**" if args.quick else ""),
              "", "| data | method | test NLPD | RMSE / accuracy | wall time (s) |", "|---|---|---|---|---|"]
     for name, per_method in results.items():
         for method, runs in per_method.items():

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     order = torch.randperm(n, generator=torch.Generator().manual_seed(args.split_seed))
     n_val = max(1, round(args.validation_fraction * n))
     if n - n_val < 2:
-        raise DataError(f"too few training rows ({n}) to hold out a validation fraction of {args.validation_fraction:g}")
+        raise DataError(f"too few training rows ({n}) to hold out a validation fraction of "
+                        f"{args.validation_fraction:g}")
     val, train = order[:n_val], order[n_val:]
     data = (split.x_train[train], split.y_train[train])
     validation = (split.x_train[val], split.y_train[val])
