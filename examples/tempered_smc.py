@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     for width in widths:
         model = BNN(1, [width] if width else [], prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_scale=0.1))
         post = inference.sample(model, (x, y), method="smc", num_chains=num_chains, num_samples=num_particles,
-                                num_warmup=5, seed=args.seed, progress=not args.quick, check_convergence=False)
+                                num_warmup=5, seed=args.seed, progress=not args.quick, print_summary=False,
+                                check_convergence=False)
         name = f"BNN 1-{width}-1" if width else "linear"
         results[name] = {"log_evidence": post.info["log_evidence"], "mcse": post.info["log_evidence_mcse"],
                          "stages": post.info["num_stages"], "wall_time": post.info["wall_time"]}
