@@ -133,7 +133,8 @@ def _corrected(state: PositionState, candidate: Tensor, generator: torch.Generat
     accepted, rate = _metropolis(log_ratio, generator)
     mask = accepted.unsqueeze(-1)
     new = PositionState(torch.where(mask, candidate, state.position), torch.where(accepted, value, state.logdensity))
-    info = MoveInfo(rate, accepted, torch.isnan(value) | (value == torch.inf), torch.zeros_like(accepted, dtype=torch.long))
+    divergent = torch.isnan(value) | (value == torch.inf)
+    info = MoveInfo(rate, accepted, divergent, torch.zeros_like(accepted, dtype=torch.long))
     return new, info
 
 

@@ -52,7 +52,8 @@ def run(logdensity: LogDensity, *, model: ProbModel | None, batch: Batch | None,
         ``warmup_stats`` per population and stage (``temperature``, ``segment``, ``ess``,
         ``log_evidence_increment``, ``num_nan``, ``resampled``, ``acceptance_rate``, ``step_size``,
         ``diverging``); ``info`` with ``log_evidence`` (``log mean_r Z_r``), ``log_evidence_mcse``,
-        ``log_evidences`` (per population), ``num_stages``, ``max_rhat`` (cross-population), ``grad_evals``.
+        ``log_evidences`` (per population), ``num_stages``, ``max_rhat`` (cross-population), ``grad_evals``
+        (gradient evaluations of the moves, summed over particles).
     """
     if thin != 1:
         raise ValueError(f"thin must be 1 for SMC (particles are not a Markov chain), got {thin}")

@@ -23,7 +23,6 @@ be checkpointed between any two steps and resumed bit-identically (``inference.s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -294,10 +293,13 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
         particles, info = move_once(state.smc.particles, generator, logdensity, state.step_size.unsqueeze(-1),
                                     state.inverse_mass.unsqueeze(1))
         # Steer each population's step size towards target_accept after every sweep (the kernel of a sweep is
-        # fixed when it runs, so every move leaves the stage's target invariant).
-        step = state.step_size * torch.exp(info.acceptance_rate.mean(-1) - target_accept)
+        # fixed when it runs, so every move leaves the stage's target invariant); zero-weight particles (NaN
+        # densities, never accepted) do not count.
+        weights = resamplers.normalise(state.smc.log_weights)
+        step = state.step_size * torch.exp((weights * info.acceptance_rate).sum(-1) - target_accept)
         return state._replace(smc=state.smc._replace(particles=particles), step_size=step,
-                              num_moves_done=state.num_moves_done + 1, acceptance=state.acceptance + info.acceptance_rate,
+                              num_moves_done=state.num_moves_done + 1,
+                              acceptance=state.acceptance + info.acceptance_rate,
                               diverging=state.diverging | info.is_divergent), info
 
     def transition(state: TemperedSMCState, generator) -> tuple[TemperedSMCState, StageInfo]:
@@ -331,8 +333,8 @@ def tempered_smc(target: SMCTarget, num_warmup: int, *, move: str = "hmc", num_s
                          reweighted.log_evidence_increment, reweighted.num_invalid, resampled, acceptance,
                          state.step_size, state.diverging.sum(-1) + reweighted.num_invalid)
         long = state.stage.new_zeros(())
-        new = TemperedSMCState(smc._replace(particles=particles), padded(terms), long + segment, new_temperature, state.step_size,
-                               inverse_mass, long.clone(), torch.zeros_like(state.acceptance),
+        new = TemperedSMCState(smc._replace(particles=particles), padded(terms), long + segment, new_temperature,
+                               state.step_size, inverse_mass, long.clone(), torch.zeros_like(state.acceptance),
                                torch.zeros_like(state.diverging), state.stage + 1)
         return new, info
 

@@ -1,6 +1,6 @@
 """The Feynman-Kac particle loop: an unbiased evidence estimate and weighted posterior moments against the
-exact answers of a conjugate model (MCSE bounds over independent populations), NaN potentials as counted zero-weight particles,
-the all-NaN error, and ESS-triggered resampling of NamedTuple particle states.
+exact answers of a conjugate model (MCSE bounds over independent populations), NaN potentials as counted
+zero-weight particles, the all-NaN error, and ESS-triggered resampling of NamedTuple particle states.
 """
 
 import math
