@@ -124,6 +124,10 @@ class MaskedBNN(ProbModel):
         self.spec = self.net_spec + self.mask_spec + self.likelihood.spec
         #: ``(lambda log n)^5``, the coefficient of ``s^2`` in the log mask prior.
         self.mask_penalty = (self.mask_lambda * math.log(self.num_data)) ** 5
+        self._mask_log_prior = [mask_size_log_prior(torch.arange(w + 1, dtype=torch.float64), w, self.mask_penalty)
+                                for w in widths]
+        shared = {id(p) for p in self.net.priors.values()}
+        self._shared_prior = next(iter(self.net.priors.values())) if len(shared) == 1 else None
 
     def __repr__(self) -> str:
         return (f"MaskedBNN({self.in_features} -> {list(self.widths)} -> {self.num_latent}, activation="
@@ -147,13 +151,25 @@ class MaskedBNN(ProbModel):
 
     def log_prior(self, theta: Tensor) -> Tensor:
         check_theta(theta, self.spec.dim)
-        params = self.net_spec.unflatten(theta[..., : self.net_spec.dim])
-        lp = self.likelihood.log_prior(self.likelihood_params(theta))
-        for name, shape in zip(self.net_spec.names, self.net_spec.shapes):
-            lp = lp + priors_lib.log_prob(self.net.priors[name], params[name], len(shape))
-        for mask, width in zip(self.masks(theta), self.widths):
-            lp = lp + mask_size_log_prior(mask.round().sum(-1), width, self.mask_penalty).to(theta.dtype)
+        weights = theta[..., : self.net_spec.dim]
+        if self._shared_prior is not None:  # one elementwise prior: a single call over all weights
+            lp = priors_lib.log_prob(self._shared_prior, weights, 1)
+        else:
+            params = self.net_spec.unflatten(weights)
+            lp = sum(priors_lib.log_prob(self.net.priors[name], params[name], len(shape))
+                     for name, shape in zip(self.net_spec.names, self.net_spec.shapes))
+        for mask, table in zip(self.masks(theta), self._mask_log_prior):
+            lp = lp + table.to(theta.device, theta.dtype)[mask.detach().round().sum(-1).long().clamp(0, len(table) - 1)]
+        if self.conjugate_noise:
+            lp = lp + self._log_noise_prior(self.likelihood_params(theta)[Gaussian.PARAM])
+        else:
+            lp = lp + self.likelihood.log_prior(self.likelihood_params(theta))
         return lp
+
+    def _log_noise_prior(self, log_scale: Tensor) -> Tensor:
+        """Log density of ``u = log sigma`` when ``sigma^2 ~ InvGamma(1, b)`` (Jacobian included):
+        ``log b + log 2 - 2u - b exp(-2u)``; the likelihood's ``noise_prior`` in closed form."""
+        return math.log(2.0 * self.noise_rate) - 2.0 * log_scale - self.noise_rate * torch.exp(-2.0 * log_scale)
 
     def predict_f(self, theta: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
         """Latent outputs ``(..., n, m)`` for ``theta`` ``(..., D)`` (each draw with its own masks), ``x`` ``(n, d)``."""
