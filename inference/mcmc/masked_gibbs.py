@@ -130,7 +130,11 @@ def masked_gibbs(model: MaskedBNN, batch: Batch, logdensity: LogDensity, num_war
         position = current[0]
         conditional = model.noise_variance_conditional(position, batch)
         if conditional is not None:
-            position = model.with_noise_variance(position, rsample(conditional, generator=generator))
+            variance = rsample(conditional, generator=generator)
+            # An overflowing SSE (weights far out in the Cauchy tails) keeps the current noise.
+            variance = torch.where(torch.isfinite(variance) & (variance > 0), variance,
+                                   model.likelihood.scale(model.likelihood_params(position)).square())
+            position = model.with_noise_variance(position, variance)
             current = (position, *logdensity.value_and_grad(position))
 
         stats["lp"] = current[1]
