@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, masked_fit
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -25,7 +25,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Method defaults (chains/warm-up/draws): "
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
                                  for s in registry.SAMPLERS.values()))
-    parser.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
+    parser.add_argument("--model", choices=["bnn", "masked-bnn"], default="bnn",
+                        help="model family (default: bnn); masked-bnn: node-sparse BNN with masked Gibbs sampling")
     parser.add_argument("--method", choices=list(registry.SAMPLERS), default="chees",
                         help="a registered sampler (default: chees): "
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values()))
@@ -35,7 +36,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created after sampling)")
     parser.add_argument("--widths", type=arguments.widths, default=(50,), metavar="W[,W...]",
                         help="hidden layer widths, comma-separated (default: 50)")
-    parser.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    parser.add_argument("--activation", help="hidden activation (default: tanh; relu for masked-bnn)")
     parser.add_argument("--chains", type=arguments.positive_int, help="number of chains (default: per method)")
     parser.add_argument("--warmup", type=arguments.nonnegative_int,
                         help="warm-up iterations per chain (default: per method)")
@@ -53,6 +54,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    masked_fit.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -65,12 +67,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from probnets.activations import ACTIVATIONS
 
-    if args.activation not in ACTIVATIONS:
+    if args.activation is not None and args.activation not in ACTIVATIONS:
         parser.error(f"argument --activation: invalid choice: {args.activation!r} (choose from "
                      f"{', '.join(sorted(ACTIVATIONS))})")
     dtype = getattr(torch, args.dtype)
     split = load_split(args.data, target=args.target, test_fraction=args.test_fraction,
                        split_seed=args.split_seed, dtype=dtype)
+    if args.model == "masked-bnn":
+        return masked_fit.run(args, parser, split, dtype, out)
+    args.activation = args.activation or "tanh"
 
     import warnings
 
