@@ -19,6 +19,7 @@ EXAMPLES = {
     "dkm_sine_toy.py": ["dkm_sine_toy.json", "dkm_sine_toy.png"],
     "pfn_gp_regression.py": ["pfn_gp_regression.json", "pfn_gp_regression.png", "pfn_bias_variance.png"],
     "neural_process_gp_regression.py": ["neural_process_gp_regression.json", "neural_process_gp_regression.png"],
+    "masked_bnn.py": ["masked_bnn_band.png", "masked_bnn_active_nodes.png", "masked_bnn.json"],
 }
 
 
