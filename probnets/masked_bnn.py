@@ -29,7 +29,7 @@ from torch.distributions.transforms import PowerTransform
 from probnets import priors as priors_lib
 from probnets.bnn import BNN
 from probnets.likelihoods import Gaussian, Likelihood
-from probnets.model import Batch, ProbModel
+from probnets.model import Batch, LogDensity, ProbModel
 from probnets.spec import ParamSpec
 from probnets.validation import as_tensor, check_positive_float, check_positive_int, check_theta
 
@@ -102,7 +102,9 @@ class MaskedBNN(ProbModel):
         if isinstance(weight_prior, str):
             if weight_prior not in WEIGHT_PRIORS:
                 raise ValueError(f"weight_prior must be one of {WEIGHT_PRIORS} or a distribution, got {weight_prior!r}")
-            prior = (dist.Cauchy if weight_prior == "cauchy" else dist.Normal)(0.0, self.prior_scale)
+            # Zero-dimensional float64 parameters: exact in float64, and they leave float32 weights float32.
+            prior = (dist.Cauchy if weight_prior == "cauchy" else dist.Normal)(
+                torch.tensor(0.0, dtype=torch.float64), torch.tensor(self.prior_scale, dtype=torch.float64))
         else:
             prior = weight_prior
         if likelihood is None:
@@ -159,7 +161,8 @@ class MaskedBNN(ProbModel):
             lp = sum(priors_lib.log_prob(self.net.priors[name], params[name], len(shape))
                      for name, shape in zip(self.net_spec.names, self.net_spec.shapes))
         for mask, table in zip(self.masks(theta), self._mask_log_prior):
-            lp = lp + table.to(theta.device, theta.dtype)[mask.detach().round().sum(-1).long().clamp(0, len(table) - 1)]
+            lp = lp + table.to(theta.device, theta.dtype)[
+                mask.detach().round().sum(-1).nan_to_num(0.0).long().clamp(0, len(table) - 1)]
         if self.conjugate_noise:
             lp = lp + self._log_noise_prior(self.likelihood_params(theta)[Gaussian.PARAM])
         else:
@@ -209,6 +212,16 @@ class MaskedBNN(ProbModel):
 
     def prepare_batch(self, batch: Batch) -> Batch:
         return self.net.prepare_batch(batch)
+
+    def logdensity(self, batch: Batch, *, temperature: float = 1.0) -> LogDensity:
+        """Log posterior; for the paper's setting (ReLU, a zero-centred Cauchy/Normal weight prior, Gaussian
+        likelihood) its gradient is written out (``probnets.masked_density``) instead of taken by autograd."""
+        generic = super().logdensity(batch, temperature=temperature)
+        from probnets.masked_density import MaskedMLPLogDensity, supports
+
+        if supports(self):
+            return MaskedMLPLogDensity(self, self.prepare_batch(batch), temperature, generic.fn)
+        return generic
 
     def noise_variance_conditional(self, theta: Tensor, batch: Batch) -> torch.distributions.Distribution | None:
         """The full conditional of the noise variance given weights, masks and data (``None`` when the model

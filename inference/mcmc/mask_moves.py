@@ -55,8 +55,9 @@ def proposal_log_weights(masks: Tensor, mask_grad: Tensor, death: Tensor) -> Ten
 def set_log_probability(log_weights: Tensor, chosen: Tensor, size: Tensor) -> Tensor:
     """Log probability that sequential sampling without replacement draws the set ``chosen[:, :size]``.
 
-    ``q(S) = sum over orderings (j_1, ..., j_k) of prod_i w_{j_i} / (sum of the weights not yet drawn)``, with
-    each remaining total summed directly (in log space) rather than as one minus the drawn mass.
+    ``q(S) = sum over orderings (j_1, ..., j_k) of prod_i w_{j_i} / (sum of the weights not yet drawn)``. Each
+    remaining total is summed directly (in log space) rather than taken as one minus the drawn mass, and is
+    computed once per subset of ``S`` drawn so far (orderings share them).
 
     Args:
         log_weights: Unnormalised log weights ``C x P`` (``-inf``: not drawable).
@@ -67,18 +68,19 @@ def set_log_probability(log_weights: Tensor, chosen: Tensor, size: Tensor) -> Te
         ``log q(S)`` per chain, ``C``.
     """
     out = torch.full(size.shape, float("nan"), dtype=log_weights.dtype, device=log_weights.device)
+    chosen_log_weights = log_weights.gather(-1, chosen)
     for k in range(1, chosen.shape[-1] + 1):
         if not bool((size == k).any()):
             continue
+        drawn = [subset for r in range(k) for subset in itertools.combinations(range(k), r)]
+        log_totals = torch.logsumexp(torch.stack([
+            log_weights.scatter(-1, chosen[:, list(subset)], float("-inf")) if subset else log_weights
+            for subset in drawn]), -1)
+        total_after = {subset: log_totals[i] for i, subset in enumerate(drawn)}
         per_order = []
         for order in itertools.permutations(range(k)):
-            remaining = log_weights
-            log_q = torch.zeros_like(out)
-            for position in order:
-                index = chosen[:, position : position + 1]
-                log_q = log_q + remaining.gather(-1, index).squeeze(-1) - torch.logsumexp(remaining, -1)
-                remaining = remaining.scatter(-1, index, float("-inf"))
-            per_order.append(log_q)
+            per_order.append(sum(chosen_log_weights[:, j] - total_after[tuple(sorted(order[:i]))]
+                                 for i, j in enumerate(order)))
         out = torch.where(size == k, torch.logsumexp(torch.stack(per_order), 0), out)
     return out
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model_contract import ProbModelContract
-from probnets import BNN, Bernoulli, Gaussian
+from probnets import BNN, Bernoulli, Gaussian, LogDensity
 from probnets.masked_bnn import MaskedBNN, mask_size_log_prior
 from tests_support import make_regression
 
@@ -119,3 +119,33 @@ def test_bad_arguments_raise_naming_them():
         MaskedBNN(1, [3], num_data=0)
     with pytest.raises(ValueError, match="mask_lambda"):
         MaskedBNN(1, [3], num_data=5, mask_lambda=-1.0)
+
+
+@pytest.mark.parametrize("setting", ["conjugate_cauchy", "fixed_normal", "tempered"])
+def test_hand_written_gradient_equals_autograd(setting):
+    from probnets.masked_density import MaskedMLPLogDensity
+
+    x, y = make_regression(12, 3)
+    kwargs = {"fixed_normal": dict(weight_prior="normal", prior_scale=0.7, likelihood=Gaussian(noise_scale=0.4))}
+    model = MaskedBNN(3, [6, 5], num_data=12, init_active=0.6, **kwargs.get(setting, {}))
+    temperature = 2.5 if setting == "tempered" else 1.0
+    fast = model.logdensity((x, y), temperature=temperature)
+    assert isinstance(fast, MaskedMLPLogDensity)
+    theta = model.init_theta(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64).reshape(2, 2, -1)
+    theta[..., -1] = torch.tensor([[-0.5, 0.2], [0.0, 1.0]], dtype=torch.float64) if model.conjugate_noise else theta[..., -1]
+    generic = LogDensity(fast.fn, fast.dim)
+    value, grad = fast.value_and_grad(theta)
+    expected_value, expected_grad = generic.value_and_grad(theta)
+    torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_other_settings_use_autograd():
+    from probnets.masked_density import MaskedMLPLogDensity
+
+    x, y = make_regression(12, 3)
+    for model in (MaskedBNN(3, [4], num_data=12, activation="tanh"),
+                  MaskedBNN(3, [4], num_data=12, weight_prior=dist.StudentT(3.0, 0.0, 1.0)),
+                  MaskedBNN(3, [4], num_data=12, likelihood=Bernoulli())):
+        data = (x, (y > 0).double()) if isinstance(model.likelihood, Bernoulli) else (x, y)
+        assert not isinstance(model.logdensity(data), MaskedMLPLogDensity)
