@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments, pbnn_fit
+from probnets_app import arguments, masked_fit, pbnn_fit
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -25,8 +25,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Method defaults (chains/warm-up/draws): "
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
                                  for s in registry.SAMPLERS.values()))
-    parser.add_argument("--model", choices=["bnn", "pbnn"], default="bnn",
-                        help="model family (default: bnn; pbnn: partial BNN, see probnets_app.pbnn_fit)")
+    parser.add_argument("--model", choices=["bnn", "pbnn", "masked-bnn"], default="bnn",
+                        help="model family (default: bnn; pbnn: partial BNN trained by SMC; masked-bnn: node-sparse "
+                             "BNN sampled by masked Gibbs)")
     parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(pbnn_fit.METHODS), default=None,
                         help="a registered sampler (default: chees): "
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
@@ -37,7 +38,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created after sampling)")
     parser.add_argument("--widths", type=arguments.widths, default=(50,), metavar="W[,W...]",
                         help="hidden layer widths, comma-separated (default: 50)")
-    parser.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    parser.add_argument("--activation", help="hidden activation (default: tanh; relu for masked-bnn)")
     parser.add_argument("--chains", type=arguments.positive_int, help="number of chains (default: per method)")
     parser.add_argument("--warmup", type=arguments.nonnegative_int,
                         help="warm-up iterations per chain (default: per method)")
@@ -56,6 +57,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
     pbnn_fit.add_arguments(parser)
+    masked_fit.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -68,7 +70,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from probnets.activations import ACTIVATIONS
 
-    if args.activation not in ACTIVATIONS:
+    if args.activation is not None and args.activation not in ACTIVATIONS:
         parser.error(f"argument --activation: invalid choice: {args.activation!r} (choose from "
                      f"{', '.join(sorted(ACTIVATIONS))})")
     dtype = getattr(torch, args.dtype)
@@ -77,6 +79,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.model == "pbnn":
         args.method = args.method or "ohsmc"
         return pbnn_fit.run(args, parser, split, out, dtype)
+    if args.model == "masked-bnn":
+        return masked_fit.run(args, parser, split, out, dtype)
+    args.activation = args.activation or "tanh"
     args.method = args.method or "chees"
     if args.method in pbnn_fit.METHODS:
         parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")

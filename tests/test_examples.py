@@ -21,6 +21,7 @@ EXAMPLES = {
     "neural_process_gp_regression.py": ["neural_process_gp_regression.json", "neural_process_gp_regression.png"],
     "tempered_smc.py": ["tempered_smc.json", "tempered_smc.png"],
     "partial_bnn.py": ["partial_bnn_moons.png", "partial_bnn_moons.json"],
+    "masked_bnn.py": ["masked_bnn_band.png", "masked_bnn_active_nodes.png", "masked_bnn.json"],
 }
 
 
