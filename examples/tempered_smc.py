@@ -3,8 +3,11 @@ the estimator against the closed-form evidence of Bayesian linear regression.
 
 ``inference.sample(model, data, method="smc")`` carries independent particle populations from the prior to the
 posterior (adaptive temperatures, HMC moves) and reports ``log p(y)`` with its Monte Carlo standard error. On
-``y = sin(3x) + 0.1 eps`` a linear model cannot fit the curve, a tanh BNN can; the evidence ranks them
-(Occam's razor keeps the widest network from winning just because it is biggest).
+``y = sin(3x) + 0.1 eps`` a linear model cannot fit the curve and a tanh BNN can: the evidence says so by
+hundreds of nats, and compares the widths (with N(0, 1) priors on all weights; 16 x 500 particles gave
+-352.7, 25.6, 30.5 and 31.9 for the linear model and widths 5, 20 and 50, each +- 0.1 MCSE, and -20.35 +- 0.03
+against the exact -20.41 in the linear check). The MCSE measures the spread of the populations, not the bias
+of finite particle numbers: an earlier step-size rule gave 26.0 for width 5, 0.4 nats (4 MCSE) higher.
 
 Outputs in --out (default ``examples_output/``): ``tempered_smc.json`` (log evidence +- MCSE per model, the
 exact value of the linear check) and ``tempered_smc.png`` (evidence per model, tempering schedules, BNN fit).
@@ -84,10 +87,12 @@ def _plot(results: dict, posteriors: dict, data, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     names = list(results)
-    axes[0].errorbar(range(len(names)), [results[n]["log_evidence"] for n in names],
-                     yerr=[3 * results[n]["mcse"] for n in names], fmt="o", capsize=4)
-    axes[0].set_xticks(range(len(names)), names)
+    bnns = [n for n in names if n != "linear"]
+    axes[0].errorbar(range(len(bnns)), [results[n]["log_evidence"] for n in bnns],
+                     yerr=[3 * results[n]["mcse"] for n in bnns], fmt="o", capsize=4)
+    axes[0].set_xticks(range(len(bnns)), bnns)
     axes[0].set_ylabel("log evidence (+- 3 MCSE)")
+    axes[0].set_title(f"linear model: {results['linear']['log_evidence']:.1f}", fontsize=10)
     for name, (_, post) in posteriors.items():
         stages = post.warmup_stats
         likelihood = stages["segment"][0] == stages["segment"][0].max()
@@ -98,7 +103,7 @@ def _plot(results: dict, posteriors: dict, data, path: Path) -> None:
     axes[1].legend()
     x, y = data
     grid = torch.linspace(-1.2, 1.2, 100, dtype=torch.float64).unsqueeze(-1)
-    best = max((n for n in names if n != "linear"), key=lambda n: results[n]["log_evidence"])
+    best = max(bnns, key=lambda n: results[n]["log_evidence"])
     for name in ("linear", best):
         model, post = posteriors[name]
         pred = post.predictive(model, grid)

@@ -85,7 +85,8 @@ def sample(
             (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)).
         seed: Seeds the ``torch.Generator`` that drives everything (initialisation included).
         init: Starting points ``C x D``; default ``model.init_theta`` (or N(0, 1)/Uniform(-2, 2)-style
-            draws for a bare log density).
+            draws for a bare log density). For ``"smc"``: the centres of the populations' Gaussian references
+            (default: the origin).
         dtype: Computation dtype (default: that of ``x``/``init``, else torch's default).
         temperature: Likelihood tempering (``ProbModel`` only).
         batch_size: Minibatch size for minibatch samplers on ``(x, y)`` data (``None``: full batch). Each

@@ -28,7 +28,10 @@ def population_means(values: Tensor, log_weights: Tensor) -> Tensor:
 
 
 def mcse(estimates: Tensor) -> Tensor:
-    """MCSE of the mean over populations of per-population estimates ``R x ...``: ``sd / sqrt(R)``."""
+    """MCSE of the mean over populations of per-population estimates ``R x ...``: ``sd / sqrt(R)`` (NaN for a
+    single population)."""
+    if estimates.shape[0] < 2:
+        return torch.full_like(estimates[0], math.nan)
     return estimates.std(0) / math.sqrt(estimates.shape[0])
 
 

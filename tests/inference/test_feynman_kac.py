@@ -114,3 +114,19 @@ def test_resampling_follows_the_ess_threshold_and_gathers_every_field():
         feynman_kac.reweight(state, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="P >= 1"):
         feynman_kac.init(torch.zeros(3))
+
+
+def test_step_with_a_jitter_on_plain_tensor_particles():
+    """Open-horizon SMC's use: tensor particles, an uncorrected OU jitter as the move, resampling every step."""
+    g = torch.Generator().manual_seed(2)
+    state = feynman_kac.init(torch.randn(3, 50, 2, generator=g, dtype=torch.float64))
+
+    def jitter(particles, generator):
+        return moves.ou_jitter(particles, generator, 0.1), None
+
+    for _ in range(3):
+        state, info = feynman_kac.step(state, g, log_potential=lambda p: -0.5 * (p - 1).square().sum(-1),
+                                       move=jitter, threshold=1.0)
+        assert info.move is None and bool(info.resampled.all())
+    assert state.particles.shape == (3, 50, 2) and state.log_evidence.shape == (3,)
+    assert torch.allclose(state.log_weights, torch.full((3, 50), -math.log(50), dtype=torch.float64))
