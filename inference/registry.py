@@ -116,3 +116,10 @@ register(Sampler("csgld", "inference.sgmcmc.cyclical:csgld", 8, 1000, 4000, thin
                  summary="cyclical SGLD: cosine step-size cycles, draws kept in each cycle's sampling phase"))
 register(Sampler("csghmc", "inference.sgmcmc.cyclical:csghmc", 8, 1000, 4000, thin=5, minibatch=True,
                  summary="cyclical scale-adapted SGHMC: cosine step-size cycles with a sampling phase"))
+register(Sampler("structured-sgld", "inference.sgmcmc.structured:structured_sgld", 8, 1000, 1000, thin=5,
+                 minibatch=True, summary="structured SGLD: samples the mean-field over parameter groups from the "
+                                         "chain's history; faster mixing"))
+register(Sampler("structured-psgld", "inference.sgmcmc.structured:structured_psgld", 8, 1000, 1000, thin=5,
+                 minibatch=True, summary="structured pSGLD (mean-field over parameter groups, RMSprop-preconditioned)"))
+register(Sampler("structured-sghmc", "inference.sgmcmc.structured:structured_sghmc", 8, 1000, 500, thin=5,
+                 minibatch=True, summary="structured scale-adapted SGHMC (mean-field over parameter groups)"))
