@@ -24,6 +24,8 @@ from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
 PARTITIONS = ("layer", "neuron", "random", "permuted")
+#: ``K`` of the random partitions unless given (fewer when ``D`` is smaller).
+DEFAULT_NUM_GROUPS = 4
 
 
 def by_layer(spec: ParamSpec) -> Tensor:
@@ -71,7 +73,8 @@ def resolve(groups: str | Tensor, num_groups: int | None, dim: int, spec: ParamS
 
     Args:
         groups: One of ``PARTITIONS``, or explicit ids (``D`` integers; relabelled to ``0 .. K - 1``).
-        num_groups: ``K`` for ``"random"`` and ``"permuted"``; must be ``None`` otherwise (the partition fixes it).
+        num_groups: ``K`` for ``"random"`` and ``"permuted"`` (``None``: ``min(4, D)``); must be ``None`` otherwise
+            (the partition fixes it).
         dim: ``D``.
         spec: The parameter layout (needed by ``"layer"`` and ``"neuron"``).
         seed: Seeds the random partitions.
@@ -92,7 +95,8 @@ def resolve(groups: str | Tensor, num_groups: int | None, dim: int, spec: ParamS
             raise ValueError(f"groups={groups!r} needs the parameter layout (a ProbModel, or a log density with a "
                              "matching .spec); use groups='permuted' or explicit ids for a bare log density")
         return by_layer(spec) if groups == "layer" else by_neuron(spec)
-    num_groups = check_positive_int(num_groups if num_groups is not None else 4, "num_groups")
+    num_groups = check_positive_int(num_groups if num_groups is not None else min(DEFAULT_NUM_GROUPS, dim),
+                                    "num_groups")
     if num_groups > dim:
         raise ValueError(f"num_groups ({num_groups}) exceeds the number of parameters D ({dim})")
     generator = torch.Generator().manual_seed(int(seed))

@@ -188,8 +188,8 @@ def structured_sgld(logdensity: LogDensity, num_warmup: int, *, step_size: float
         step_size, posterior_temperature: The base sampler's (``sgld``).
         groups: ``"permuted"`` (balanced random groups, the default), ``"random"``, ``"layer"``, ``"neuron"``
             (``inference.sgmcmc.groups``), or ``D`` explicit group ids.
-        num_groups: ``K`` of ``"permuted"`` and ``"random"`` (default 4; ``1``: ordinary SG-MCMC); ``None`` for
-            the other partitions, which fix it.
+        num_groups: ``K`` of ``"permuted"`` and ``"random"`` (``None``: ``min(4, D)``; ``1``: ordinary SG-MCMC);
+            ``None`` for the other partitions, which fix it.
         live_probability: ``None``: the plain variant (``K`` passes per step); ``p`` in ``(0, 1]``: the dropout
             variant (each group live with probability ``p`` in each of ``num_passes`` passes).
         num_passes: ``L`` of the dropout variant (default 16).

@@ -111,3 +111,34 @@ def test_every_registered_sampler_has_a_contract_class():
                         covered.add(item.value.value)
     missing = set(registry.SAMPLERS) - covered
     assert not missing, f"registered samplers without a SamplerContract test class: {sorted(missing)}"
+
+
+#: Structured SG-MCMC samples the mean-field approximation over its groups, so its posterior checks run with one
+#: group (``num_groups=1``), where it is its base sampler bit for bit (``test_structured_sgmcmc.py``): the settings,
+#: seeds and allowed bias are the base class's, so these runs repeat the base's draws. The short runs (determinism,
+#: resume with the history in the checkpoint, divergences) use the default partition (two groups on the 2-D
+#: Gaussian); the mean-field check uses one group per coordinate, with chains started at the mean.
+class TestStructuredSGLD(SamplerContract):
+    method = "structured-sgld"
+    variance_bias = 0.1
+    gaussian = dict(TestSGLD.gaussian, num_groups=1)
+    regression = dict(TestSGLD.regression, num_groups=1)
+    minibatch_regression = dict(TestSGLD.minibatch_regression, num_groups=1)
+    short = SGMCMC_SHORT
+
+
+class TestStructuredPSGLD(SamplerContract):
+    method = "structured-psgld"
+    variance_bias = 0.1
+    gaussian = dict(TestPSGLD.gaussian, num_groups=1)
+    regression = dict(TestPSGLD.regression, num_groups=1)
+    minibatch_regression = dict(TestPSGLD.minibatch_regression, num_groups=1)
+    short = SGMCMC_SHORT
+
+
+class TestStructuredSGHMC(SamplerContract):
+    method = "structured-sghmc"
+    variance_bias = 0.1
+    gaussian = dict(TestSGHMC.gaussian, num_groups=1)
+    regression = dict(TestSGHMC.regression, num_groups=1)
+    minibatch_regression = dict(TestSGHMC.minibatch_regression, num_groups=1)
