@@ -161,3 +161,15 @@ def test_bad_options_are_named(options, error, message):
     with pytest.raises(error, match=message):
         inference.sample(correlated_gaussian_2d(), dim=2, method="structured-sgld", num_chains=2, num_warmup=0,
                          num_samples=5, progress=False, **options)
+
+
+def test_the_history_holds_the_chains_latest_iterates():
+    """After a run with ``history_length=3`` and ``history_thin=2``, the buffer holds the positions of the last
+    three even iterations (draws kept at every iteration here)."""
+    post = inference.sample(correlated_gaussian_2d(), dim=2, method="structured-sgld", num_chains=3, num_warmup=0,
+                            num_samples=11, thin=1, step_size=0.05, history_length=3, history_thin=2, progress=False,
+                            check_convergence=False)
+    stored = post.final_state.history.draws  # C x 3 x D, slot = (count - 1) % 3 written last
+    latest = post.samples[:, [5, 7, 9]]  # iterations 6, 8, 10 (counted from 1)
+    assert int(post.final_state.history.count) == 5
+    assert torch.equal(stored[:, [2, 0, 1]], latest)
