@@ -45,7 +45,7 @@ def test_a_full_batch_is_one_batch_per_epoch(problem):
 def test_epochs_errors_are_named(problem, change, message):
     model, data = problem
     with pytest.raises(ValueError, match=message):
-        inference.sample(model, data, **dict(SETTINGS, epochs=2, **change))
+        inference.sample(model, data, **{**SETTINGS, "epochs": 2, **change})
 
 
 def test_epochs_need_data():
