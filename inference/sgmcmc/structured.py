@@ -130,9 +130,9 @@ class StructuredLogDensity(LogDensity):
             live = self.one_live.to(theta.device)
         else:
             passes, weight = self.num_passes, 1.0 / (self.live_probability * self.num_passes)
-            draws = torch.rand((passes, num_chains, self.num_groups), generator=self.generator, dtype=theta.dtype,
-                               device=theta.device)
-            live = (draws < self.live_probability).index_select(-1, groups)  # L x C x D
+            uniform = torch.rand((passes, num_chains, self.num_groups), generator=self.generator, dtype=theta.dtype,
+                                 device=theta.device)
+            live = (uniform < self.live_probability).index_select(-1, groups)  # L x C x D
         slots = torch.randint(length, (passes, num_chains, self.num_groups), generator=self.generator,
                               device=theta.device).index_select(-1, groups)
         mixed = torch.where(live, theta, history_lib.draw(self.history, slots))

@@ -42,4 +42,3 @@ def test_conv_net_samples_from_a_dataloader_and_predicts_above_chance(digits, me
         assert post.info["num_groups"] == 2  # the conv layer and the linear head
     accuracy = (post.predictive(model, x_test).probs.argmax(-1) == y_test).double().mean()
     assert accuracy > 0.6, float(accuracy)
-    print(method, float(accuracy))
