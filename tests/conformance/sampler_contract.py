@@ -106,7 +106,8 @@ class SamplerContract:
         variance_bias: Allowed relative bias of second moments (0 for Metropolis-corrected samplers).
         short: Settings of the short runs (determinism, resume, divergences).
         mean_field: Settings under which the sampler targets the mean-field approximation with one group per
-            coordinate (``None``: the sampler targets the posterior, and the check is skipped).
+            coordinate (``None``: the sampler targets the posterior, and the check is skipped); chains start at
+            the mean unless they give ``init``.
         mean_field_scales: Standard deviations of the correlated Gaussian (correlation 0.9) of that check.
         mean_field_bias: Allowed relative bias of its second moments (and correlation), declared like
             ``variance_bias``.
@@ -138,12 +139,12 @@ class SamplerContract:
     def test_mean_field_moments_within_mcse(self):
         """Declared mean-field samplers: one group per coordinate gives ``diag(1 / diag(precision))`` and no
         correlation (here ``1 - 0.9**2 = 0.19`` times each squared scale). The chains start at the mean, as
-        Alexos et al. start from a MAP estimate."""
+        Alexos et al. start from a MAP estimate, unless the settings give ``init``."""
         if self.mean_field is None:
             pytest.skip(f"{self.method} targets the posterior itself")
         target = correlated_gaussian_2d(0.9, self.mean_field_scales)
-        post = self._sample(target, seed=13, init=torch.zeros(self.mean_field["num_chains"], 2, dtype=torch.float64),
-                            **self.mean_field)
+        settings = {"init": torch.zeros(self.mean_field["num_chains"], 2, dtype=torch.float64), **self.mean_field}
+        post = self._sample(target, seed=13, **settings)
         cov = torch.diag(1 / torch.diagonal(target.precision))
         assert moment_violations(post.samples, target.mean, cov, self.mean_field_bias) == {}
         assert post.num_divergences == 0
