@@ -23,6 +23,12 @@ demo); the cyclical ones run four 1000-step cycles after one warm-up cycle. Thei
 synthetic BNN 10-50-1 with 400 data (8 chains, full batch and batches of 32): no divergence, training RMSE
 0.06-0.09 (noise 0.1) for SGHMC, SGLD and pSGLD; cyclical SGLD mixes slower at its step (RMSE 0.16 and 0.36),
 and larger cyclical steps (3e-4, 1e-3) were unstable there (constant SGLD at 3e-4 was not).
+Structured SG-MCMC (``structured-*``, which samples a mean-field approximation) takes its base sampler's step,
+chains, warm-up and thinning, 4 balanced random groups (plain variant: 5 gradient evaluations per chain and step)
+and a history of 1000 iterates (38.5 MB for 8 chains of the demo BNN in float64). Measured on the diabetes demo
+(8 chains, seed 0): no divergence; test RMSE 0.71-0.73 and NLL 1.10-1.13 (standardised units; the bases:
+0.73-0.75 and 1.12-1.13), training RMSE 0.64-0.67 against the bases' 0.53-0.58 (the mean field fits less
+tightly); batches of 32 with structured SGHMC: test RMSE 0.74, NLL 1.13 (SGHMC: 0.75, 1.13).
 """
 
 from __future__ import annotations
@@ -129,3 +135,10 @@ register(Sampler("csghmc", "inference.sgmcmc.cyclical:csghmc", 8, 1000, 4000, th
 register(Sampler("smc", "inference.smc.tempered:tempered_smc", 16, 5, 500, runner="inference.smc.runner:run",
                  summary="adaptive tempered SMC with HMC moves: weighted particles of independent populations "
                          "(num_chains) and the log evidence; num_samples particles, num_warmup moves per stage"))
+register(Sampler("structured-sgld", "inference.sgmcmc.structured:structured_sgld", 8, 1000, 1000, thin=5,
+                 minibatch=True, summary="structured SGLD: samples the mean-field over parameter groups from the "
+                                         "chain's history; faster mixing"))
+register(Sampler("structured-psgld", "inference.sgmcmc.structured:structured_psgld", 8, 1000, 1000, thin=5,
+                 minibatch=True, summary="structured pSGLD (mean-field over parameter groups, RMSprop-preconditioned)"))
+register(Sampler("structured-sghmc", "inference.sgmcmc.structured:structured_sghmc", 8, 1000, 500, thin=5,
+                 minibatch=True, summary="structured scale-adapted SGHMC (mean-field over parameter groups)"))

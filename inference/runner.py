@@ -53,7 +53,8 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         spec: Parameter layout, attached to the posterior for named views.
 
     Returns:
-        A ``SamplePosterior`` with samples ``chains x draws x D``.
+        A ``SamplePosterior`` with samples ``chains x draws x D``; its ``info`` holds ``config``, the wall time
+        and the final state's ``run_info()`` when it has one (e.g. structured SG-MCMC's history size).
     """
     num_samples = check_positive_int(num_samples, "num_samples")
     num_warmup = check_positive_int(num_warmup, "num_warmup", minimum=0)
@@ -127,7 +128,7 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         sample_stats={k: v.transpose(0, 1).contiguous() for k, v in stats.items()},
         warmup_stats={k: v.transpose(0, 1).contiguous() for k, v in warmup_stats.items()},
         spec=spec,
-        info={**_plain(config), "wall_time": elapsed},
+        info={**_plain(config), "wall_time": elapsed, **(state.run_info() if hasattr(state, "run_info") else {})},
         final_state=state,
     )
 

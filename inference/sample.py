@@ -15,6 +15,7 @@ from inference.diagnostics import ConvergenceWarning
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from probnets.model import Batch, LogDensity, ProbModel
+from probnets.spec import ParamSpec
 from probnets.validation import check_positive_float, check_positive_int
 
 METHODS = tuple(registry.SAMPLERS)
@@ -24,13 +25,14 @@ class CountingLogDensity(LogDensity):
     """Delegates to a log density and counts gradient evaluations per chain (``grad_evals``).
 
     ``at(batch)`` (minibatch log densities) returns a counter of the minibatch estimate that adds to this
-    counter's count.
+    counter's count. ``spec`` is the parameter layout, for samplers that use it (structured SG-MCMC's groups).
     """
 
-    def __init__(self, inner: LogDensity, parent: CountingLogDensity | None = None):
+    def __init__(self, inner: LogDensity, parent: CountingLogDensity | None = None, spec: ParamSpec | None = None):
         super().__init__(inner.__call__, inner.dim)
         self.inner = inner
         self.parent = parent
+        self.spec = spec
         self.uses_own_threads = inner.uses_own_threads
         self.grad_evals = 0
 
@@ -57,6 +59,7 @@ def sample(
     dtype: torch.dtype | None = None,
     temperature: float = 1.0,
     batch_size: int | None = None,
+    epochs: int | None = None,
     progress: bool = True,
     print_summary: bool | None = None,
     check_convergence: bool = True,
@@ -75,8 +78,9 @@ def sample(
         method: A registered sampler (``inference.registry.SAMPLERS``): ``"nuts"`` (multinomial NUTS with
             Stan's windowed warm-up), ``"hmc"`` (static trajectories, same warm-up), ``"chees"`` (many-chain
             ChEES-HMC), or the SG-MCMC family for full batches or minibatches: ``"sgld"``, ``"psgld"``,
-            ``"sghmc"`` (scale-adapted SGHMC), ``"csgld"`` and ``"csghmc"`` (cyclical step sizes); or
-            ``"smc"``: adaptive tempered SMC (``inference.smc``), where ``num_chains`` counts independent
+            ``"sghmc"`` (scale-adapted SGHMC), ``"csgld"`` and ``"csghmc"`` (cyclical step sizes); structured
+            SG-MCMC ``"structured-sgld"``, ``"structured-psgld"``, ``"structured-sghmc"`` (a mean-field
+            approximation over parameter groups, ``inference.sgmcmc.structured``); or ``"smc"``: adaptive tempered SMC (``inference.smc``), where ``num_chains`` counts independent
             particle populations, ``num_samples`` the particles of each and ``num_warmup`` the MCMC moves per
             tempering stage; it returns weighted particles and the log evidence in ``info``.
         num_chains, num_warmup, num_samples, thin: Chains, warm-up iterations, post-warm-up iterations and
@@ -91,6 +95,10 @@ def sample(
         temperature: Likelihood tempering (``ProbModel`` only).
         batch_size: Minibatch size for minibatch samplers on ``(x, y)`` data (``None``: full batch). Each
             step sees the unbiased estimate ``log p(theta) + (N / |B|) sum_B log p(y | x, theta) / T``.
+        epochs: Minibatch samplers on a ``ProbModel``'s data only, instead of ``num_samples``: the sampling
+            phase runs ``epochs`` passes over the data, ``num_samples = epochs * batches per epoch`` iterations
+            (``ceil(N / batch_size)`` batches, ``len(loader)`` for a ``DataLoader``, 1 for full batches), of which
+            every ``thin``-th is kept. Warm-up stays ``num_warmup`` iterations (not epochs).
         progress: Show a live progress bar (step size, log density, acceptance rate, divergences, gradient
             evaluations per trajectory).
         print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
@@ -115,6 +123,13 @@ def sample(
     """
     sampler = registry.get(method)
     options = sampler.bind(options)
+    if epochs is not None:
+        epochs = check_positive_int(epochs, "epochs")
+        if not sampler.minibatch:
+            raise ValueError(f"epochs counts passes over minibatches; method {method!r} is a full-batch sampler: give "
+                             "num_samples (iterations) instead")
+        if num_samples is not None:
+            raise ValueError("give num_samples (iterations) or epochs (passes over the data), not both")
     num_chains = check_positive_int(sampler.num_chains if num_chains is None else num_chains, "num_chains")
     num_warmup = check_positive_int(sampler.num_warmup if num_warmup is None else num_warmup, "num_warmup",
                                     minimum=0)
@@ -147,12 +162,17 @@ def sample(
             batch = (x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y)
             logdensity = model.logdensity(batch, temperature=temperature)
         spec = model.spec
+        if epochs is not None:
+            num_samples = epochs * (batches.batches_per_epoch if batches is not None else 1)
         if init is None:
             init = model.init_theta(num_chains, generator=generator, dtype=dtype)
     else:
         if data is not None or batch_size is not None:
             raise ValueError("data and batch_size are only used with a ProbModel target; a log density has its "
                              "data bound in")
+        if epochs is not None:
+            raise ValueError("epochs counts passes over a ProbModel's data; a log density has no data: give "
+                             "num_samples")
         if temperature != 1.0:
             raise ValueError("temperature applies to a ProbModel's likelihood; temper a bare log density yourself")
         if init is not None:
@@ -168,9 +188,10 @@ def sample(
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
-    counter = CountingLogDensity(logdensity)
+    counter = CountingLogDensity(logdensity, spec=spec)
     init = _check_initial_density(counter, init)
-    config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size, **options}
+    config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size,
+              **({"epochs": epochs} if epochs is not None else {}), **options}
     with _torch_threads(1 if counter.uses_own_threads else None):
         if sampler.runner is not None:  # samplers with their own loop (SMC) build their algorithm themselves
             posterior = sampler.run(counter, model=model, batch=batch, init=None if given_init is None else init,

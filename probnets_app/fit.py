@@ -43,7 +43,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=arguments.nonnegative_int,
                         help="warm-up iterations per chain (default: per method)")
     parser.add_argument("--samples", type=arguments.positive_int,
-                        help="draws kept per chain (default: per method)")
+                        help="post-warm-up iterations per chain; SG-MCMC methods keep every --thin-th as a draw "
+                             "(default: per method)")
+    minibatch = ", ".join(s.name for s in registry.SAMPLERS.values() if s.minibatch)
+    parser.add_argument("--batch-size", type=arguments.positive_int, metavar="B",
+                        help=f"minibatch size (minibatch methods only: {minibatch}; --model pbnn: default 50; "
+                             "default: full batch)")
+    parser.add_argument("--epochs", type=arguments.positive_int,
+                        help="instead of --samples: passes over the training data after warm-up (minibatch methods "
+                             "only; iterations = epochs x batches per epoch; --model pbnn: training epochs, default 100)")
+    parser.add_argument("--thin", type=arguments.positive_int,
+                        help="keep every THIN-th post-warm-up iteration (minibatch methods and --model masked-bnn; "
+                             "default: per method)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default: 0)")
     parser.add_argument("--test-fraction", type=arguments.fraction, default=0.1,
@@ -85,6 +96,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.method = args.method or "chees"
     if args.method in pbnn_fit.METHODS:
         parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")
+    from inference import registry
+
+    defaults = registry.get(args.method)
+    given = [flag for flag, value in (("--batch-size", args.batch_size), ("--epochs", args.epochs),
+                                      ("--thin", args.thin)) if value is not None]
+    if given and not defaults.minibatch:
+        parser.error(f"argument {given[0]}: only for minibatch methods "
+                     f"({', '.join(s.name for s in registry.SAMPLERS.values() if s.minibatch)}), not {args.method}")
+    if args.epochs is not None and args.samples is not None:
+        parser.error("argument --epochs: not allowed with argument --samples (give one)")
 
     import warnings
 
@@ -92,28 +113,43 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     import inference
     from inference.diagnostics import ConvergenceWarning
-    from inference import registry
     from probnets import BNN, Gaussian
     from probnets_app.report import fit_report, format_report
 
-    defaults = registry.get(args.method)
     chains = args.chains if args.chains is not None else defaults.num_chains
     warmup = args.warmup if args.warmup is not None else defaults.num_warmup
-    draws = args.samples if args.samples is not None else defaults.num_samples
+    thin = args.thin if args.thin is not None else defaults.thin
+    if args.epochs is not None:
+        batches = -(-split.x_train.shape[0] // args.batch_size) if args.batch_size else 1
+        iterations = args.epochs * batches
+    else:
+        iterations = args.samples if args.samples is not None else defaults.num_samples
+    if iterations < thin:
+        parser.error(f"argument --thin: {thin} exceeds the {iterations} post-warm-up iterations")
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
                     prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
     except (ValueError, TypeError) as exc:
         parser.error(f"argument --widths: {exc}")
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
+    if thin == 1:
+        plan = f"{warmup} warm-up + {iterations} draws"
+    else:  # a cyclical schedule keeps draws only in the sampling phase of each cycle
+        cyclical = "cycle_length" in defaults.options()
+        plan = (f"{warmup} warm-up + {iterations} iterations thinned by {thin}: "
+                f"{'at most ' if cyclical else ''}{iterations // thin} draws")
+    epochs = f" ({args.epochs} epochs)" if args.epochs is not None else ""
+    batch = f", batches of {args.batch_size}" if args.batch_size else ""
     print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
-          f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws", file=sys.stderr)
+          f"{args.method} with {chains} chains, {plan}{epochs}{batch}", file=sys.stderr)
     with warnings.catch_warnings():
         # The report lists convergence problems; no need for warnings on stderr as well.
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
             posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
-                                         num_chains=chains, num_warmup=warmup, num_samples=draws, seed=args.seed,
+                                         num_chains=chains, num_warmup=warmup, thin=thin, batch_size=args.batch_size,
+                                         num_samples=None if args.epochs else iterations, epochs=args.epochs,
+                                         seed=args.seed,
                                          dtype=dtype, progress=not args.no_progress, print_summary=False,
                                          checkpoint=args.checkpoint)
         except ValueError as exc:  # e.g. a checkpoint from another configuration

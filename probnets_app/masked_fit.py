@@ -38,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="birth/death moves on the masks per iteration (default: 10)")
     group.add_argument("--max-flips", type=arguments.positive_int, default=3,
                        help="most nodes one birth/death move flips (default: 3)")
-    group.add_argument("--thin", type=arguments.positive_int, default=DEFAULTS["thin"],
-                       help=f"keep every THIN-th iteration after warm-up (default: {DEFAULTS['thin']})")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: Path, dtype) -> int:
@@ -49,6 +47,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     from probnets.masked_bnn import MaskedBNN
     from probnets_app.report import fit_report, format_report
 
+    for flag, value in (("--batch-size", args.batch_size), ("--epochs", args.epochs)):
+        if value is not None:
+            parser.error(f"argument {flag}: the masked Gibbs sampler uses the full batch")
+    args.thin = args.thin if args.thin is not None else DEFAULTS["thin"]
     chains = args.chains if args.chains is not None else DEFAULTS["chains"]
     warmup = args.warmup if args.warmup is not None else DEFAULTS["warmup"]
     samples = args.samples if args.samples is not None else DEFAULTS["samples"]

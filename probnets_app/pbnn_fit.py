@@ -22,12 +22,11 @@ METHODS = ("ohsmc", "sgsmc")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``--model pbnn`` (``--chains``/``--warmup``/``--samples`` set the HMC phase of sgsmc)."""
+    """The options of ``--model pbnn`` (``--chains``/``--warmup``/``--samples`` set the HMC phase of sgsmc;
+    ``--epochs`` and ``--batch-size`` default to 100 and 50)."""
     group = parser.add_argument_group("partial BNN (--model pbnn)")
     group.add_argument("--particles", type=arguments.positive_int, default=1000,
                        help="SMC particles (default: 1000)")
-    group.add_argument("--epochs", type=arguments.positive_int, default=100, help="passes over the data (default: 100)")
-    group.add_argument("--batch-size", type=arguments.positive_int, default=50, help="minibatch size (default: 50)")
     group.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of psi (default: 0.01)")
     group.add_argument("--move", choices=["rw", "ou"], default="rw",
                        help="ohsmc jitter: random walk or prior-preserving Ornstein-Uhlenbeck (default: rw)")
@@ -43,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: Path, dtype) -> int:
     """Train, report and write the output files (the caller has loaded and checked ``split``)."""
+    args.epochs = args.epochs if args.epochs is not None else 100
+    args.batch_size = args.batch_size if args.batch_size is not None else 50
+    if args.thin is not None:
+        parser.error("argument --thin: not used by --model pbnn")
     if args.method not in METHODS:
         parser.error(f"argument --method: --model pbnn takes {', '.join(METHODS)}, not {args.method!r}")
     import torch
