@@ -38,7 +38,8 @@ def _cdf(t: Tensor) -> Tensor:
 def _standardised(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """float64 ``mean``, ``variance`` (clamped at 0) and the standard deviation."""
     mean, variance = mean.double(), variance.double().clamp_min(0)
-    return mean, variance, variance.sqrt()
+    # sqrt's gradient at 0 is infinite: take it of a safe value so that masked-out zeros give zero gradients
+    return mean, variance, torch.where(variance > 0, variance, 1.0).sqrt() * (variance > 0)
 
 
 def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_variance: Tensor,
@@ -129,16 +130,18 @@ def relu_covariance(mean: Tensor, covariance: Tensor) -> tuple[Tensor, Tensor]:
     r = torch.where(positive, mu / safe_sd, 0.0)
     rho = (cov / (safe_sd[..., :, None] * safe_sd[..., None, :])).clamp(-1 + 1e-9, 1 - 1e-9)
     ri, rj = r[..., :, None], r[..., None, :]
-    root = (1.0 - rho.square()).sqrt()
-    asin = torch.asin(rho)
-    a = asin - rho / (1.0 + root)
-    tiny = torch.finfo(torch.float64).tiny
-    abs_a, abs_rho = a.abs().clamp_min(tiny), rho.abs().clamp_min(tiny)
-    inv_sxx = abs_rho / (abs_a * (1.0 + root))
-    inv_sxy = (asin - rho) / (abs_a * abs_rho)
-    g = a / (2 * math.pi) * torch.exp(-0.5 * (ri.square() + rj.square()) * inv_sxx + ri * rj * inv_sxy)
-    # where rho = 0 (or an input is deterministic) the covariance is zero already
-    g = torch.where(a.abs() > tiny, g, 0.0)
+    # Near rho = 0, g = rho / (4 pi) exp(-(r_i^2 + r_j^2) / 2) + O(rho^2); the closed form divides 0 by 0 there,
+    # so it is evaluated at a safe rho and replaced by the limit (a double where keeps the gradients finite).
+    small = rho.abs() < 1e-4
+    safe_rho = torch.where(small, 0.5, rho)
+    root = (1.0 - safe_rho.square()).sqrt()
+    asin = torch.asin(safe_rho)
+    a = asin - safe_rho / (1.0 + root)
+    inv_sxx = safe_rho.abs() / (a.abs() * (1.0 + root))
+    inv_sxy = (asin - safe_rho) / (a.abs() * safe_rho.abs())
+    closed = a / (2 * math.pi) * torch.exp(-0.5 * (ri.square() + rj.square()) * inv_sxx + ri * rj * inv_sxy)
+    limit = rho / (4 * math.pi) * torch.exp(-0.5 * (ri.square() + rj.square()))
+    g = torch.where(small, limit, closed)
     out_cov = cov * (_cdf(ri) * _cdf(rj) + g)
     out_cov = out_cov.to(covariance.dtype)
     return out_mean, torch.diagonal_scatter(out_cov, out_var, dim1=-2, dim2=-1)
