@@ -30,6 +30,7 @@ from surrogates.amortized import fit_neural_process, fit_pfn
 from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
+from surrogates.moment_bnn import fit_moment_bnn
 from surrogates.student_t import fit_student_t
 
 
@@ -45,7 +46,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
             output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC),
             ``"sghmc-bnn"`` (the same BNN sampled with scale-adapted SGHMC), ``"ensemble"``
             (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
-            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise).
+            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"mp-gelu-bnn"``
+            (an MP-GELU BNN fitted by deterministic VI, one-pass Gaussian predictive).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -227,6 +229,7 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
 KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "student-t": fit_student_t, "dkl": fit_dkl,
                                           "hmc-bnn": fit_hmc_bnn, "sghmc-bnn": fit_sghmc_bnn, "ensemble": fit_deep_ensemble,
                                           "np": fit_neural_process, "pfn": fit_pfn}
+KINDS["mp-gelu-bnn"] = fit_moment_bnn  # MP-GELU BNN by deterministic VI (activation="relu": the ReLU baseline)
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
