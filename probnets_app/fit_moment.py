@@ -20,7 +20,8 @@ METHODS = ("mp-gelu", "relu-mp")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the deterministic-VI methods (ignored by samplers)."""
-    group = parser.add_argument_group("deterministic VI (--method mp-gelu or relu-mp)")
+    group = parser.add_argument_group("deterministic VI (--method mp-gelu or relu-mp; --activation, --chains, "
+                                      "--warmup and --samples apply to samplers only)")
     group.add_argument("--covariance", choices=["diagonal", "full"], default="diagonal",
                        help="relu-mp: hidden covariance kept between layers (default: diagonal)")
     group.add_argument("--steps", type=arguments.positive_int, default=2000, help="Adam steps (default: 2000)")

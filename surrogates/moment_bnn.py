@@ -43,5 +43,6 @@ def fit_moment_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: 
         return mean, latent + noise if observation_noise else latent
 
     model = GaussianPredictiveModel(moments, Y.shape[-1], input_transform=input_tf, outcome_transform=outcome_tf)
+    model.network = network  # a submodule, so that .to(device) and state_dict see it
     model.moment_posterior = posterior
     return model
