@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments, masked_fit, pbnn_fit
+from probnets_app import arguments, fit_moment, masked_fit, pbnn_fit
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -28,9 +28,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["bnn", "pbnn", "masked-bnn"], default="bnn",
                         help="model family (default: bnn; pbnn: partial BNN trained by SMC; masked-bnn: node-sparse "
                              "BNN sampled by masked Gibbs)")
-    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(pbnn_fit.METHODS), default=None,
+    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(fit_moment.METHODS) + list(pbnn_fit.METHODS),
+                        default=None,
                         help="a registered sampler (default: chees): "
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
+                             + "; or deterministic VI of a moment-propagation network: mp-gelu, relu-mp"
                              + "; for --model pbnn: ohsmc (default) or sgsmc")
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
@@ -67,6 +69,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    parser.add_argument("--steps", type=arguments.positive_int,
+                        help="optimiser steps (deterministic VI: default 2000)")
+    parser.add_argument("--lr", type=arguments.positive_float,
+                        help="Adam learning rate (deterministic VI and --model pbnn: default 0.01)")
+    fit_moment.add_arguments(parser)
     pbnn_fit.add_arguments(parser)
     masked_fit.add_arguments(parser)
 
@@ -92,8 +99,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return pbnn_fit.run(args, parser, split, out, dtype)
     if args.model == "masked-bnn":
         return masked_fit.run(args, parser, split, out, dtype)
-    args.activation = args.activation or "tanh"
     args.method = args.method or "chees"
+    if args.method in fit_moment.METHODS:
+        return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
+    args.activation = args.activation or "tanh"
     if args.method in pbnn_fit.METHODS:
         parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")
     from inference import registry
@@ -107,6 +116,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.epochs is not None and args.samples is not None:
         parser.error("argument --epochs: not allowed with argument --samples (give one)")
 
+    if args.method in fit_moment.METHODS:
+        return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
     import warnings
 
     import pyro.distributions as dist

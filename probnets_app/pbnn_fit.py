@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("partial BNN (--model pbnn)")
     group.add_argument("--particles", type=arguments.positive_int, default=1000,
                        help="SMC particles (default: 1000)")
-    group.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of psi (default: 0.01)")
     group.add_argument("--move", choices=["rw", "ou"], default="rw",
                        help="ohsmc jitter: random walk or prior-preserving Ornstein-Uhlenbeck (default: rw)")
     group.add_argument("--move-scale", type=float, default=1e-2,
@@ -44,6 +43,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     """Train, report and write the output files (the caller has loaded and checked ``split``)."""
     args.epochs = args.epochs if args.epochs is not None else 100
     args.batch_size = args.batch_size if args.batch_size is not None else 50
+    args.lr = args.lr if args.lr is not None else 1e-2
     if args.thin is not None:
         parser.error("argument --thin: not used by --model pbnn")
     if args.method not in METHODS:
