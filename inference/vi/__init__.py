@@ -12,7 +12,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-VI_METHODS: dict[str, str] = {}
+VI_METHODS: dict[str, str] = {
+    "mfvi": "inference.vi.mfvi:fit",
+    "ssvi": "inference.vi.ssvi:fit",
+}
 
 
 def get(name: str) -> Callable[..., Any]:
