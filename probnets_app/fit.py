@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, variational
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -26,9 +26,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
                                  for s in registry.SAMPLERS.values()))
     parser.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
-    parser.add_argument("--method", choices=list(registry.SAMPLERS), default="chees",
+    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(variational.METHODS), default="chees",
                         help="a registered sampler (default: chees): "
-                             + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values()))
+                             + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
+                             + "; or a variational method: "
+                             + "; ".join(f"{k}: {v}" for k, v in variational.METHODS.items()))
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of a CSV file (required for CSV data)")
@@ -53,6 +55,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    variational.add_arguments(parser)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -65,6 +68,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from probnets.activations import ACTIVATIONS
 
+    variational.check(args, parser)
     if args.activation not in ACTIVATIONS:
         parser.error(f"argument --activation: invalid choice: {args.activation!r} (choose from "
                      f"{', '.join(sorted(ACTIVATIONS))})")
@@ -82,10 +86,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from probnets import BNN, Gaussian
     from probnets_app.report import fit_report, format_report
 
-    defaults = registry.get(args.method)
-    chains = args.chains if args.chains is not None else defaults.num_chains
-    warmup = args.warmup if args.warmup is not None else defaults.num_warmup
-    draws = args.samples if args.samples is not None else defaults.num_samples
+    vi = args.method in variational.METHODS
+    if not vi:
+        defaults = registry.get(args.method)
+        chains = args.chains if args.chains is not None else defaults.num_chains
+        warmup = args.warmup if args.warmup is not None else defaults.num_warmup
+        draws = args.samples if args.samples is not None else defaults.num_samples
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
                     prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
@@ -93,15 +99,19 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --widths: {exc}")
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
     print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
-          f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws", file=sys.stderr)
+          + (variational.describe(args) if vi
+             else f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws"), file=sys.stderr)
     with warnings.catch_warnings():
         # The report lists convergence problems; no need for warnings on stderr as well.
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
-            posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
-                                         num_chains=chains, num_warmup=warmup, num_samples=draws, seed=args.seed,
-                                         dtype=dtype, progress=not args.no_progress, print_summary=False,
-                                         checkpoint=args.checkpoint)
+            if vi:
+                fitted, posterior = variational.fit(args, model, split, dtype)
+            else:
+                posterior = fitted = inference.sample(
+                    model, (split.x_train, split.y_train), method=args.method, num_chains=chains,
+                    num_warmup=warmup, num_samples=draws, seed=args.seed, dtype=dtype, progress=not args.no_progress,
+                    print_summary=False, checkpoint=args.checkpoint)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
         extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
@@ -109,7 +119,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
     files = [out / "report.json", *(out / name for name in report["figures"].values())]
     if args.save_posterior:
-        posterior.save(out / "posterior.pt")
+        fitted.save(out / "posterior.pt")
         files.append(out / "posterior.pt")
     print(format_report(report))
     print("Output files:")

@@ -1,9 +1,11 @@
 """Monte Carlo estimators of the expected log-likelihood ``E_q[sum_i log p(y_i | x_i, theta)]`` and its gradient.
 
 - ``reparam``: evaluates the model at reparameterised draws of ``theta`` (any ``ProbModel``, any family).
-- ``local`` (local reparameterisation, Kingma et al. 2015): for a linear or convolutional layer with
-  independent Gaussian weights the pre-activations are Gaussian given the layer input, with mean
-  ``layer(h; mean)`` and variance ``layer(h^2; scale^2)``; they are drawn independently for every datum.
+- ``local`` (local reparameterisation, Kingma et al. 2015): for a linear layer with independent Gaussian
+  weights the pre-activations are Gaussian given the layer input, with mean ``h mean^T`` and variance
+  ``h^2 (scale^2)^T``, independent across units; they are drawn independently for every datum (unbiased, since
+  the log-likelihood is a sum over data). A convolution's outputs share its kernel, so they are not independent
+  across positions: drawing them independently is the common approximation, biased, and not offered here.
 - ``flipout`` (Wen et al. 2018): one weight perturbation ``dW = W - mean`` per draw, decorrelated across the data
   by random signs, ``layer(h; mean) + layer(h * s_in; dW) * s_out``.
 
@@ -28,13 +30,19 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def resolve_estimator(model: ProbModel, estimator: str, rank: int) -> str:
-    """The estimator to use: ``auto`` is ``local`` where it applies (mean-field family, a model with stochastic
-    linear/conv layers) and ``reparam`` otherwise; an explicit choice that cannot apply is a ``ValueError``."""
+    """The estimator to use: ``auto`` is ``local`` where it applies (a mean-field family, a model whose stochastic
+    layers are all linear), ``flipout`` for such models with convolutions, ``reparam`` otherwise; an explicit
+    choice that cannot apply is a ``ValueError``."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    structured = isinstance(model, BNN) or (isinstance(model, ModuleModel) and bool(stochastic_layers(model)))
+    layers = stochastic_layers(model) if isinstance(model, ModuleModel) else {}
+    structured = isinstance(model, BNN) or bool(layers)
+    convolutional = any(kind != "linear" for kind in layers.values())
     if estimator == "auto":
-        return "local" if structured and rank == 0 else "reparam"
+        return "reparam" if not structured or rank else ("flipout" if convolutional else "local")
+    if estimator == "local" and convolutional:
+        raise ValueError("estimator='local' is exact for linear layers only (a convolution's outputs share its "
+                         "kernel); use estimator='flipout' for networks with stochastic convolutions")
     if estimator != "reparam":
         if rank:
             raise ValueError(f"estimator={estimator!r} needs a mean-field family (rank=0), got rank={rank}")
@@ -44,17 +52,16 @@ def resolve_estimator(model: ProbModel, estimator: str, rank: int) -> str:
     return estimator
 
 
-def stochastic_layers(model: ModuleModel) -> dict[str, tuple[str, str | None]]:
-    """Linear/conv submodules whose weight is stochastic: ``{module name: (weight name, bias name or None)}``
-    (the bias when it is stochastic too)."""
-    layers = {}
-    for name, module in model.module.named_modules():
-        if isinstance(module, _LAYERS):
-            prefix = f"{name}." if name else ""
-            if f"{prefix}weight" in model.priors:
-                bias = f"{prefix}bias"
-                layers[name] = (f"{prefix}weight", bias if bias in model.priors else None)
-    return layers
+def stochastic_layers(model: ModuleModel) -> dict[str, str]:
+    """Linear/conv submodules whose weight is stochastic: ``{module name: "linear" or "conv"}``."""
+    return {name: "linear" if isinstance(module, nn.Linear) else "conv"
+            for name, module in model.module.named_modules()
+            if isinstance(module, _LAYERS) and _names(name)[0] in model.priors}
+
+
+def _names(module_name: str) -> tuple[str, str]:
+    prefix = f"{module_name}." if module_name else ""
+    return f"{prefix}weight", f"{prefix}bias"
 
 
 def expected_log_likelihood(model: ProbModel, family: GaussianFamily, theta: Tensor, batch: Batch, estimator: str,
@@ -124,13 +131,21 @@ def _layer(module: nn.Module, h: Tensor, weight: Tensor, bias: Tensor | None) ->
     return module._conv_forward(h, weight, bias)
 
 
+def _flip_shape(h: Tensor, linear: bool) -> tuple[int, ...]:
+    """One sign per row and feature: the last dimension of a linear layer, the channels of a convolution."""
+    if linear:
+        return (h.shape[0], *(1,) * (h.dim() - 2), h.shape[-1])
+    return (*h.shape[:2], *(1,) * (h.dim() - 2))
+
+
 def _module_forward(model: ModuleModel, family: GaussianFamily, theta: Tensor, r: int, x: Tensor, estimator: str,
                     generator) -> Tensor:
     """Latent outputs ``S x n x m`` of restart ``r`` of a ``from_module`` network: one call on the ``S`` copies of
     ``x`` stacked, the stochastic layers perturbed by forward hooks."""
     k = model.net_spec.dim
     num_samples = theta.shape[1]
-    layers = stochastic_layers(model)
+    layers = {name: (weight, bias if bias in model.priors else None)
+              for name in stochastic_layers(model) for weight, bias in [_names(name)]}
     in_layers = {p for names in layers.values() for p in names if p is not None}
     mean = model.net_spec.unflatten(family.mean[r, :k])
     scale = model.net_spec.unflatten(family.scale[r, :k])
@@ -144,17 +159,22 @@ def _module_forward(model: ModuleModel, family: GaussianFamily, theta: Tensor, r
     def perturb(weight_name: str, bias_name: str | None):
         def hook(module, inputs, out):
             h = inputs[0]
+            linear = isinstance(module, nn.Linear)
             if estimator == "local":
+                if h.dim() != 2:
+                    raise ValueError(f"estimator='local' needs 2-D inputs to nn.Linear layers (a layer applied "
+                                     f"along further dimensions shares its weights), got {tuple(h.shape)}; use "
+                                     "estimator='flipout'")
                 var = _layer(module, h.square(), scale[weight_name].square(),
                              None if bias_name is None else scale[bias_name].square())
                 return out + _std(var) * _noise(out.shape, out, generator)
             delta = drawn[weight_name] - mean[weight_name]
-            s_in = _rademacher(h.shape[:2], h, generator).reshape(*h.shape[:2], *(1,) * (h.dim() - 2))
-            s_out = _rademacher(out.shape[:2], out, generator).reshape(*out.shape[:2], *(1,) * (out.dim() - 2))
+            s_in = _rademacher(_flip_shape(h, linear), h, generator)
+            s_out = _rademacher(_flip_shape(out, linear), out, generator)
             out = out + _layer(module, h * s_in, delta, None) * s_out
             if bias_name is not None:
                 bias_delta = drawn[bias_name] - mean[bias_name]
-                out = out + (bias_delta if out.dim() == 2 else bias_delta.reshape(-1, *(1,) * (out.dim() - 2)))
+                out = out + (bias_delta if linear else bias_delta.reshape(-1, *(1,) * (out.dim() - 2)))
             return out
         return hook
 

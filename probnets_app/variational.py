@@ -1,0 +1,61 @@
+"""``probnets fit --method mfvi|ssvi``: the variational methods behind the fit command.
+
+The fit report works on draws, so the fitted ``GaussianPosterior`` hands it ``--samples`` draws per restart (a
+``SamplePosterior``, restarts as chains); ``--save-posterior`` saves the Gaussian itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from probnets_app import arguments
+
+METHODS = {"mfvi": "mean-field Gaussian VI (local reparameterisation)",
+           "ssvi": "sparse subspace VI (fixed density per layer, pruned and regrown)"}
+DEFAULT_STEPS = 3000
+DEFAULT_DRAWS = 500
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("variational methods (--method mfvi|ssvi)")
+    group.add_argument("--steps", type=arguments.positive_int,
+                       help=f"optimiser steps (default: {DEFAULT_STEPS})")
+    group.add_argument("--batch-size", type=arguments.positive_int, help="minibatch size (default: full batch)")
+    group.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 0.01)")
+    group.add_argument("--density", type=arguments.fraction, default=0.25,
+                       help="ssvi: fraction of active weights per layer (default: 0.25)")
+
+
+def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject options that do not apply to the chosen kind of method."""
+    variational = args.method in METHODS
+    for flag, value, applies in (("--warmup", args.warmup, not variational),
+                                 ("--steps", args.steps, variational), ("--batch-size", args.batch_size, variational)):
+        if value is not None and not applies:
+            parser.error(f"argument {flag}: does not apply to --method {args.method}")
+    if not args.lr > 0:
+        parser.error(f"argument --lr: expected a positive number, got {args.lr!r}")
+
+
+def describe(args: argparse.Namespace) -> str:
+    restarts = args.chains or 1
+    return (f"{args.method} with {args.steps or DEFAULT_STEPS} steps, {restarts} restart{'s' * (restarts > 1)}, "
+            f"{args.samples or DEFAULT_DRAWS} draws for the report")
+
+
+def fit(args: argparse.Namespace, model, split, dtype):
+    """Fit the variational posterior; returns it and its draws for the report."""
+    import torch
+
+    from inference.vi import fit_vi
+
+    options = {"num_steps": args.steps or DEFAULT_STEPS, "batch_size": args.batch_size, "lr": args.lr,
+               "num_restarts": args.chains or 1, "seed": args.seed, "dtype": dtype,
+               "progress": not args.no_progress, "checkpoint": args.checkpoint}
+    if args.method == "ssvi":
+        options["density"] = args.density
+    posterior = fit_vi(model, (split.x_train, split.y_train), method=args.method, **options)
+    num_draws = args.samples or DEFAULT_DRAWS
+    draws = posterior.to_sample_posterior(num_draws, generator=torch.Generator().manual_seed(args.seed))
+    draws.info.update(num_chains=posterior.num_components, num_samples=num_draws, num_warmup=0)
+    return posterior, draws
