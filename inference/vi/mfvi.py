@@ -194,50 +194,51 @@ def fit(model: ProbModel, data, *, num_steps: int | None = None, num_epochs: int
                 "num_restarts": num_restarts, "kl_warmup": kl_warmup, "temperature": temperature,
                 "batch_size": None if stream is None else batch_size, "seed": seed, "dtype": str(dtype),
                 "dim": dim}
-    posterior = _optimise(loss_fn, params, family, tracker, num_data, num_steps=num_steps, lr=lr,
-                          warmup_fraction=warmup_fraction, grad_clip=grad_clip, generator=generator, state=state,
-                          settings=settings, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                          progress=progress, keep=keep, spec=model.spec, description="mfvi")
+    result, wall_time = optimise_elbo(loss_fn, params, tracker, num_steps=num_steps, lr=lr,
+                                      warmup_fraction=warmup_fraction, grad_clip=grad_clip, generator=generator,
+                                      state=state, settings=settings, checkpoint=checkpoint,
+                                      checkpoint_every=checkpoint_every, progress=progress, description="mfvi")
+    with torch.no_grad():
+        chosen = (torch.arange(num_restarts) if keep == "all"
+                  else tracker.running.nan_to_num(-math.inf).argmax().reshape(1)).to(mean.device)
+        posterior = GaussianPosterior(
+            mean[chosen].detach().clone(), family.scale[chosen].detach().clone(),
+            None if factor is None else factor[chosen].detach().clone(), spec=model.spec,
+            info=run_info(settings, result, tracker, chosen, num_steps, lr, wall_time))
+    posterior.elbo_trace = -result.losses * num_data / num_restarts
     return posterior
 
 
-def _optimise(loss_fn, params, family: GaussianFamily, tracker: ElboTracker, num_data: int, *, num_steps, lr,
-              warmup_fraction, grad_clip, generator, state, settings, checkpoint, checkpoint_every, progress, keep,
-              spec, description, mask: Tensor | None = None, callback=None) -> GaussianPosterior:
-    """Run :func:`minimize` with a progress bar showing the live ELBO; the fitted ``GaussianPosterior``."""
+def run_info(settings: dict[str, Any], result, tracker: ElboTracker, chosen: Tensor, num_steps: int, lr: float,
+             wall_time: float) -> dict[str, Any]:
+    """The posterior's ``info``: the settings, the final ELBO of the kept restarts, skipped steps, wall time."""
+    return {**{k: v for k, v in settings.items() if k != "vi"}, "method": settings["vi"], "num_steps": num_steps,
+            "lr": lr, "elbo": float(tracker.running[chosen.cpu()].mean()), "skipped_steps": result.skipped_steps,
+            "resumed_from": result.resumed_from, "wall_time": wall_time}
+
+
+def optimise_elbo(loss_fn, params, tracker: ElboTracker, *, num_steps: int, description: str, progress: bool,
+                  step_hook=None, **options):
+    """:func:`minimize` (Adam) with a progress bar showing the live ELBO; returns its result and the wall time.
+
+    Args:
+        loss_fn: ``-ELBO / N`` of one step (recording the ELBO in ``tracker``).
+        params: The tensors to optimise.
+        options: Further settings of :func:`minimize` (``lr``, ``generator``, ``state``, checkpoints, ...).
+    """
     bar: ProgressBar | None = None
-    num_restarts = family.mean.shape[0]
 
     def on_step(step: int, loss: float) -> None:
         nonlocal bar
         if bar is None:
             bar = ProgressBar(num_steps, initial=step, description=description, enabled=progress)
-        if callback is not None:
-            callback(step, loss)
         if bar.postfix_due:
             bar.set_postfix({"elbo": float(tracker.running.mean()), "beta": f"{tracker.beta():.2f}"})
         bar.update()
 
     t0 = time.perf_counter()
-    result = minimize(loss_fn, params, method="adam", num_steps=num_steps, lr=lr, warmup_fraction=warmup_fraction,
-                      grad_clip=grad_clip, generator=generator, state=state, settings=settings,
-                      checkpoint=checkpoint, checkpoint_every=checkpoint_every, callback=on_step)
+    result = minimize(loss_fn, params, method="adam", num_steps=num_steps, callback=on_step, step_hook=step_hook,
+                      **options)
     if bar is not None:
         bar.close()
-    with torch.no_grad():
-        chosen = (torch.arange(num_restarts) if keep == "all" else tracker.running.nan_to_num(-math.inf).argmax().reshape(1))
-        chosen = chosen.to(family.mean.device)
-        scale = family.scale[chosen]
-        mean = family.mean[chosen]
-        if mask is not None:
-            mean, scale = mean * mask[chosen], scale * mask[chosen]
-        posterior = GaussianPosterior(
-            mean.detach().clone(), scale.detach().clone(),
-            None if family.factor is None else family.factor[chosen].detach().clone(), spec=spec,
-            mask=None if mask is None else mask[chosen].clone(),
-            info={**{k: v for k, v in settings.items() if k != "vi"}, "method": settings["vi"],
-                  "num_steps": num_steps, "lr": lr, "elbo": float(tracker.running[chosen].mean()),
-                  "skipped_steps": result.skipped_steps, "resumed_from": result.resumed_from,
-                  "wall_time": time.perf_counter() - t0})
-    posterior.elbo_trace = -result.losses * num_data / num_restarts
-    return posterior
+    return result, time.perf_counter() - t0
