@@ -43,16 +43,21 @@ class SparseLayout:
 
     def csr(self, values: Tensor) -> Tensor:
         """The matrix with slot values ``values`` ``(nnz,)`` as a CSR tensor ``out x in``."""
-        return torch.sparse_csr_tensor(self.crow, self.col, values[self.order], self.shape)
+        return _csr(self.crow, self.col, values[self.order], self.shape)
 
     def csr_t(self, values: Tensor) -> Tensor:
         """Its transpose, ``in x out``."""
-        return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.order_t], self.shape[::-1])
+        return _csr(self.crow_t, self.col_t, values[self.order_t], self.shape[::-1])
 
     def dense(self, values: Tensor) -> Tensor:
         """The dense ``out x in`` matrix (zeros outside the active entries)."""
         out = values.new_zeros(self.shape[0] * self.shape[1])
         return out.index_put((self.index,), values).reshape(self.shape)
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
+    # the layouts are valid by construction: no invariant checks
+    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _crow(sorted_rows: Tensor, num_rows: int) -> Tensor:
@@ -74,7 +79,7 @@ class _SparseLinear(torch.autograd.Function):
         grad_values = grad_x = None
         if ctx.needs_input_grad[0]:
             # d/dW_rc = sum_b grad[b, r] x[b, c], needed at the active entries only
-            pattern = torch.sparse_csr_tensor(layout.crow, layout.col, values.new_zeros(layout.nnz), layout.shape)
+            pattern = _csr(layout.crow, layout.col, values.new_zeros(layout.nnz), layout.shape)
             in_csr_order = torch.sparse.sampled_addmm(pattern, grad.T.contiguous(), x.contiguous(), beta=0.0).values()
             grad_values = torch.empty_like(in_csr_order).index_put((layout.order,), in_csr_order)
         if ctx.needs_input_grad[1]:
@@ -98,9 +103,9 @@ def sparse_linear_per_draw(values: Tensor, h: Tensor, layout: SparseLayout) -> T
     crow = torch.cat([layout.crow.new_zeros(1), (layout.crow[1:].unsqueeze(0) + offsets.unsqueeze(1)).reshape(-1)])
     vals = values[:, layout.order].reshape(-1)
     if h.dim() == 2:  # the same input for every draw: stack the draws' matrices, (S * out) x in
-        matrix = torch.sparse_csr_tensor(crow, layout.col.repeat(num_draws), vals, (num_draws * out, inn))
+        matrix = _csr(crow, layout.col.repeat(num_draws), vals, (num_draws * out, inn))
         return (matrix @ h.T).reshape(num_draws, out, h.shape[0]).transpose(1, 2)
     col = (layout.col.unsqueeze(0) + (torch.arange(num_draws, device=values.device) * inn).unsqueeze(1)).reshape(-1)
-    matrix = torch.sparse_csr_tensor(crow, col, vals, (num_draws * out, num_draws * inn))
+    matrix = _csr(crow, col, vals, (num_draws * out, num_draws * inn))
     stacked = h.transpose(1, 2).reshape(num_draws * inn, h.shape[1])
     return (matrix @ stacked).reshape(num_draws, out, h.shape[1]).transpose(1, 2)
