@@ -17,7 +17,10 @@ DEFAULT_DRAWS = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("variational methods (--method mfvi|ssvi)")
+    group = parser.add_argument_group(
+        "variational methods (--method mfvi|ssvi)",
+        f"--chains: mfvi's restarts (default 1); --samples: draws of the fitted posterior for the report (default "
+        f"{DEFAULT_DRAWS}); --checkpoint: the optimisation's checkpoint")
     group.add_argument("--steps", type=arguments.positive_int,
                        help=f"optimiser steps (default: {DEFAULT_STEPS})")
     group.add_argument("--batch-size", type=arguments.positive_int, help="minibatch size (default: full batch)")
@@ -30,6 +33,7 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Reject options that do not apply to the chosen kind of method."""
     variational = args.method in METHODS
     for flag, value, applies in (("--warmup", args.warmup, not variational),
+                                 ("--chains", args.chains, args.method != "ssvi"),
                                  ("--steps", args.steps, variational), ("--batch-size", args.batch_size, variational)):
         if value is not None and not applies:
             parser.error(f"argument {flag}: does not apply to --method {args.method}")
@@ -38,7 +42,7 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def describe(args: argparse.Namespace) -> str:
-    restarts = args.chains or 1
+    restarts = args.chains or 1  # mfvi's restarts (SSVI runs one)
     return (f"{args.method} with {args.steps or DEFAULT_STEPS} steps, {restarts} restart{'s' * (restarts > 1)}, "
             f"{args.samples or DEFAULT_DRAWS} draws for the report")
 
@@ -50,10 +54,11 @@ def fit(args: argparse.Namespace, model, split, dtype):
     from inference.vi import fit_vi
 
     options = {"num_steps": args.steps or DEFAULT_STEPS, "batch_size": args.batch_size, "lr": args.lr,
-               "num_restarts": args.chains or 1, "seed": args.seed, "dtype": dtype,
-               "progress": not args.no_progress, "checkpoint": args.checkpoint}
+               "seed": args.seed, "dtype": dtype, "progress": not args.no_progress, "checkpoint": args.checkpoint}
     if args.method == "ssvi":
         options["density"] = args.density
+    else:
+        options["num_restarts"] = args.chains or 1
     posterior = fit_vi(model, (split.x_train, split.y_train), method=args.method, **options)
     num_draws = args.samples or DEFAULT_DRAWS
     draws = posterior.to_sample_posterior(num_draws, generator=torch.Generator().manual_seed(args.seed))
