@@ -18,8 +18,6 @@ import functools
 import torch
 from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
-from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
-from linear_operator.operators import DiagLinearOperator
 from torch import Tensor, nn
 
 from inference.amortized import train_amortized
@@ -28,6 +26,7 @@ from probnets.pfn import PFN, BarDistribution, borders_from_samples, load_pretra
 from probnets.priors import GPTaskPrior
 from probnets.validation import check_positive_int
 from surrogates.data_transforms import fitted_transforms
+from surrogates.gaussian_model import independent_gaussian_posterior
 
 NEURAL_PROCESSES = {"cnp": CNP, "canp": CANP, "np": NP, "anp": ANP, "mpnp": MPNP, "mpanp": MPANP}
 
@@ -124,11 +123,7 @@ class AmortizedModel(Model):
         mean, variance = self.moments(self.transform_inputs(X))
         if output_indices is not None:
             mean, variance = mean[..., output_indices], variance[..., output_indices]
-        if mean.shape[-1] == 1:
-            mvn = MultivariateNormal(mean[..., 0], DiagLinearOperator(variance[..., 0]))
-        else:
-            mvn = MultitaskMultivariateNormal(mean, DiagLinearOperator(variance.flatten(-2)), interleaved=True)
-        posterior = GPyTorchPosterior(mvn)
+        posterior = independent_gaussian_posterior(mean, variance)
         if getattr(self, "outcome_transform", None) is not None and output_indices is None:
             posterior = self.outcome_transform.untransform_posterior(posterior)
         return posterior_transform(posterior) if posterior_transform is not None else posterior

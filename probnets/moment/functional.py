@@ -1,0 +1,147 @@
+"""Analytic moment rules: mean and (co)variance out of a layer from mean and (co)variance in.
+
+Every rule maps a Gaussian input summarised by its mean ``n x d`` and its variance ``n x d`` (diagonal) or
+covariance ``n x d x d`` (full) to the mean and (co)variance of the layer's output. The elementwise rules are
+evaluated in float64 and returned in the input's dtype, so float32 inputs get float64-accurate moments (the
+formulas subtract nearly equal terms in the tails).
+
+- :func:`linear_moments`: ``y = x W + b`` with independent Gaussian weights ``W ~ N(M, V)`` (``d x k``,
+  elementwise) and bias ``b ~ N(m_b, v_b)``, independent of ``x``. Exact for any input distribution with the
+  given first two moments.
+- :func:`gelu_moments` (MP-GELU): the stochastic-gate GELU ``y = x u``, ``u | x ~ Bernoulli(Phi(x))``, whose mean
+  is the GELU ``x Phi(x)`` of a Gaussian input and whose second moment is ``E[x^2 Phi(x)]``. Both are closed forms
+  (the deterministic ``x Phi(x)`` has no closed-form second moment). Exact for a Gaussian input.
+- :func:`relu_moments` and :func:`relu_covariance`: Wu et al. (2019), deterministic variational inference. The
+  variances are exact for Gaussian inputs; the off-diagonal covariances use their closed-form approximation of
+  the bivariate integral.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _phi(t: Tensor) -> Tensor:
+    return _INV_SQRT_2PI * torch.exp(-0.5 * t * t)
+
+
+def _cdf(t: Tensor) -> Tensor:
+    return torch.special.ndtr(t)
+
+
+def _standardised(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """float64 ``mean``, ``variance`` (clamped at 0) and the standard deviation."""
+    mean, variance = mean.double(), variance.double().clamp_min(0)
+    # sqrt's gradient at 0 is infinite: take it of a safe value so that masked-out zeros give zero gradients
+    return mean, variance, torch.where(variance > 0, variance, 1.0).sqrt() * (variance > 0)
+
+
+def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_variance: Tensor,
+                   bias_mean: Tensor | None = None, bias_variance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Moments of ``y = x W + b``.
+
+    Args:
+        mean: ``E[x]``, ``n x d``.
+        variance: ``Var[x]``, ``n x d``, or ``Cov[x]``, ``n x d x d``.
+        weight_mean, weight_variance: ``M``, ``V``, ``d x k``.
+        bias_mean, bias_variance: ``m_b``, ``v_b``, ``k`` (``None``: no bias).
+
+    Returns:
+        ``E[y]`` (``n x k``) and ``Var[y]`` (``n x k``) or ``Cov[y]`` (``n x k x k``), matching ``variance``:
+        ``Cov[y] = M^T Cov[x] M + diag((diag Cov[x] + E[x]^2) V + v_b)``.
+    """
+    out_mean = mean @ weight_mean
+    full = variance.dim() == mean.dim() + 1
+    diag_in = torch.diagonal(variance, dim1=-2, dim2=-1) if full else variance
+    weight_noise = (diag_in + mean.square()) @ weight_variance
+    if bias_mean is not None:
+        out_mean = out_mean + bias_mean
+        weight_noise = weight_noise + bias_variance
+    if full:
+        covariance = weight_mean.transpose(-2, -1) @ variance @ weight_mean
+        return out_mean, covariance + torch.diag_embed(weight_noise)
+    return out_mean, variance @ weight_mean.square() + weight_noise
+
+
+def gelu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
+    """MP-GELU: moments of the stochastic-gate GELU of ``x ~ N(mean, variance)`` (elementwise, any shape).
+
+    With ``s = sqrt(1 + variance)`` and ``t = mean / s``::
+
+        E[y]   = mean Phi(t) + variance phi(t) / s
+        Var[y] = mean^2 Phi(t) Phi(-t) + variance Phi(t) + mean variance phi(t) (1 + 1/s^2 - 2 Phi(t)) / s
+                 - variance^2 phi(t)^2 / s^2
+
+    (``E[y^2] = (mean^2 + variance) Phi(t) + mean variance phi(t) (1/s + 1/s^3)``, rearranged so that no two
+    large terms cancel when ``mean >> 1``).
+    """
+    mu, var, _ = _standardised(mean, variance)
+    s2 = 1.0 + var
+    s = s2.sqrt()
+    t = mu / s
+    cdf, sf, pdf = _cdf(t), _cdf(-t), _phi(t)
+    out_mean = mu * cdf + var * pdf / s
+    out_var = (mu.square() * cdf * sf + var * cdf + mu * var * pdf * (1.0 + 1.0 / s2 - 2.0 * cdf) / s
+               - (var * pdf).square() / s2)
+    return out_mean.to(mean.dtype), out_var.clamp_min(0).to(mean.dtype)
+
+
+def relu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
+    """Moments of ``relu(x)``, ``x ~ N(mean, variance)`` (elementwise, any shape; exact).
+
+    With ``r = mean / sd`` and ``SR(r) = phi(r) + r Phi(r)``: ``E = sd SR(r)``,
+    ``Var = variance (Phi(r) + r SR(r) - SR(r)^2)``; a zero variance gives ``relu(mean)`` and 0.
+    """
+    mu, var, sd = _standardised(mean, variance)
+    positive = sd > 0
+    r = torch.where(positive, mu / torch.where(positive, sd, 1.0), 0.0)
+    cdf, pdf = _cdf(r), _phi(r)
+    soft = pdf + r * cdf
+    # Var / variance = Phi(r) + r SR - SR^2, written as Phi^2 + Phi(r) Phi(-r) (1 + r^2) + r phi(r) (1 - 2 Phi(r))
+    # - phi(r)^2 so that it does not cancel for r >> 1 (where it tends to 1).
+    scaled_var = (cdf.square() + cdf * _cdf(-r) * (1.0 + r * r) + r * pdf * (1.0 - 2.0 * cdf) - pdf.square())
+    out_mean = torch.where(positive, sd * soft, mu.clamp_min(0))
+    out_var = torch.where(positive, var * scaled_var.clamp_min(0), 0.0)
+    return out_mean.to(mean.dtype), out_var.to(mean.dtype)
+
+
+def relu_covariance(mean: Tensor, covariance: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean ``n x d`` and covariance ``n x d x d`` of ``relu(x)``, ``x ~ N(mean, covariance)`` (Wu et al. 2019).
+
+    The diagonal is exact (:func:`relu_moments`). Off the diagonal, with ``r_i = mean_i / sd_i`` and correlation
+    ``rho``, ``Cov_ij = covariance_ij (Phi(r_i) Phi(r_j) + g(rho, r_i, r_j))``, where
+    ``g = A exp(-(r_i^2 + r_j^2) / (2 s_xx) + r_i r_j / s_xy)``, ``A = (asin rho - rho / (1 + sqrt(1 - rho^2))) / (2 pi)``,
+    ``s_xx = |2 pi A| (1 + sqrt(1 - rho^2)) / |rho|`` and ``1 / s_xy = (asin rho - rho) / (2 pi |A| |rho|)``:
+    their closed-form approximation of the remainder ``(1/rho) int_0^rho (rho - u) phi_2(r_i, r_j; u) du``
+    (exact at ``rho -> 0`` and at ``r = 0``).
+    """
+    variance = torch.diagonal(covariance, dim1=-2, dim2=-1)
+    out_mean, out_var = relu_moments(mean, variance)
+    mu, var, sd = _standardised(mean, variance)
+    cov = covariance.double()
+    positive = sd > 0
+    safe_sd = torch.where(positive, sd, 1.0)
+    r = torch.where(positive, mu / safe_sd, 0.0)
+    rho = (cov / (safe_sd[..., :, None] * safe_sd[..., None, :])).clamp(-1 + 1e-9, 1 - 1e-9)
+    ri, rj = r[..., :, None], r[..., None, :]
+    # Near rho = 0, g = rho / (4 pi) exp(-(r_i^2 + r_j^2) / 2) + O(rho^2); the closed form divides 0 by 0 there,
+    # so it is evaluated at a safe rho and replaced by the limit (a double where keeps the gradients finite).
+    small = rho.abs() < 1e-4
+    safe_rho = torch.where(small, 0.5, rho)
+    root = (1.0 - safe_rho.square()).sqrt()
+    asin = torch.asin(safe_rho)
+    a = asin - safe_rho / (1.0 + root)
+    inv_sxx = safe_rho.abs() / (a.abs() * (1.0 + root))
+    inv_sxy = (asin - safe_rho) / (a.abs() * safe_rho.abs())
+    closed = a / (2 * math.pi) * torch.exp(-0.5 * (ri.square() + rj.square()) * inv_sxx + ri * rj * inv_sxy)
+    limit = rho / (4 * math.pi) * torch.exp(-0.5 * (ri.square() + rj.square()))
+    g = torch.where(small, limit, closed)
+    out_cov = cov * (_cdf(ri) * _cdf(rj) + g)
+    out_cov = out_cov.to(covariance.dtype)
+    return out_mean, torch.diagonal_scatter(out_cov, out_var, dim1=-2, dim2=-1)
