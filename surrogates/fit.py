@@ -31,6 +31,7 @@ from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
 from surrogates.student_t import fit_student_t
+from surrogates.vi_bnn import fit_mfvi_bnn
 
 
 def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bounds: Tensor | None = None,
@@ -45,7 +46,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
             output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC),
             ``"sghmc-bnn"`` (the same BNN sampled with scale-adapted SGHMC), ``"ensemble"``
             (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
-            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise).
+            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"mfvi-bnn"``
+            (a BNN fitted by mean-field VI, Gaussian predictive; ``surrogates.vi_bnn``).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -227,6 +229,7 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
 KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "student-t": fit_student_t, "dkl": fit_dkl,
                                           "hmc-bnn": fit_hmc_bnn, "sghmc-bnn": fit_sghmc_bnn, "ensemble": fit_deep_ensemble,
                                           "np": fit_neural_process, "pfn": fit_pfn}
+KINDS["mfvi-bnn"] = fit_mfvi_bnn
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
