@@ -19,6 +19,7 @@ EXAMPLES = {
     "dkm_sine_toy.py": ["dkm_sine_toy.json", "dkm_sine_toy.png"],
     "pfn_gp_regression.py": ["pfn_gp_regression.json", "pfn_gp_regression.png", "pfn_bias_variance.png"],
     "neural_process_gp_regression.py": ["neural_process_gp_regression.json", "neural_process_gp_regression.png"],
+    "variational_bnn.py": ["variational_bnn.png", "variational_bnn.json"],
 }
 
 
