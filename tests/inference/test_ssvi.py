@@ -198,3 +198,17 @@ def test_dynamic_subspace_beats_a_static_random_one_on_digits():
         pred = post.predictive(model, x[test], num_samples=100, generator=torch.Generator().manual_seed(1))
         nll[static] = float(-pred.log_prob(y[test]).mean())
     assert nll[False] < nll[True], nll
+
+
+def test_cosine_schedule_of_the_exchanged_fraction():
+    assert ssvi_module.update_fraction(0, 0.3, 100) == pytest.approx(0.3)
+    assert ssvi_module.update_fraction(50, 0.3, 100) == pytest.approx(0.15)
+    assert ssvi_module.update_fraction(100, 0.3, 100) == pytest.approx(0.0)
+
+
+def test_fits_from_a_dataloader():
+    model, (x, y) = _regression()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True,
+                                         generator=torch.Generator())
+    post = fit_vi(model, loader, method="ssvi", density=0.3, num_epochs=4, update_every=5, progress=False)
+    assert post.info["num_steps"] == 20 and torch.isfinite(post.mean).all()
