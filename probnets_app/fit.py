@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments, variational
+from probnets_app import arguments, fit_moment, variational
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -26,11 +26,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
                                  for s in registry.SAMPLERS.values()))
     parser.add_argument("--model", choices=["bnn"], default="bnn", help="model family (default: bnn)")
-    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(variational.METHODS), default="chees",
+    parser.add_argument("--method", choices=[*registry.SAMPLERS, *variational.METHODS, *fit_moment.METHODS],
+                        default="chees",
                         help="a registered sampler (default: chees): "
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
                              + "; or a variational method: "
-                             + "; ".join(f"{k}: {v}" for k, v in variational.METHODS.items()))
+                             + "; ".join(f"{k}: {v}" for k, v in variational.METHODS.items())
+                             + "; or deterministic VI of a moment-propagation network: mp-gelu, relu-mp")
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of a CSV file (required for CSV data)")
@@ -55,6 +57,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    fit_moment.add_arguments(parser)  # --steps, --batch-size, --lr: shared by every VI method
     variational.add_arguments(parser)
 
 
@@ -76,6 +79,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     split = load_split(args.data, target=args.target, test_fraction=args.test_fraction,
                        split_seed=args.split_seed, dtype=dtype)
 
+    if args.method in fit_moment.METHODS:
+        return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
     import warnings
 
     import pyro.distributions as dist

@@ -25,7 +25,7 @@ from inference import metrics
 from probnets.predictive import Predictive
 from probnets.validation import as_tensor, check_positive_int
 
-__all__ = ["plot_calibration", "plot_predictions", "plot_trace"]
+__all__ = ["plot_calibration", "plot_losses", "plot_predictions", "plot_trace"]
 
 COVERED_COLOR, MISSED_COLOR, BAND_COLOR = "tab:blue", "tab:red", "tab:blue"
 
@@ -259,3 +259,14 @@ def _draw_chains(trace_ax: Axes, hist_ax: Axes, values: np.ndarray, name: str) -
             hist_ax.hist(finite, bins=30, density=True, histtype="step", color=color)
     trace_ax.set_ylabel(name)
     hist_ax.set_yticks([])
+
+
+def plot_losses(losses: torch.Tensor, path: str | os.PathLike, *, title: str = "training loss") -> Path:
+    """The loss of every optimisation step (skipped, non-finite steps leave gaps)."""
+    fig, axes = _new_figure(1, 1)
+    ax = axes[0, 0]
+    ax.plot(_numpy(losses))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    return _save(fig, path)

@@ -12,30 +12,26 @@ from probnets_app import arguments
 
 METHODS = {"mfvi": "mean-field Gaussian VI (local reparameterisation)",
            "ssvi": "sparse subspace VI (fixed density per layer, pruned and regrown)"}
-DEFAULT_STEPS = 3000
 DEFAULT_DRAWS = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of mfvi/ssvi besides the shared VI ones (``--steps``, ``--batch-size``, ``--lr``, added by
+    :mod:`probnets_app.fit_moment`)."""
     group = parser.add_argument_group(
-        "variational methods (--method mfvi|ssvi)",
+        "variational methods (--method mfvi|ssvi; with --steps, --batch-size, --lr above)",
         f"--chains: mfvi's restarts (default 1); --samples: draws of the fitted posterior for the report (default "
         f"{DEFAULT_DRAWS}); --checkpoint: the optimisation's checkpoint")
-    group.add_argument("--steps", type=arguments.positive_int,
-                       help=f"optimiser steps (default: {DEFAULT_STEPS})")
-    group.add_argument("--batch-size", type=arguments.positive_int, help="minibatch size (default: full batch)")
-    group.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 0.01)")
     group.add_argument("--density", type=arguments.fraction, default=0.25,
                        help="ssvi: fraction of active weights per layer (default: 0.25)")
 
 
 def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Reject options that do not apply to the chosen kind of method."""
-    variational = args.method in METHODS
-    for flag, value, applies in (("--warmup", args.warmup, not variational),
-                                 ("--chains", args.chains, args.method != "ssvi"),
-                                 ("--steps", args.steps, variational), ("--batch-size", args.batch_size, variational)):
-        if value is not None and not applies:
+    if args.method not in METHODS:
+        return
+    for flag, value in (("--warmup", args.warmup), ("--chains", args.chains if args.method == "ssvi" else None)):
+        if value is not None:
             parser.error(f"argument {flag}: does not apply to --method {args.method}")
     if not args.lr > 0:
         parser.error(f"argument --lr: expected a positive number, got {args.lr!r}")
@@ -43,7 +39,7 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 def describe(args: argparse.Namespace) -> str:
     restarts = args.chains or 1  # mfvi's restarts (SSVI runs one)
-    return (f"{args.method} with {args.steps or DEFAULT_STEPS} steps, {restarts} restart{'s' * (restarts > 1)}, "
+    return (f"{args.method} with {args.steps} steps, {restarts} restart{'s' * (restarts > 1)}, "
             f"{args.samples or DEFAULT_DRAWS} draws for the report")
 
 
@@ -53,7 +49,7 @@ def fit(args: argparse.Namespace, model, split, dtype):
 
     from inference.vi import fit_vi
 
-    options = {"num_steps": args.steps or DEFAULT_STEPS, "batch_size": args.batch_size, "lr": args.lr,
+    options = {"num_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                "seed": args.seed, "dtype": dtype, "progress": not args.no_progress, "checkpoint": args.checkpoint}
     if args.method == "ssvi":
         options["density"] = args.density

@@ -30,6 +30,7 @@ from surrogates.amortized import fit_neural_process, fit_pfn
 from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
+from surrogates.moment_bnn import fit_moment_bnn
 from surrogates.student_t import fit_student_t
 from surrogates.vi_bnn import fit_mfvi_bnn
 
@@ -46,8 +47,9 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
             output), ``"dkl"`` (deep kernel learning), ``"hmc-bnn"`` (tanh BNN sampled with ChEES-HMC),
             ``"sghmc-bnn"`` (the same BNN sampled with scale-adapted SGHMC), ``"ensemble"``
             (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
-            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"mfvi-bnn"``
-            (a BNN fitted by mean-field VI, Gaussian predictive; ``surrogates.vi_bnn``).
+            meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"mp-gelu-bnn"``
+            (an MP-GELU BNN fitted by deterministic VI, one-pass Gaussian predictive), ``"mfvi-bnn"`` (a BNN fitted by
+            mean-field VI, Gaussian predictive; ``surrogates.vi_bnn``).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -230,6 +232,7 @@ KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "stude
                                           "hmc-bnn": fit_hmc_bnn, "sghmc-bnn": fit_sghmc_bnn, "ensemble": fit_deep_ensemble,
                                           "np": fit_neural_process, "pfn": fit_pfn}
 KINDS["mfvi-bnn"] = fit_mfvi_bnn
+KINDS["mp-gelu-bnn"] = fit_moment_bnn  # MP-GELU BNN by deterministic VI (activation="relu": the ReLU baseline)
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ EXAMPLES = {
     "pfn_gp_regression.py": ["pfn_gp_regression.json", "pfn_gp_regression.png", "pfn_bias_variance.png"],
     "neural_process_gp_regression.py": ["neural_process_gp_regression.json", "neural_process_gp_regression.png"],
     "variational_bnn.py": ["variational_bnn.png", "variational_bnn.json"],
+    "moment_propagation.py": ["moment_propagation.json", "moment_propagation.png"],
 }
 
 

@@ -97,7 +97,8 @@ def fit(model: MomentNetwork, data, *, num_steps: int = 2000, batch_size: int | 
     for name, value in (("kl_weight", kl_weight), ("prior_concentration", prior_concentration),
                         ("prior_rate", prior_rate)):
         check_positive_float(value, name)
-    batches = Minibatches(n, batch_size, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    batches = Minibatches(n, batch_size, generator)
 
     def loss_fn() -> Tensor:
         rows = batches.next().to(x.device)
@@ -109,7 +110,7 @@ def fit(model: MomentNetwork, data, *, num_steps: int = 2000, batch_size: int | 
     start = time.perf_counter()
     model.train()
     result = minimize(loss_fn, list(model.parameters()), method="adam", num_steps=num_steps, lr=lr,
-                      grad_clip=grad_clip, state={"batches": batches}, settings=settings, checkpoint=checkpoint,
+                      grad_clip=grad_clip, generator=generator, state={"batches": batches}, settings=settings, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, progress=progress, description=model.method)
     info = {"method": model.method, "num_steps": num_steps, "lr": lr, **settings, "losses": result.losses,
             "skipped_steps": result.skipped_steps, "resumed_from": result.resumed_from,

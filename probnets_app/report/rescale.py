@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 
-from probnets.likelihoods import Gaussian
+from probnets.likelihoods import Gaussian, NormalMarginal
 from probnets.predictive import Predictive
 
 
 def rescaled_predictive(pred: Predictive, shift: float, scale: float) -> Predictive:
     """The predictive of ``shift + scale * y`` for a Gaussian-likelihood predictive of ``y``.
 
-    Exact for a Gaussian likelihood: every mixture component ``N(f, sigma^2)`` becomes
-    ``N(shift + scale f, (scale sigma)^2)``. Used to plot and report standardised fits in original units.
+    Exact for a Gaussian (or closed-form ``NormalMarginal``) likelihood: every mixture component
+    ``N(f, sigma^2)`` becomes ``N(shift + scale f, (scale sigma)^2)``. Used to plot and report standardised fits in original units.
 
     Args:
         pred: Regression predictive with a :class:`~probnets.likelihoods.Gaussian` likelihood.
@@ -22,6 +22,8 @@ def rescaled_predictive(pred: Predictive, shift: float, scale: float) -> Predict
         NotImplementedError: For other likelihoods.
     """
     lik = pred.likelihood
+    if isinstance(lik, NormalMarginal) and math.isfinite(scale) and scale > 0 and math.isfinite(shift):
+        return Predictive(shift + scale * pred.f, lik, {"scale": scale * pred.phi["scale"]}, pred.log_weights)
     if not isinstance(lik, Gaussian):
         raise NotImplementedError(f"rescaling is exact for Gaussian likelihoods only, got {type(lik).__name__}")
     if not (math.isfinite(scale) and scale > 0 and math.isfinite(shift)):

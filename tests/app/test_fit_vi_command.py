@@ -29,7 +29,7 @@ def test_variational_fit_writes_report_and_posterior(tmp_path, capsys, method, e
 
 @pytest.mark.parametrize("argv,match", [
     (["--method", "mfvi", "--warmup", "10"], "--warmup"),
-    (["--method", "nuts", "--steps", "10"], "--steps"),
+    (["--method", "ssvi", "--chains", "2"], "--chains"),
     (["--method", "mfvi", "--lr", "-1"], "--lr"),
     (["--method", "ssvi", "--density", "1.5"], "--density"),
 ])

@@ -196,3 +196,18 @@ def test_bad_input(bad, match):
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         fit_surrogate(args.pop("train_X"), args.pop("train_Y"), args.pop("kind"), **args)
+
+
+class TestMPGELUBNN(SurrogateContract):
+    kind = "mp-gelu-bnn"
+    options = {"widths": (32,), "num_steps": 500}
+
+    def test_observation_noise_adds_the_expected_noise_variance(self):
+        model, X = self.fitted(torch.float64)
+        latent, noisy = model.posterior(X).variance, model.posterior(X, observation_noise=True).variance
+        assert bool((noisy > latent).all())
+
+
+class TestReLUMomentBNN(SurrogateContract):
+    kind = "mp-gelu-bnn"
+    options = {"widths": (16,), "num_steps": 500, "activation": "relu"}

@@ -1,0 +1,71 @@
+"""``probnets fit --method mp-gelu|relu-mp``: a moment-propagation BNN trained by deterministic VI, with its report.
+
+Example:
+    $ probnets fit --method mp-gelu --data diabetes --out run --steps 3000
+    $ probnets fit --method relu-mp --covariance full --data diabetes --out run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from probnets_app import arguments
+from probnets_app.cli import PROG, DataError
+
+#: The ``--method`` values handled here (the ``inference.vi`` methods of moment-propagation networks).
+METHODS = ("mp-gelu", "relu-mp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the deterministic-VI methods (ignored by samplers)."""
+    group = parser.add_argument_group("deterministic VI (--method mp-gelu or relu-mp; --activation, --chains, "
+                                      "--warmup and --samples apply to samplers only)")
+    group.add_argument("--covariance", choices=["diagonal", "full"], default="diagonal",
+                       help="relu-mp: hidden covariance kept between layers (default: diagonal)")
+    group.add_argument("--steps", type=arguments.positive_int, default=2000, help="Adam steps (default: 2000)")
+    group.add_argument("--batch-size", type=arguments.positive_int, default=128,
+                       help="minibatch rows (default: 128)")
+    group.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 0.01)")
+    group.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term (default: 1)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, data_name: str) -> int:
+    """Fit, report and print; ``split`` is the standardised data split."""
+    if args.method == "mp-gelu" and args.covariance == "full":
+        parser.error("argument --covariance: MP-GELU propagates diagonal moments; 'full' is for --method relu-mp")
+    for name in ("lr", "kl_weight"):
+        if not getattr(args, name) > 0:
+            parser.error(f"argument --{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
+    import torch
+
+    from inference.vi import fit_vi
+    from probnets.moment import MomentNetwork
+    from probnets_app.report.moment_report import format_moment_report, moment_report
+
+    dtype = getattr(torch, args.dtype)
+    network = MomentNetwork(split.x_train.shape[1], args.widths, activation="gelu" if args.method == "mp-gelu"
+                            else "relu", covariance=args.covariance, dtype=dtype,
+                            generator=torch.Generator().manual_seed(args.seed))
+    print(f"{PROG}: {network.method} network {list(args.widths)} on {data_name} ({split.x_train.shape[0]} training, "
+          f"{split.x_test.shape[0]} test rows); deterministic VI, {args.steps} steps", file=sys.stderr)
+    try:
+        posterior = fit_vi(network, (split.x_train, split.y_train), method=args.method, num_steps=args.steps,
+                           batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed,
+                           checkpoint=args.checkpoint, progress=not args.no_progress)
+    except ValueError as exc:  # e.g. a checkpoint from another configuration
+        raise DataError(str(exc)) from None
+    out = Path(args.out)
+    extra = {"data": data_name, "target": split.target_name, "test_fraction": args.test_fraction,
+             "split_seed": args.split_seed}
+    report = moment_report(posterior, split, out_dir=out, level=args.level, extra=extra)
+    files = [out / "report.json", *(out / name for name in report["figures"].values())]
+    if args.save_posterior:
+        posterior.save(out / "posterior.pt")
+        files.append(out / "posterior.pt")
+    print(format_moment_report(report))
+    print("Output files:")
+    for path in files:
+        print(f"  {path}")
+    return 0
