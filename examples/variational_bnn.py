@@ -13,7 +13,7 @@ Outputs in --out (default ``examples_output/``): ``variational_bnn.png`` (predic
 with their test NLL and interval coverage) and ``variational_bnn.json`` (the metrics and ELBOs).
 
 Run:
-    python examples/variational_bnn.py            # a few minutes on 2 cores
+    python examples/variational_bnn.py            # ~15 minutes on a loaded 2-core machine (mfvi 12, ssvi 2)
     python examples/variational_bnn.py --quick    # a few seconds (smoke test)
 """
 
