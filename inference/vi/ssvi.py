@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -59,7 +60,7 @@ def update_fraction(step: int, alpha: float, end: int) -> float:
     return 0.5 * alpha * (1 + math.cos(math.pi * step / end))
 
 
-def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", lam: float = 1.0,
+def fit(model: BNN, data, *, density: float | Sequence[float] = 0.1, criterion: str = "abs_snr", lam: float = 1.0,
         update_every: int = 100, alpha: float = 0.3, update_until: float = 0.75, static: bool = False,
         num_steps: int | None = None, num_epochs: int | None = None, batch_size: int | None = None,
         num_samples: int = 4, lr: float = 1e-2, warmup_fraction: float | None = None, grad_clip: float | None = None,
@@ -71,7 +72,8 @@ def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", l
     Args:
         model: A ``BNN`` (its priors on weights must be one distribution per layer, batch shape ``()``).
         data: ``(x, y)`` tensors or a ``DataLoader``.
-        density: Fraction of every weight matrix that is active, in ``(0, 1]``.
+        density: Fraction of every weight matrix that is active, in ``(0, 1]``, or one per layer (the paper keeps
+            its first layer dense: ``(1.0, 0.1, 0.1)``).
         criterion: Removal score, one of ``pruning.CRITERIA`` (default ``"abs_snr"``, the paper's default).
         lam: ``lambda`` of the exponential criteria.
         update_every: Steps between subspace updates (``Delta T``).
@@ -87,8 +89,11 @@ def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", l
     """
     if not isinstance(model, BNN):
         raise TypeError(f"SSVI needs a probnets BNN (sparse linear layers), got {type(model).__name__}")
-    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
-        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+    densities = list(density) if isinstance(density, Sequence) else [density] * model.num_layers
+    if len(densities) != model.num_layers or any(
+            isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1 for d in densities):
+        raise ValueError(f"density must be a number in (0, 1] or {model.num_layers} of them (one per layer), "
+                         f"got {density!r}")
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     lam = check_positive_float(lam, "lam")
@@ -112,10 +117,10 @@ def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", l
     generator = torch.Generator().manual_seed(seed)
     init = model.init_theta(1, generator=generator, dtype=dtype)[0]
     layouts, w_mean, w_rho = [], [], []
-    for name in weight_names:
+    for name, layer_density in zip(weight_names, densities):
         shape = model.spec.shapes[model.spec.names.index(name)]
         size = shape[0] * shape[1]
-        nnz = max(1, round(density * size))
+        nnz = max(1, round(layer_density * size))
         index = torch.randperm(size, generator=generator)[:nnz].to(init.device)
         layouts.append(SparseLayout(index, shape))
         w_mean.append(init[model.spec.slice(name)][index].clone().requires_grad_(True))
@@ -182,7 +187,7 @@ def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", l
         grads = _dense_weight_gradients(model, subspace, w_mean, d_mean, split_dense, last["batch"], num_lik)
         for layer, layout in enumerate(subspace.layouts):
             k = math.floor(layout.nnz * fraction)
-            if k:
+            if k and layout.nnz < layout.shape[0] * layout.shape[1]:  # a dense layer has nothing to exchange
                 drop, subspace.layouts[layer] = exchange(layout, w_mean[layer], w_rho[layer], grads[layer], k,
                                                          criterion, lam)
                 with torch.no_grad():
@@ -194,7 +199,8 @@ def fit(model: BNN, data, *, density: float = 0.1, criterion: str = "abs_snr", l
     state: dict[str, Any] = {"tracker": tracker, "subspace": subspace}
     if stream is not None:
         state["batches"] = stream
-    settings = {"vi": "ssvi", "density": density, "criterion": criterion, "lam": lam, "update_every": update_every,
+    settings = {"vi": "ssvi", "density": densities[0] if len(set(densities)) == 1 else str(densities),
+                "criterion": criterion, "lam": lam, "update_every": update_every,
                 "alpha": alpha, "update_until": update_until, "static": static, "num_samples": num_samples,
                 "kl_warmup": kl_warmup, "temperature": temperature,
                 "batch_size": None if stream is None else batch_size, "seed": seed, "dtype": str(dtype),

@@ -161,6 +161,7 @@ def test_sparse_predictive_equals_the_dense_one_at_zero_scale():
 @pytest.mark.parametrize("options,error,match", [
     ({"density": 0.0}, ValueError, "density"),
     ({"density": 1.5}, ValueError, "density"),
+    ({"density": (0.5, 0.5)}, ValueError, "one per layer"),
     ({"criterion": "size"}, ValueError, "criterion"),
     ({"alpha": 0.0}, ValueError, "alpha"),
     ({"update_every": 0}, ValueError, "update_every"),
@@ -204,6 +205,22 @@ def test_cosine_schedule_of_the_exchanged_fraction():
     assert ssvi_module.update_fraction(0, 0.3, 100) == pytest.approx(0.3)
     assert ssvi_module.update_fraction(50, 0.3, 100) == pytest.approx(0.15)
     assert ssvi_module.update_fraction(100, 0.3, 100) == pytest.approx(0.0)
+
+
+def test_per_layer_densities_keep_a_dense_layer_dense(monkeypatch):
+    model, data = _regression()
+    exchanged = []
+    original = ssvi_module.exchange
+
+    def recording(layout, *args):
+        exchanged.append(layout.shape)
+        return original(layout, *args)
+
+    monkeypatch.setattr(ssvi_module, "exchange", recording)
+    post = fit_vi(model, data, method="ssvi", density=(1.0, 0.2, 0.5), num_steps=30, update_every=5, progress=False)
+    counts = [int(post.mask[0][model.spec.slice(f"layers.{layer}.weight")].sum()) for layer in range(3)]
+    assert counts == [60, 120, 10]
+    assert (20, 30) in exchanged and (30, 2) not in exchanged  # the dense layer is never pruned and regrown
 
 
 def test_fits_from_a_dataloader():
