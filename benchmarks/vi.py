@@ -128,8 +128,8 @@ def main(argv=None) -> dict:
              "", "| method | active weights | train ms/step | x dense | predict ms | x dense | state MB | "
                  "peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['active']} | {r['train_ms']:.1f} | {dense['train_ms'] / r['train_ms']:.2f} | "
-                     f"{r['predict_ms']:.1f} | {dense['predict_ms'] / r['predict_ms']:.2f} | {r['state_mb']:.2f} | "
+        lines.append(f"| {r['method']} | {r['active']} | {r['train_ms']:.1f} | "
+                     f"{dense['train_ms'] / r['train_ms']:.2f} | {r['predict_ms']:.1f} | {dense['predict_ms'] / r['predict_ms']:.2f} | {r['state_mb']:.2f} | "
                      f"{r['peak_rss_mb']:.0f} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(a.out, "vi.md"), "w") as fh:

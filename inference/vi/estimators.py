@@ -10,9 +10,11 @@
   by random signs, ``layer(h; mean) + layer(h * s_in; dW) * s_out``.
 
 ``local`` and ``flipout`` need a mean-field family and a model whose structure they know: a ``BNN``, or a
-``from_module`` network whose stochastic ``nn.Linear`` / ``nn.Conv*`` weights they perturb inside the layers
-(forward hooks) on the ``S`` copies of a batch stacked into one call; flipout's ``dW`` and the other stochastic
-parameters of such a network take one reparameterised draw per restart and step there. Both are unbiased for the same expectation as ``reparam``, with less variance on minibatches.
+``from_module`` network whose stochastic ``nn.Linear`` (``local``, ``flipout``) and ``nn.Conv*`` (``flipout``)
+weights they perturb inside the layers (forward hooks) on the ``S`` copies of a batch stacked into one call;
+there flipout's ``dW`` and the network's other stochastic parameters take one reparameterised draw per restart and
+step, and the restarts are evaluated one after the other. Both are unbiased for the same expectation as
+``reparam``, with less variance on minibatches.
 """
 
 from __future__ import annotations

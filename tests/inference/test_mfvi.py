@@ -154,7 +154,10 @@ def test_interrupted_run_resumes_bit_identically(tmp_path, loader):
 def test_same_seed_same_result_and_restarts():
     x, y = _small_problem()
     model = BNN(2, [5], likelihood=Gaussian(noise_scale=0.1))
-    run = lambda seed, **kw: fit_vi(model, (x, y), method="mfvi", num_steps=30, seed=seed, progress=False, **kw)  # noqa: E731
+
+    def run(seed, **options):
+        return fit_vi(model, (x, y), method="mfvi", num_steps=30, seed=seed, progress=False, **options)
+
     assert torch.equal(run(0).mean, run(0).mean)
     assert not torch.equal(run(0).mean, run(1).mean)
     mixture = run(0, num_restarts=3, keep="all")
