@@ -9,12 +9,20 @@ matrices built from the slots' values (cost ``~ nnz x batch`` instead of ``out x
   product at the active entries) and for ``x`` (a product with the transposed CSR matrix);
 - :func:`sparse_linear_per_draw` ``h (S, n, in) -> (S, n, out)`` with one weight matrix per draw, as one product
   with a block-diagonal CSR matrix (prediction).
+
+Above a density of ``DENSE_ABOVE`` a CSR product is slower on CPU than a dense one (``benchmarks/vi.py``: 0.88x at
+density 0.5, 1.3x faster at 0.2), so there both multiply a dense copy of the weights formed for the product (the
+stored values stay packed).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+#: Density above which products go through a dense copy of the weights.
+DENSE_ABOVE = 0.3
 
 
 class SparseLayout:
@@ -41,6 +49,10 @@ class SparseLayout:
     def nnz(self) -> int:
         return self.index.shape[0]
 
+    @property
+    def multiplies_dense(self) -> bool:
+        return self.nnz > DENSE_ABOVE * self.shape[0] * self.shape[1]
+
     def csr(self, values: Tensor) -> Tensor:
         """The matrix with slot values ``values`` ``(nnz,)`` as a CSR tensor ``out x in``."""
         return _csr(self.crow, self.col, values[self.order], self.shape)
@@ -50,9 +62,10 @@ class SparseLayout:
         return _csr(self.crow_t, self.col_t, values[self.order_t], self.shape[::-1])
 
     def dense(self, values: Tensor) -> Tensor:
-        """The dense ``out x in`` matrix (zeros outside the active entries)."""
-        out = values.new_zeros(self.shape[0] * self.shape[1])
-        return out.index_put((self.index,), values).reshape(self.shape)
+        """The dense ``out x in`` matrix (zeros outside the active entries); ``values`` may have leading dims."""
+        batch = values.shape[:-1]
+        out = values.new_zeros((*batch, self.shape[0] * self.shape[1]))
+        return out.index_copy(-1, self.index, values).reshape(*batch, *self.shape)
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
@@ -89,6 +102,8 @@ class _SparseLinear(torch.autograd.Function):
 
 def sparse_linear(values: Tensor, x: Tensor, layout: SparseLayout) -> Tensor:
     """``x W^T`` for the sparse ``W`` with slot values ``values`` ``(nnz,)``: ``x`` ``(..., in)`` -> ``(..., out)``."""
+    if layout.multiplies_dense:
+        return x @ layout.dense(values).T
     flat = x.reshape(-1, x.shape[-1])
     return _SparseLinear.apply(values, flat, layout).reshape(*x.shape[:-1], layout.shape[0])
 
@@ -96,6 +111,8 @@ def sparse_linear(values: Tensor, x: Tensor, layout: SparseLayout) -> Tensor:
 def sparse_linear_per_draw(values: Tensor, h: Tensor, layout: SparseLayout) -> Tensor:
     """``h_s W_s^T`` for ``S`` weight draws ``values`` ``(S, nnz)`` and inputs ``h`` ``(S, n, in)`` (or ``(n, in)``
     shared by the draws): ``(S, n, out)``, as one product with a block-diagonal (or stacked) CSR matrix."""
+    if layout.multiplies_dense:
+        return h @ layout.dense(values).transpose(-1, -2)
     num_draws = values.shape[0]
     out, inn = layout.shape
     nnz = layout.nnz

@@ -57,14 +57,16 @@ def test_criteria_reproduce_the_papers_check_values():
         score(m, s, "magnitude")
 
 
-def test_sparse_linear_matches_dense_products_and_gradients():
+@pytest.mark.parametrize("nnz", [6, 30])  # CSR products below the DENSE_ABOVE density, a dense copy above
+def test_sparse_linear_matches_dense_products_and_gradients(nnz):
     g = torch.Generator().manual_seed(0)
-    layout = SparseLayout(torch.randperm(35, generator=g)[:12], (5, 7))
-    values = torch.randn(12, generator=g, dtype=torch.float64, requires_grad=True)
+    layout = SparseLayout(torch.randperm(35, generator=g)[:nnz], (5, 7))
+    assert layout.multiplies_dense == (nnz == 30)
+    values = torch.randn(nnz, generator=g, dtype=torch.float64, requires_grad=True)
     x = torch.randn(2, 4, 7, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v, h: sparse_linear(v, h, layout), (values, x))
     assert torch.allclose(sparse_linear(values, x, layout), x @ layout.dense(values).T)
-    draws = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    draws = torch.randn(3, nnz, generator=g, dtype=torch.float64)
     h = torch.randn(3, 4, 7, generator=g, dtype=torch.float64)
     dense = torch.stack([layout.dense(d) for d in draws])
     assert torch.allclose(sparse_linear_per_draw(draws, h, layout), h @ dense.transpose(1, 2))
