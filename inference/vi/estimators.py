@@ -110,17 +110,18 @@ def _bnn_forward(model: BNN, family: GaussianFamily, theta: Tensor, x: Tensor, e
     mean = model.net_spec.unflatten(family.mean[:, :k].unsqueeze(1))   # R x 1 x ...
     scale = model.net_spec.unflatten(family.scale[:, :k].unsqueeze(1))
     drawn = model.net_spec.unflatten(theta[..., :k])                    # R x S x ...
-    h = x.expand(*theta.shape[:2], *x.shape)
+    h = x  # n x d, shared by the draws until the first noise enters
     for layer in range(model.num_layers):
         w, b = f"layers.{layer}.weight", f"layers.{layer}.bias"
         out = h @ mean[w].transpose(-1, -2)
+        shape = (*theta.shape[:2], x.shape[0], out.shape[-1])
         if estimator == "local":
             var = h.square() @ scale[w].square().transpose(-1, -2) + scale[b].square().unsqueeze(-2)
-            h = out + mean[b].unsqueeze(-2) + _std(var) * _noise(out.shape, out, generator)
+            h = out + mean[b].unsqueeze(-2) + _std(var) * _noise(shape, out, generator)
         else:
             delta = drawn[w] - mean[w]
-            s_in = _rademacher(h.shape, h, generator)
-            s_out = _rademacher(out.shape, out, generator)
+            s_in = _rademacher((*shape[:-1], h.shape[-1]), h, generator)
+            s_out = _rademacher(shape, out, generator)
             h = out + ((h * s_in) @ delta.transpose(-1, -2)) * s_out + drawn[b].unsqueeze(-2)
         if layer < model.num_layers - 1:
             h = model.activation(h)
