@@ -94,7 +94,8 @@ def minimize(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, method:
              tolerance_change: float = 1e-9, generator: torch.Generator | None = None,
              state: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
              checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100, progress: bool = False,
-             description: str = "optimising", callback: Callable[[int, float], None] | None = None) -> OptimResult:
+             description: str = "optimising", callback: Callable[[int, float], None] | None = None,
+             step_hook: Callable[[int, torch.optim.Optimizer], None] | None = None) -> OptimResult:
     """Minimise ``loss_fn()`` over ``params`` in place.
 
     Args:
@@ -125,6 +126,8 @@ def minimize(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, method:
         progress: Show a progress bar with the live loss.
         description: The progress bar's text.
         callback: Called as ``callback(step, loss)`` after every step (Adam, AdamW) or evaluation (L-BFGS).
+        step_hook: Adam/AdamW: called as ``step_hook(step, optimizer)`` after every step, before its checkpoint, to
+            edit the parameters and the optimiser's state in place (SSVI's subspace updates).
 
     Returns:
         :class:`OptimResult`.
@@ -173,8 +176,11 @@ def minimize(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, method:
     if method == "lbfgs" and checkpoint is not None:
         settings["checkpoint_every"] = checkpoint_every
 
+    if step_hook is not None and method == "lbfgs":
+        raise ValueError("step_hook is an Adam/AdamW option; method='lbfgs' does not take it")
     loop = _Loop(loss_fn, params, method, num_steps, lr, keep_best or bool(stop_on) or method == "lbfgs",
                  generator, state, settings, checkpoint, checkpoint_every, callback)
+    loop.step_hook = step_hook
     if method == "lbfgs":
         loop.optimizer = torch.optim.LBFGS(params, lr=lr, max_iter=num_steps, history_size=history_size,
                                            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
@@ -215,6 +221,7 @@ class _Loop:
                                                                                  checkpoint_every, callback)
         self.optimizer = None
         self.scheduler = None
+        self.step_hook = None
         self.step = self.resumed_from = self.skipped = 0
         self.stopped = False
         self.losses: list[float] = []  # L-BFGS: every evaluation
@@ -246,6 +253,8 @@ class _Loop:
             self.step = step + 1
             if self.callback is not None:
                 self.callback(step, value)
+            if self.step_hook is not None:
+                self.step_hook(step, self.optimizer)
             stats = {"loss": running} if running is not None else {}
             if self.scheduler is not None:
                 stats["lr"] = f"{self.scheduler.get_last_lr()[0]:.2e}"

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments, fit_moment, masked_fit, pbnn_fit
+from probnets_app import arguments, fit_moment, masked_fit, pbnn_fit, variational
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -28,10 +28,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["bnn", "pbnn", "masked-bnn"], default="bnn",
                         help="model family (default: bnn; pbnn: partial BNN trained by SMC; masked-bnn: node-sparse "
                              "BNN sampled by masked Gibbs)")
-    parser.add_argument("--method", choices=list(registry.SAMPLERS) + list(fit_moment.METHODS) + list(pbnn_fit.METHODS),
-                        default=None,
+    parser.add_argument("--method", choices=[*registry.SAMPLERS, *variational.METHODS, *fit_moment.METHODS,
+                                             *pbnn_fit.METHODS], default=None,
                         help="a registered sampler (default: chees): "
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
+                             + "; or a variational method: "
+                             + "; ".join(f"{k}: {v}" for k, v in variational.METHODS.items())
                              + "; or deterministic VI of a moment-propagation network: mp-gelu, relu-mp"
                              + "; for --model pbnn: ohsmc (default) or sgsmc")
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
@@ -70,9 +72,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
     parser.add_argument("--steps", type=arguments.positive_int,
-                        help="optimiser steps (deterministic VI: default 2000)")
+                        help="optimiser steps (variational methods: default 2000)")
     parser.add_argument("--lr", type=arguments.positive_float,
-                        help="Adam learning rate (deterministic VI and --model pbnn: default 0.01)")
+                        help="Adam learning rate (variational methods and --model pbnn: default 0.01)")
+    variational.add_arguments(parser)
     fit_moment.add_arguments(parser)
     pbnn_fit.add_arguments(parser)
     masked_fit.add_arguments(parser)
@@ -102,9 +105,62 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.method = args.method or "chees"
     if args.method in fit_moment.METHODS:
         return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
-    args.activation = args.activation or "tanh"
     if args.method in pbnn_fit.METHODS:
         parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")
+    args.activation = args.activation or "tanh"
+    if args.method in variational.METHODS:
+        variational.check(args, parser)
+        plan = variational.describe(args)
+    else:
+        plan = _sampling_plan(args, parser, split.x_train.shape[0])
+
+    import warnings
+
+    import pyro.distributions as dist
+
+    import inference
+    from inference.diagnostics import ConvergenceWarning
+    from probnets import BNN, Gaussian
+    from probnets_app.report import fit_report, format_report
+
+    try:
+        model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
+                    prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
+    except (ValueError, TypeError) as exc:
+        parser.error(f"argument --widths: {exc}")
+    data_name = "diabetes" if args.data == "diabetes" else str(args.data)
+    print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
+          f"{plan}", file=sys.stderr)
+    with warnings.catch_warnings():
+        # The report lists convergence problems; no need for warnings on stderr as well.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            if args.method in variational.METHODS:
+                fitted, posterior = variational.fit(args, model, split, dtype)
+            else:
+                posterior = fitted = inference.sample(
+                    model, (split.x_train, split.y_train), method=args.method, num_chains=args.chains,
+                    num_warmup=args.warmup, thin=args.thin, batch_size=args.batch_size,
+                    num_samples=None if args.epochs else args.samples, epochs=args.epochs, seed=args.seed,
+                    dtype=dtype, progress=not args.no_progress, print_summary=False, checkpoint=args.checkpoint)
+        except ValueError as exc:  # e.g. a checkpoint from another configuration
+            raise DataError(str(exc)) from None
+        extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
+                 "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
+        report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
+    files = [out / "report.json", *(out / name for name in report["figures"].values())]
+    if args.save_posterior:
+        fitted.save(out / "posterior.pt")
+        files.append(out / "posterior.pt")
+    print(format_report(report))
+    print("Output files:")
+    for path in files:
+        print(f"  {path}")
+    return 0
+
+
+def _sampling_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, num_rows: int) -> str:
+    """Check the sampler options, fill in the registered defaults (in ``args``) and describe the run."""
     from inference import registry
 
     defaults = registry.get(args.method)
@@ -115,68 +171,27 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      f"({', '.join(s.name for s in registry.SAMPLERS.values() if s.minibatch)}), not {args.method}")
     if args.epochs is not None and args.samples is not None:
         parser.error("argument --epochs: not allowed with argument --samples (give one)")
-
-    if args.method in fit_moment.METHODS:
-        return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
-    import warnings
-
-    import pyro.distributions as dist
-
-    import inference
-    from inference.diagnostics import ConvergenceWarning
-    from probnets import BNN, Gaussian
-    from probnets_app.report import fit_report, format_report
-
-    chains = args.chains if args.chains is not None else defaults.num_chains
-    warmup = args.warmup if args.warmup is not None else defaults.num_warmup
-    thin = args.thin if args.thin is not None else defaults.thin
+    for flag, value in (("--steps", args.steps), ("--lr", args.lr)):
+        if value is not None:
+            parser.error(f"argument {flag}: for the variational methods and --model pbnn, not {args.method}")
+    args.chains = args.chains if args.chains is not None else defaults.num_chains
+    args.warmup = args.warmup if args.warmup is not None else defaults.num_warmup
+    args.thin = args.thin if args.thin is not None else defaults.thin
     if args.epochs is not None:
-        batches = -(-split.x_train.shape[0] // args.batch_size) if args.batch_size else 1
-        iterations = args.epochs * batches
+        iterations = args.epochs * (-(-num_rows // args.batch_size) if args.batch_size else 1)
     else:
-        iterations = args.samples if args.samples is not None else defaults.num_samples
-    if iterations < thin:
-        parser.error(f"argument --thin: {thin} exceeds the {iterations} post-warm-up iterations")
-    try:
-        model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
-                    prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
-    except (ValueError, TypeError) as exc:
-        parser.error(f"argument --widths: {exc}")
-    data_name = "diabetes" if args.data == "diabetes" else str(args.data)
-    if thin == 1:
-        plan = f"{warmup} warm-up + {iterations} draws"
+        args.samples = iterations = args.samples if args.samples is not None else defaults.num_samples
+    if iterations < args.thin:
+        parser.error(f"argument --thin: {args.thin} exceeds the {iterations} post-warm-up iterations")
+    if args.thin == 1:
+        plan = f"{args.warmup} warm-up + {iterations} draws"
     else:  # a cyclical schedule keeps draws only in the sampling phase of each cycle
         cyclical = "cycle_length" in defaults.options()
-        plan = (f"{warmup} warm-up + {iterations} iterations thinned by {thin}: "
-                f"{'at most ' if cyclical else ''}{iterations // thin} draws")
+        plan = (f"{args.warmup} warm-up + {iterations} iterations thinned by {args.thin}: "
+                f"{'at most ' if cyclical else ''}{iterations // args.thin} draws")
     epochs = f" ({args.epochs} epochs)" if args.epochs is not None else ""
     batch = f", batches of {args.batch_size}" if args.batch_size else ""
-    print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
-          f"{args.method} with {chains} chains, {plan}{epochs}{batch}", file=sys.stderr)
-    with warnings.catch_warnings():
-        # The report lists convergence problems; no need for warnings on stderr as well.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
-                                         num_chains=chains, num_warmup=warmup, thin=thin, batch_size=args.batch_size,
-                                         num_samples=None if args.epochs else iterations, epochs=args.epochs,
-                                         seed=args.seed,
-                                         dtype=dtype, progress=not args.no_progress, print_summary=False,
-                                         checkpoint=args.checkpoint)
-        except ValueError as exc:  # e.g. a checkpoint from another configuration
-            raise DataError(str(exc)) from None
-        extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
-                 "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
-        report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
-    files = [out / "report.json", *(out / name for name in report["figures"].values())]
-    if args.save_posterior:
-        posterior.save(out / "posterior.pt")
-        files.append(out / "posterior.pt")
-    print(format_report(report))
-    print("Output files:")
-    for path in files:
-        print(f"  {path}")
-    return 0
+    return f"{args.method} with {args.chains} chains, {plan}{epochs}{batch}"
 
 
 COMMAND = Command(

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, variational
 from probnets_app.cli import PROG, DataError
 
 #: The ``--method`` values handled here (the ``inference.vi`` methods of moment-propagation networks).
@@ -20,8 +20,9 @@ METHODS = ("mp-gelu", "relu-mp")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the deterministic-VI methods (ignored by samplers)."""
-    group = parser.add_argument_group("deterministic VI (--method mp-gelu or relu-mp; --activation, --chains, "
-                                      "--warmup and --samples apply to samplers only)")
+    group = parser.add_argument_group("moment propagation (--method mp-gelu or relu-mp; with --steps, "
+                                      "--batch-size, --lr; --activation, --chains, --warmup and --samples do not "
+                                      "apply)")
     group.add_argument("--covariance", choices=["diagonal", "full"], default="diagonal",
                        help="relu-mp: hidden covariance kept between layers (default: diagonal)")
     group.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term (default: 1)")
@@ -33,12 +34,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, data_n
         parser.error("argument --covariance: MP-GELU propagates diagonal moments; 'full' is for --method relu-mp")
     if not args.kl_weight > 0:
         parser.error(f"argument --kl-weight: must be > 0, got {args.kl_weight}")
-    for flag, value in (("--epochs", args.epochs), ("--thin", args.thin)):
-        if value is not None:
-            parser.error(f"argument {flag}: not used by --method {args.method} (give --steps)")
-    args.steps = args.steps if args.steps is not None else 2000
-    args.batch_size = args.batch_size if args.batch_size is not None else 128
-    args.lr = args.lr if args.lr is not None else 1e-2
+    variational.optimiser_defaults(args, parser)
     import torch
 
     from inference.vi import fit_vi

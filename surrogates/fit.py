@@ -30,9 +30,10 @@ from surrogates.amortized import fit_neural_process, fit_pfn
 from surrogates.data_transforms import fitted_transforms
 from surrogates.dkl import fit_dkl
 from surrogates.ensemble_model import SampleEnsembleModel
-from surrogates.pbnn import fit_smc_pbnn
 from surrogates.moment_bnn import fit_moment_bnn
+from surrogates.pbnn import fit_smc_pbnn
 from surrogates.student_t import fit_student_t
+from surrogates.vi_bnn import fit_mfvi_bnn
 
 
 def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bounds: Tensor | None = None,
@@ -49,7 +50,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
             (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
             meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"smc-pbnn"``
             (a partial BNN trained by open-horizon SMC), ``"mp-gelu-bnn"`` (an MP-GELU BNN fitted by
-            deterministic VI, one-pass Gaussian predictive).
+            deterministic VI, one-pass Gaussian predictive), ``"mfvi-bnn"`` (a BNN fitted by mean-field VI,
+            Gaussian predictive; ``surrogates.vi_bnn``).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
             the kind has one (``hmc-bnn``: its chains' last draws, ``C x D``); ignored by other kinds.
@@ -232,6 +234,7 @@ KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "stude
                                           "hmc-bnn": fit_hmc_bnn, "sghmc-bnn": fit_sghmc_bnn, "ensemble": fit_deep_ensemble,
                                           "np": fit_neural_process, "pfn": fit_pfn}
 KINDS["smc-pbnn"] = fit_smc_pbnn
+KINDS["mfvi-bnn"] = fit_mfvi_bnn
 KINDS["mp-gelu-bnn"] = fit_moment_bnn  # MP-GELU BNN by deterministic VI (activation="relu": the ReLU baseline)
 
 

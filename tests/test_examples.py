@@ -22,6 +22,7 @@ EXAMPLES = {
     "tempered_smc.py": ["tempered_smc.json", "tempered_smc.png"],
     "partial_bnn.py": ["partial_bnn_moons.png", "partial_bnn_moons.json"],
     "masked_bnn.py": ["masked_bnn_band.png", "masked_bnn_active_nodes.png", "masked_bnn.json"],
+    "variational_bnn.py": ["variational_bnn.png", "variational_bnn.json"],
     "moment_propagation.py": ["moment_propagation.json", "moment_propagation.png"],
 }
 

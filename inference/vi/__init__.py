@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 VI_METHODS: dict[str, str] = {}
+VI_METHODS["mfvi"] = "inference.vi.mfvi:fit"                  # Gaussian VI, mean-field or low-rank, any ProbModel
+VI_METHODS["ssvi"] = "inference.vi.ssvi:fit"                  # sparse subspace VI of a BNN
 VI_METHODS["mp-gelu"] = "inference.vi.mp_gelu:fit_mp_gelu"   # deterministic VI, MP-GELU network
 VI_METHODS["relu-mp"] = "inference.vi.mp_gelu:fit_relu_mp"   # deterministic VI, ReLU network (diagonal or full)
 

@@ -90,6 +90,11 @@ class TestDeepEnsemble(SurrogateContract):
     options = {"widths": (16,), "num_members": 4, "steps": 300}
 
 
+class TestMFVIBNN(SurrogateContract):
+    kind = "mfvi-bnn"
+    options = {"widths": (16,), "num_steps": 500, "lr": 0.03, "num_draws": 32}
+
+
 class TestNeuralProcess(SurrogateContract):
     kind = "np"
     options = {"model_class": "canp", "steps": 500, "width": 32}
