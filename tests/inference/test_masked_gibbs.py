@@ -73,6 +73,8 @@ def test_statistics_names_masks_and_noise():
     torch.testing.assert_close(post.sample_stats["lp"], model.logdensity(data)(post.samples))
     assert bool((post.sample_stats["n_steps"] == 5).all())
     assert post.info["method"] == "masked_gibbs" and post.info["grad_evals"] > 0
+    idata = post.to_arviz(model, data)
+    assert idata.posterior["masks.1"].shape == (3, 6, 4) and "active_fraction_1" in idata.sample_stats
     # The masks move, and the noise scale is redrawn every iteration.
     assert bool((masks[:, 1:] != masks[:, :-1]).any())
     noise = post.samples[..., -1]
