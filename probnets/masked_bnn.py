@@ -175,7 +175,8 @@ class MaskedBNN(ProbModel):
         return math.log(2.0 * self.noise_rate) - 2.0 * log_scale - self.noise_rate * torch.exp(-2.0 * log_scale)
 
     def predict_f(self, theta: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
-        """Latent outputs ``(..., n, m)`` for ``theta`` ``(..., D)`` (each draw with its own masks), ``x`` ``(n, d)``."""
+        """Latent outputs ``(..., n, m)`` for ``theta`` ``(..., D)`` and ``x`` ``(n, d)``, each draw with its own
+        masks."""
         check_theta(theta, self.spec.dim)
         x = as_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_features:

@@ -61,7 +61,7 @@ class MaskedMLPLogDensity(LogDensity):
         num_layers, weight_dim = len(model.widths), model.net_spec.dim
         params = model.net_spec.unflatten(theta[:, :weight_dim])
         masks = model.masks(theta)
-        x = self.x.to(theta.dtype).expand(theta.shape[0], -1, -1)
+        x = self.x.to(device=theta.device, dtype=theta.dtype).expand(theta.shape[0], -1, -1)
         inputs, pre_activations, h = [x], [], x
         for layer in range(num_layers + 1):
             a = torch.baddbmm(params[f"layers.{layer}.bias"].unsqueeze(-2), h,
@@ -70,7 +70,7 @@ class MaskedMLPLogDensity(LogDensity):
                 pre_activations.append(a)
                 h = masks[layer].unsqueeze(-2) * torch.relu(a)
                 inputs.append(h)
-        residual = self.y.to(theta.dtype) - a
+        residual = self.y.to(device=theta.device, dtype=theta.dtype) - a
         sse = residual.square().sum((-2, -1))
         count = residual.shape[-2] * residual.shape[-1]
         grad = torch.zeros_like(theta)

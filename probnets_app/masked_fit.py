@@ -54,6 +54,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     chains = args.chains if args.chains is not None else DEFAULTS["chains"]
     warmup = args.warmup if args.warmup is not None else DEFAULTS["warmup"]
     samples = args.samples if args.samples is not None else DEFAULTS["samples"]
+    thin = args.thin if args.thin is not None else DEFAULTS["thin"]
     activation = args.activation or "relu"
     n_train = int(split.x_train.shape[0])
     try:
@@ -63,13 +64,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
         parser.error(str(exc))
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
     print(f"{PROG}: {model} on {data_name} ({n_train} training, {split.x_test.shape[0]} test rows); masked Gibbs "
-          f"with {chains} chains, {warmup} warm-up + {samples} iterations (thin {args.thin})", file=sys.stderr)
+          f"with {chains} chains, {warmup} warm-up + {samples} iterations (thin {thin})", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
             posterior = inference.sample_masked(
                 model, (split.x_train, split.y_train), num_chains=chains, num_warmup=warmup, num_samples=samples,
-                thin=args.thin, seed=args.seed, num_steps=args.leapfrog_steps, num_mask_updates=args.mask_updates,
+                thin=thin, seed=args.seed, num_steps=args.leapfrog_steps, num_mask_updates=args.mask_updates,
                 max_flips=args.max_flips, dtype=dtype, progress=not args.no_progress, print_summary=False,
                 checkpoint=args.checkpoint)
         except ValueError as exc:  # e.g. a checkpoint from another configuration

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import scipy.stats
 import torch
 
 from inference import diagnostics
@@ -42,3 +43,19 @@ def load_script(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def chi_square_pvalue(observed: torch.Tensor, probs: torch.Tensor) -> float:
+    """Chi-square goodness of fit of counts to probabilities; bins below 5 expected are pooled into one (added
+    to the smallest kept bin when the pool itself expects fewer than 5)."""
+    expected = probs.double() * observed.sum()
+    keep = expected >= 5
+    obs, exp = observed[keep].double(), expected[keep]
+    rest_obs, rest_exp = observed[~keep].sum().double(), expected[~keep].sum()
+    if rest_exp >= 5:
+        obs, exp = torch.cat([obs, rest_obs.reshape(1)]), torch.cat([exp, rest_exp.reshape(1)])
+    else:
+        smallest = exp.argmin()
+        obs[smallest] += rest_obs
+        exp[smallest] += rest_exp
+    return float(scipy.stats.chisquare(obs.numpy(), exp.numpy()).pvalue)

@@ -226,7 +226,8 @@ def sample_masked(model: MaskedBNN, data: Batch, *, num_chains: int = 4, num_war
 
 def _diagnostic_draws(model: MaskedBNN, posterior: SamplePosterior) -> dict[str, Tensor]:
     """The identifiable scalars worth diagnosing: per-layer active fractions and the noise scale, ``C x S``."""
-    draws = {f"active_fraction_{layer}": f for layer, f in enumerate(model.active_fraction(posterior.samples).unbind(-1))}
+    fractions = model.active_fraction(posterior.samples).unbind(-1)
+    draws = {f"active_fraction_{layer}": f for layer, f in enumerate(fractions)}
     for name, value in model.likelihood_params(posterior.samples).items():
         draws[name] = value
     return draws

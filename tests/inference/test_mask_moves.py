@@ -12,29 +12,12 @@ import math
 
 import pytest
 import torch
-from scipy import stats
-
 from inference.mcmc import mask_moves
 from probnets import Gaussian
 from probnets.masked_bnn import MaskedBNN
+from tests_support import chi_square_pvalue
 
 P_MIN = 1e-3
-
-
-def _chi_square_pvalue(observed: torch.Tensor, probs: torch.Tensor) -> float:
-    """Chi-square goodness of fit of counts to probabilities; bins below 5 expected are pooled into one (added
-    to the smallest kept bin when the pool itself expects fewer than 5)."""
-    expected = probs.double() * observed.sum()
-    keep = expected >= 5
-    obs, exp = observed[keep].double(), expected[keep]
-    rest_obs, rest_exp = observed[~keep].sum().double(), expected[~keep].sum()
-    if rest_exp >= 5:
-        obs, exp = torch.cat([obs, rest_obs.reshape(1)]), torch.cat([exp, rest_exp.reshape(1)])
-    else:
-        smallest = exp.argmin()
-        obs[smallest] += rest_obs
-        exp[smallest] += rest_exp
-    return float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue)
 
 
 def _run_moves(model, data, theta, num_moves, generator, max_flips=3):
@@ -77,7 +60,7 @@ def test_constant_likelihood_mask_sizes_follow_the_prior_count_marginal():
     final, acceptance = _run_moves(model, (x, y), theta, num_moves, g)
     for mask, width, marginal in zip(model.masks(final), widths, marginals):
         counts = torch.bincount(mask.sum(-1).long(), minlength=width + 1)
-        assert _chi_square_pvalue(counts, marginal) > P_MIN
+        assert chi_square_pvalue(counts, marginal) > P_MIN
     assert 0.2 < acceptance < 1.0
 
 
@@ -98,7 +81,7 @@ def test_masks_given_weights_follow_the_enumerated_conditional_posterior():
     final, acceptance = _run_moves(model, (x, y), every[start], num_moves, g)
     index = (final[:, model.mask_slice] * 2.0 ** torch.arange(6, -1, -1, dtype=torch.float64)).sum(-1).long()
     counts = torch.bincount(index, minlength=len(codes))
-    assert _chi_square_pvalue(counts, exact) > P_MIN
+    assert chi_square_pvalue(counts, exact) > P_MIN
     assert 0.05 < acceptance < 1.0
 
 

@@ -10,7 +10,7 @@ import inference
 from probnets import Gaussian
 from probnets.masked_bnn import MaskedBNN
 from probnets.model import LogDensity
-from tests_support import make_regression
+from tests_support import chi_square_pvalue, make_regression
 
 SHORT = dict(num_chains=3, num_warmup=8, num_samples=12, thin=2, num_steps=5, num_mask_updates=3, progress=False,
              check_convergence=False)
@@ -73,6 +73,8 @@ def test_statistics_names_masks_and_noise():
     torch.testing.assert_close(post.sample_stats["lp"], model.logdensity(data)(post.samples))
     assert bool((post.sample_stats["n_steps"] == 5).all())
     assert post.info["method"] == "masked_gibbs" and post.info["grad_evals"] > 0
+    idata = post.to_arviz(model, data)
+    assert idata.posterior["masks.1"].shape == (3, 6, 4) and "active_fraction_1" in idata.sample_stats
     # The masks move, and the noise scale is redrawn every iteration.
     assert bool((masks[:, 1:] != masks[:, :-1]).any())
     noise = post.samples[..., -1]
@@ -116,3 +118,42 @@ def test_bad_arguments_raise_naming_them():
     x, y = data
     with pytest.raises(ValueError, match="rows"):
         inference.sample_masked(model, (x[:-1], y), **SHORT)
+
+
+def test_whole_sweep_keeps_the_joint_distribution_when_the_likelihood_is_flat():
+    """One datum and sigma^2 ~ InvGamma(1, b) with b = 1e6: the likelihood is flat in weights and masks (it
+    varies by ~1e-5) and the joint posterior is the prior with sigma^2 ~ InvGamma(1.5, b). Chains started in it
+    and run with a fixed step size (no adaptation) must stay in it after 40 sweeps: their final states are
+    independent draws. Pass rules (fixed before running): mask-size chi-square p > 0.001; |z| < 3.5 for the
+    mean and mean square of the N(0, 1) weights and for the mean of the precision ~ Gamma(1.5, b). A wrong
+    noise conditional (shape 1 + n instead of 1 + n/2) fails it (checked, z = 20); a stale cached log density
+    (not refreshed after the noise draw, or before the mask moves) only rescales acceptances by factors that
+    do not depend on the proposal here and went undetected at this size."""
+    num_chains, num_sweeps, b, width = 2000, 40, 1e6, 12
+    x, y = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    model = MaskedBNN(1, [width], num_data=20, weight_prior="normal", noise_rate=b)
+    g = torch.Generator().manual_seed(0)
+    init = model.init_theta(num_chains, dtype=torch.float64)
+    init[:, : model.net_spec.dim] = torch.randn(num_chains, model.net_spec.dim, generator=g, dtype=torch.float64)
+    sizes = torch.arange(width + 1, dtype=torch.float64)
+    marginal = torch.exp(-model.mask_penalty * sizes**2)
+    marginal = marginal / marginal.sum()
+    s = torch.multinomial(marginal, num_chains, replacement=True, generator=g)
+    ranks = torch.rand(num_chains, width, generator=g, dtype=torch.float64).argsort(-1).argsort(-1)
+    init[:, model.mask_slice] = (ranks < s.unsqueeze(-1)).to(torch.float64)
+    precision = torch._standard_gamma(torch.full((num_chains,), 1.5, dtype=torch.float64), generator=g) / b
+    init[:, -1] = -0.5 * precision.log()
+
+    post = inference.sample_masked(model, (x, y), init=init, num_chains=num_chains, num_warmup=0,
+                                   num_samples=num_sweeps, thin=num_sweeps, num_steps=5, step_size=0.5,
+                                   num_mask_updates=3, seed=1, progress=False, check_convergence=False)
+    final = post.samples[:, -1]
+    counts = torch.bincount(final[:, model.mask_slice].sum(-1).long(), minlength=width + 1)
+    assert chi_square_pvalue(counts, marginal) > 1e-3
+    weights = final[:, : model.net_spec.dim]
+    n = weights.numel()
+    assert abs(float(weights.mean()) / (1 / n) ** 0.5) < 3.5
+    assert abs(float(weights.square().mean() - 1) / (2 / n) ** 0.5) < 3.5
+    final_precision = torch.exp(-2 * final[:, -1])
+    assert abs(float(final_precision.mean() - 1.5 / b) / (1.5**0.5 / b / num_chains**0.5)) < 3.5
+    assert 0.3 < float(post.sample_stats["acceptance_rate"].mean()) < 1.0

@@ -132,7 +132,8 @@ def test_hand_written_gradient_equals_autograd(setting):
     fast = model.logdensity((x, y), temperature=temperature)
     assert isinstance(fast, MaskedMLPLogDensity)
     theta = model.init_theta(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64).reshape(2, 2, -1)
-    theta[..., -1] = torch.tensor([[-0.5, 0.2], [0.0, 1.0]], dtype=torch.float64) if model.conjugate_noise else theta[..., -1]
+    if model.conjugate_noise:
+        theta[..., -1] = torch.tensor([[-0.5, 0.2], [0.0, 1.0]], dtype=torch.float64)
     generic = LogDensity(fast.fn, fast.dim)
     value, grad = fast.value_and_grad(theta)
     expected_value, expected_grad = generic.value_and_grad(theta)
