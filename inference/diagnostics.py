@@ -43,6 +43,11 @@ class ConvergenceWarning(UserWarning):
     """Issued after sampling for divergences, R-hat above 1.01 or low effective sample sizes."""
 
 
+#: With one chain split R-hat is undefined (NaN): nothing compares chains started apart.
+SINGLE_CHAIN_WARNING = ("Only 1 chain: R-hat is undefined, so convergence cannot be checked (a single chain can sit "
+                        "in one mode and look converged). Run at least 4 chains (num_chains / --chains).")
+
+
 # ArviZ treats draws whose range is below float64 resolution as constant and returns ESS = size.
 _CONSTANT_RANGE = float(np.finfo(np.float64).resolution)
 # Blom (1958) offset used by ArviZ's rank normalisation: (r - 3/8) / (S + 1/4).
@@ -656,7 +661,7 @@ def convergence_warnings(
 ) -> list[str]:
     """Human-readable convergence warnings; an empty list when nothing is wrong.
 
-    Reports divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters whose
+    Reports a single chain (R-hat undefined), divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters whose
     bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``: 400 with four or more chains
     (Vehtari et al. 2021), so that runs with many short chains are not held to a per-chain rule.
 
@@ -677,6 +682,8 @@ def convergence_warnings(
         rows, chains = _convergence_rows(table_or_draws)
     chains = chains if num_chains is None else num_chains
     warnings: list[str] = []
+    if chains < 2:
+        warnings.append(SINGLE_CHAIN_WARNING)
     if diverging is not None:
         warnings += _divergence_warning(diverging)
     warnings += _rhat_warning(rows, rhat_threshold)

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from inference import registry, runner
+from inference import fingerprint, registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
+from inference.function_space import sample_report
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from probnets.model import Batch, LogDensity, ProbModel
@@ -62,6 +63,7 @@ def sample(
     check_convergence: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
+    run_info: dict | None = None,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -89,10 +91,20 @@ def sample(
             step sees the unbiased estimate ``log p(theta) + (N / |B|) sum_B log p(y | x, theta) / T``.
         progress: Show a live progress bar (step size, log density, acceptance rate, divergences, gradient
             evaluations per trajectory).
-        print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
-        check_convergence: Issue ``ConvergenceWarning``s for divergences, R-hat > 1.01 and low ESS (computing
-            R-hat and ESS of every parameter takes seconds on large posteriors).
+        print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``). For a
+            network (``BNN``, ``from_module``) the function-space diagnostics over ``f(x)`` at (up to 200)
+            training inputs come first, as in the command line's report (``inference.function_space``).
+        check_convergence: Issue ``ConvergenceWarning``s for a single chain, divergences (also stuck chains
+            and warm-up divergences), saturated NUTS trees, R-hat > 1.01 and low ESS (computing R-hat and ESS
+            of every parameter takes seconds on large posteriors). For a network, function-space warnings
+            come first and parameter-space ones say that weight-space R-hat is expected to look poor.
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
+            The file records what determines the run (the model's description, a hash of the training
+            tensors, the starting points, the log prior and log density there, method, options, dtype, seed,
+            chains; see ``inference.fingerprint``); resuming from a file another run wrote is a
+            ``ValueError`` naming what differs.
+        run_info: Plain values (str, int, float, bool) describing the run beyond what this call sees, e.g. the
+            data source and train/test split; kept in ``posterior.info`` and checked against a checkpoint.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -126,6 +138,7 @@ def sample(
 
     model = target if isinstance(target, ProbModel) else None
     batches = None
+    data_hash = None
     if model is not None:
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
@@ -133,13 +146,15 @@ def sample(
             batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
+            data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(first))} (N={batches.num_data})"
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
             logdensity = MinibatchLogDensity(model, batches.num_data, first, temperature=temperature, dtype=dtype)
         else:
             x, y = model.prepare_batch(data)
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
-            logdensity = model.logdensity((x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y),
-                                          temperature=temperature)
+            y = y.to(dtype) if torch.is_floating_point(y) else y
+            logdensity = model.logdensity((x.to(dtype), y), temperature=temperature)
+            data_hash = fingerprint.tensor_hash(x.to(dtype), y)
         spec = model.spec
         if init is None:
             init = model.init_theta(num_chains, generator=generator, dtype=dtype)
@@ -163,20 +178,30 @@ def sample(
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity)
-    init = _check_initial_density(counter, init)
+    init, value_at_init = _check_initial_density(counter, init)
     algorithm = sampler.build(counter, num_warmup, **options)
 
-    config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size, **options}
+    config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
+              "batch_size": batch_size, **options, "target": fingerprint.describe_target(target),
+              "init": fingerprint.tensor_hash(init), "logdensity_at_init": float(value_at_init.sum())}
+    if model is not None:
+        config["data"] = data_hash
+        with torch.no_grad():
+            config["log_prior_at_init"] = float(model.log_prior(init).sum())
     with _torch_threads(1 if counter.uses_own_threads else None):
         posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator,
                                batches=batches, thin=thin, progress=progress, checkpoint=checkpoint,
                                checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
-    if print_summary if print_summary is not None else progress:
-        print(posterior.summary().to_string(max_rows=12))
-    for message in posterior.warnings() if check_convergence else ():
-        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    show = print_summary if print_summary is not None else progress
+    if show or check_convergence:
+        text, messages = sample_report(model, posterior, x if model is not None else None,
+                                       check_convergence=check_convergence)
+        if show:
+            print(text)
+        for message in messages:
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
     return posterior
 
 
@@ -202,15 +227,28 @@ def _check_init(init: Tensor, num_chains: int, dim: int, dtype: torch.dtype) -> 
     return init.to(dtype)
 
 
-def _check_initial_density(logdensity: LogDensity, init: Tensor) -> Tensor:
-    """Fail fast on a non-finite start; adopt the log density's dtype if it promotes the positions."""
+def _plain_run_info(run_info: dict | None) -> dict:
+    if run_info is None:
+        return {}
+    if not isinstance(run_info, dict) or not all(isinstance(k, str) for k in run_info):
+        raise TypeError(f"run_info must be a dict with str keys, got {type(run_info).__name__}")
+    return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in run_info.items()}
+
+
+def _check_initial_density(logdensity: LogDensity, init: Tensor) -> tuple[Tensor, Tensor]:
+    """Fail fast on a non-finite start; adopt the log density's dtype if it promotes the positions.
+
+    Returns:
+        The starting points and the log density there, ``(C,)``.
+    """
     value, grad = logdensity.value_and_grad(init)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
         chains = bad.nonzero().flatten().tolist()
         raise ValueError(f"the log density or its gradient is not finite at the initial point of chains {chains[:10]}"
                          f"{'...' if len(chains) > 10 else ''}; choose another init")
-    return init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
+    init = init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
+    return init, value.detach()
 
 
 __all__ = ["METHODS", "ConvergenceWarning", "CountingLogDensity", "sample"]

@@ -94,6 +94,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
     print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
           f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws", file=sys.stderr)
+    extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
+             "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     with warnings.catch_warnings():
         # The report lists convergence problems; no need for warnings on stderr as well.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -101,11 +103,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
                                          num_chains=chains, num_warmup=warmup, num_samples=draws, seed=args.seed,
                                          dtype=dtype, progress=not args.no_progress, print_summary=False,
-                                         checkpoint=args.checkpoint)
+                                         checkpoint=args.checkpoint, run_info=extra)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
-        extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
-                 "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
         report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
     files = [out / "report.json", *(out / name for name in report["figures"].values())]
     if args.save_posterior:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from inference import diagnostics
 from inference.posterior import SamplePosterior
+from inference.sampling_problems import divergence_counts, sampling_warnings, stuck_chains
 from probnets.model import ProbModel
 from probnets_app.report.noise_scale import NOISE_NAME, noise_scale_draws
 
@@ -35,8 +36,10 @@ def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_t
         ``(diagnostics, warnings)``: ``diagnostics`` has the worst split R-hat and the lowest bulk/tail ESS
         over test points (``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``), divergences, wall time, gradient
         evaluations, bulk ESS per second and the number of draws, plus ``noise_scale_rhat``/``_ess_bulk``/
-        ``_ess_tail`` for a learned Gaussian noise; ``warnings`` lists divergences, R-hat > 1.01 or total
-        ESS < ``MIN_TOTAL_ESS`` of ``f(x_test)`` and of the noise scale.
+        ``_ess_tail`` for a learned Gaussian noise, warm-up divergences (``num_warmup_divergences``) and the
+        chains stuck on divergences (``stuck_chains``); ``warnings`` lists a single chain, divergences,
+        R-hat > 1.01 or total ESS < ``MIN_TOTAL_ESS`` of ``f(x_test)`` and of the noise scale, and the
+        problems of ``inference.sampling_problems`` (stuck chains, saturated NUTS trees, warm-up divergences).
     """
     f = posterior.f_draws(model, x_test)  # C x S x n x m
     if model.likelihood.task == "classification":
@@ -55,6 +58,8 @@ def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_t
         "min_ess_bulk": min_ess_bulk,
         "min_ess_tail": _nanmin(ess_t),
         "num_divergences": num_div,
+        "num_warmup_divergences": divergence_counts(posterior)["warmup"],
+        "stuck_chains": stuck_chains(posterior),
         "divergence_rate": num_div / (posterior.num_chains * posterior.num_draws),
         "wall_time": wall,
         "grad_evals": int(grad_evals),
@@ -71,7 +76,7 @@ def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_t
     warnings = diagnostics.convergence_warnings(
         diagnostics.summary(predictive_draws), diverging=posterior.sample_stats.get("diverging"),
         num_chains=posterior.num_chains, min_ess_per_chain=MIN_TOTAL_ESS / posterior.num_chains)
-    return diag, warnings
+    return diag, warnings + sampling_warnings(posterior)
 
 
 def _nanmax(t: Tensor) -> float:
