@@ -26,6 +26,7 @@ __all__ = [
     "ConvergenceWarning",
     "SummaryTable",
     "convergence_warnings",
+    "divergence_warnings",
     "ess_bulk",
     "ess_mean",
     "ess_quantile",
@@ -579,7 +580,8 @@ def summary(
 # --------------------------------------------------------------------------------------------------
 
 
-def _divergence_warning(diverging: Tensor | np.ndarray) -> list[str]:
+def divergence_warnings(diverging: Tensor | np.ndarray) -> list[str]:
+    """The warning about divergent transitions ``(chains, draws)`` (empty without any)."""
     diverging = torch.as_tensor(diverging).to(torch.bool)
     count, total = int(diverging.sum()), diverging.numel()
     if count == 0:
@@ -685,7 +687,7 @@ def convergence_warnings(
     if chains < 2:
         warnings.append(SINGLE_CHAIN_WARNING)
     if diverging is not None:
-        warnings += _divergence_warning(diverging)
+        warnings += divergence_warnings(diverging)
     warnings += _rhat_warning(rows, rhat_threshold)
     warnings += _ess_warning(rows, min_ess_per_chain * min(chains, 4))
     return warnings

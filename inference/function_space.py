@@ -59,7 +59,8 @@ def function_space_check(model: ProbModel, posterior: Any, x: Tensor, *, rhat_th
         rhat_threshold, min_total_ess: Thresholds of the warnings.
 
     Returns:
-        ``({"quantity", "num_points", "max_rhat", "min_ess_bulk", "min_ess_tail"}, warnings)``; warnings
+        ``({"quantity", "num_points", "max_rhat", "min_ess_bulk", "min_ess_tail"}, warnings)`` (and
+        ``noise_scale_rhat`` for a learned Gaussian noise); warnings
         name R-hat above ``rhat_threshold`` or ESS below ``min_total_ess`` (a single chain: R-hat undefined).
     """
     x = x[:MAX_POINTS]
@@ -69,6 +70,8 @@ def function_space_check(model: ProbModel, posterior: Any, x: Tensor, *, rhat_th
     rhat, ess_b, ess_t = diagnostics.split_rhat(f), diagnostics.ess_bulk(f), diagnostics.ess_tail(f)
     out = {"quantity": quantity, "num_points": int(x.shape[0]), "max_rhat": _nan_reduce(rhat, torch.max),
            "min_ess_bulk": _nan_reduce(ess_b, torch.min), "min_ess_tail": _nan_reduce(ess_t, torch.min)}
+    if "noise_scale" in draws:
+        out["noise_scale_rhat"] = float(diagnostics.split_rhat(draws["noise_scale"]))
     warnings = diagnostics.convergence_warnings(draws, num_chains=posterior.num_chains, rhat_threshold=rhat_threshold,
                                                 min_ess_per_chain=min_total_ess / min(posterior.num_chains, 4))
     return out, warnings

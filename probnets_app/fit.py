@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, output, sampler_options
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
@@ -32,7 +32,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of a CSV file (required for CSV data)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created after sampling)")
+    parser.add_argument("--features", type=arguments.names, metavar="COL[,COL...]",
+                        help="feature columns of a CSV file (default: every column but the target and --drop)")
+    parser.add_argument("--drop", type=arguments.names, metavar="COL[,COL...]",
+                        help="columns of a CSV file that are not features (e.g. a row index)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (checked before sampling, created after it); in a reused folder the "
+                             "files an earlier fit wrote there (report.json, the figures, posterior.pt) are "
+                             "removed before the new ones are written, other files are kept")
     parser.add_argument("--widths", type=arguments.widths, default=(50,), metavar="W[,W...]",
                         help="hidden layer widths, comma-separated (default: 50)")
     parser.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
@@ -51,16 +58,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint file: saved during sampling, resumed from when it exists")
     parser.add_argument("--save-posterior", action="store_true", help="also save the draws as DIR/posterior.pt")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    sampler_options.add_arguments(parser)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {args.out!r} exists and is not a directory")
-    if args.checkpoint is not None and Path(args.checkpoint).is_dir():
-        raise DataError(f"--checkpoint {args.checkpoint!r} is a directory; give a file path")
+    out = output.check_out_dir(args.out)
+    if args.checkpoint is not None:
+        output.check_file_path(args.checkpoint, "--checkpoint")
     import torch
 
     from probnets.activations import ACTIVATIONS
@@ -70,7 +76,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      f"{', '.join(sorted(ACTIVATIONS))})")
     dtype = getattr(torch, args.dtype)
     split = load_split(args.data, target=args.target, test_fraction=args.test_fraction,
-                       split_seed=args.split_seed, dtype=dtype)
+                       split_seed=args.split_seed, dtype=dtype, features=args.features, drop=args.drop)
+    options = sampler_options.chosen(args, parser)
 
     import warnings
 
@@ -103,9 +110,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
                                          num_chains=chains, num_warmup=warmup, num_samples=draws, seed=args.seed,
                                          dtype=dtype, progress=not args.no_progress, print_summary=False,
-                                         checkpoint=args.checkpoint, run_info=extra)
+                                         checkpoint=args.checkpoint, run_info=extra, **options)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
+        output.remove_known_outputs(out, output.FIT_OUTPUTS)
         report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
     files = [out / "report.json", *(out / name for name in report["figures"].values())]
     if args.save_posterior:
