@@ -124,3 +124,19 @@ def test_a_non_numeric_column_that_is_dropped_is_not_read(tmp_path):
     lines = data.read_text().splitlines()
     data.write_text("\n".join([lines[0] + ",name"] + [f"{line},row{i}" for i, line in enumerate(lines[1:])]) + "\n")
     assert _fit(tmp_path, "--target", "target", "--drop", "name", data=str(data)) == 0
+
+
+def test_fit_help_imports_no_torch_and_lists_every_registered_sampler():
+    import subprocess
+    import sys
+
+    code = ("import sys; from probnets_app import cli; p = cli.build_parser(['fit']); "
+            "print([m for m in ('torch', 'inference') if m in sys.modules]); "
+            "a = [x for x in p._subparsers._group_actions[0].choices['fit']._actions if x.dest == 'method'][0]; "
+            "print(','.join(a.choices))")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo,
+                         env={"PYTHONPATH": str(repo), "PATH": ""}).stdout.splitlines()
+    from inference import registry
+
+    assert out == ["[]", ",".join(registry.SAMPLERS)]
