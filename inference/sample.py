@@ -81,7 +81,8 @@ def sample(
         num_chains, num_warmup, num_samples, thin: Chains, warm-up iterations, post-warm-up iterations and
             thinning (``num_samples // thin`` draws are kept, fewer for cyclical samplers, which keep draws
             only in the sampling phase of each cycle); ``None`` takes the sampler's registered defaults
-            (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)).
+            (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)); with
+            ``init`` given, ``num_chains`` defaults to its rows.
         seed: Seeds the ``torch.Generator`` that drives everything (initialisation included).
         init: Starting points ``C x D``; default ``model.init_theta`` (or N(0, 1)/Uniform(-2, 2)-style
             draws for a bare log density).
@@ -123,6 +124,8 @@ def sample(
     """
     sampler = registry.get(method)
     options = sampler.bind(options)
+    if num_chains is None and isinstance(init, Tensor) and init.dim() == 2:
+        num_chains = init.shape[0]  # the chains the starting points give
     num_chains = check_positive_int(sampler.num_chains if num_chains is None else num_chains, "num_chains")
     num_warmup = check_positive_int(sampler.num_warmup if num_warmup is None else num_warmup, "num_warmup",
                                     minimum=0)

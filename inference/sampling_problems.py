@@ -6,7 +6,8 @@ divergences.
 - NUTS trajectories that stop at ``max_tree_depth`` on most iterations are cut short: the sampler behaves
   like static HMC with a too short path and mixes slowly.
 - Divergences during warm-up are common while the step size adapts, but many of them point to the same
-  geometry problems as divergences after it; both counts are reported side by side.
+  geometry problems as divergences after it; both counts are reported side by side (a warning when there
+  are divergences after warm-up too, or more than ``WARMUP_DIVERGENCE_RATE`` of warm-up diverged).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import torch
 
 #: A chain whose share of divergent iterations after warm-up exceeds this is reported as stuck.
 STUCK_DIVERGENCE_RATE = 0.5
+#: Warm-up divergences are warned about beside divergences after warm-up, or alone above this share of the
+#: warm-up iterations (a few while the step size adapts are normal; the count is always in the report).
+WARMUP_DIVERGENCE_RATE = 0.1
 #: NUTS is reported as saturated when more than this share of its iterations reach ``max_tree_depth``.
 MAX_TREE_DEPTH_RATE = 0.5
 
@@ -61,8 +65,8 @@ def sampling_warnings(posterior: Any) -> list[str]:
                        "warm-up: its trajectories were cut short, so it mixes like HMC with too short a path. Raise "
                        "max_tree_depth (--max-tree-depth), or reparameterise the model.")
     counts = divergence_counts(posterior)
-    if counts["warmup"]:
-        warmup = posterior.warmup_stats["diverging"].numel()
+    warmup = posterior.warmup_stats["diverging"].numel() if "diverging" in posterior.warmup_stats else 0
+    if counts["warmup"] and (counts["sampling"] or counts["warmup"] > WARMUP_DIVERGENCE_RATE * warmup):
         out.append(f"{counts['warmup']} divergent transitions during warm-up ({100 * counts['warmup'] / warmup:.1f}% "
                    f"of {warmup} warm-up iterations), {counts['sampling']} after it. Divergences early in warm-up "
                    "are common while the step size adapts; many of them point to regions the sampler cannot "
