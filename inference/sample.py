@@ -174,14 +174,16 @@ def sample(
             raise ValueError("give init (C x D starting points) or dim when sampling a bare log density")
         logdensity = as_logdensity(target, dim)
         spec = getattr(target, "spec", None)
-        dtype = dtype or (init.dtype if init is not None else torch.get_default_dtype())
+        own_dtype = getattr(target, "dtype", None)  # e.g. a Pyro model's, whose tensors fix it
+        own_dtype = own_dtype if isinstance(own_dtype, torch.dtype) else torch.get_default_dtype()
+        dtype = dtype or (init.dtype if init is not None else own_dtype)
         if init is None and hasattr(target, "init_theta"):
             init = target.init_theta(num_chains, generator=generator, dtype=dtype)
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity)
-    init, value_at_init = _check_initial_density(counter, init)
+    init, value_at_init = _check_initial_density(counter, init, target)
     algorithm = sampler.build(counter, num_warmup, **options)
 
     config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
@@ -238,8 +240,9 @@ def _plain_run_info(run_info: dict | None) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in run_info.items()}
 
 
-def _check_initial_density(logdensity: LogDensity, init: Tensor) -> tuple[Tensor, Tensor]:
-    """Fail fast on a non-finite start; adopt the log density's dtype if it promotes the positions.
+def _check_initial_density(logdensity: LogDensity, init: Tensor, target=None) -> tuple[Tensor, Tensor]:
+    """Fail fast on a non-finite start, saying why when the target knows (a dtype other than its own, an error
+    the model raised); adopt the log density's dtype if it promotes the positions.
 
     Returns:
         The starting points and the log density there, ``(C,)``.
@@ -247,9 +250,16 @@ def _check_initial_density(logdensity: LogDensity, init: Tensor) -> tuple[Tensor
     value, grad = logdensity.value_and_grad(init)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
+        own_dtype = getattr(target, "dtype", None)
+        if isinstance(own_dtype, torch.dtype) and own_dtype != init.dtype:
+            raise TypeError(f"dtype mismatch: the model's tensors are {own_dtype} but the sampler runs in {init.dtype} "
+                            f"(from dtype= or init), and the model fails in that dtype; pass dtype={own_dtype} or "
+                            f"give the model data of dtype {init.dtype}")
         chains = bad.nonzero().flatten().tolist()
+        error = getattr(target, "last_error", None)
         raise ValueError(f"the log density or its gradient is not finite at the initial point of chains {chains[:10]}"
-                         f"{'...' if len(chains) > 10 else ''}; choose another init")
+                         f"{'...' if len(chains) > 10 else ''}; choose another init"
+                         + (f" (the model raised {type(error).__name__}: {error})" if error is not None else ""))
     init = init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
     return init, value.detach()
 
