@@ -13,6 +13,7 @@ from inference import fingerprint, registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
 from inference.function_space import sample_report
+from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from probnets.model import Batch, LogDensity, ProbModel
@@ -64,6 +65,11 @@ def sample(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     run_info: dict | None = None,
+    until_converged: bool = False,
+    max_time: float | None = None,
+    rhat_threshold: float = 1.01,
+    min_ess: float = 400,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -106,6 +112,12 @@ def sample(
             ``ValueError`` naming what differs.
         run_info: Plain values (str, int, float, bool) describing the run beyond what this call sees, e.g. the
             data source and train/test split; kept in ``posterior.info`` and checked against a checkpoint.
+        until_converged: Sample in rounds of doubling warm-up and draws, each started from the last draws of
+            the one before, until R-hat <= ``rhat_threshold`` and bulk/tail ESS >= ``min_ess`` (in function
+            space for a network, else over the parameters) or the budget runs out (``max_time`` seconds in
+            total, ``max_rounds`` rounds); ``posterior.info["until_converged"]`` says which happened. With
+            ``checkpoint``, round ``r`` checkpoints to ``<checkpoint>.round<r>`` (resumable). See
+            ``inference.until_converged``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -122,6 +134,35 @@ def sample(
         >>> post = sample(model, (x, y), method="chees", num_chains=64, num_warmup=300, num_samples=100)
         >>> pred = post.predictive(model, x_test)
     """
+    if until_converged:
+        sampler = registry.get(method)
+        check_positive_int(max_rounds, "max_rounds")
+        check_positive_float(min_ess, "min_ess")
+        if not (isinstance(rhat_threshold, (int, float)) and rhat_threshold >= 1):
+            raise ValueError(f"rhat_threshold must be a number >= 1, got {rhat_threshold!r}")
+        if max_time is not None:
+            check_positive_float(max_time, "max_time")
+        settings = dict(method=method, num_chains=num_chains, thin=thin, seed=seed, dim=dim, dtype=dtype,
+                        temperature=temperature, batch_size=batch_size, progress=progress, check_convergence=False,
+                        print_summary=False, checkpoint_every=checkpoint_every, run_info=run_info, **options)
+        x = None
+        if isinstance(target, ProbModel) and data is not None:
+            first = next(iter(data)) if isinstance(data, torch.utils.data.DataLoader) else data
+            x = target.prepare_batch(first)[0]
+
+        def run_round(*, num_warmup, num_samples, init, checkpoint):
+            return sample(target, data, num_warmup=num_warmup, num_samples=num_samples, init=init,
+                          checkpoint=checkpoint, **settings)
+
+        posterior = sample_until_converged(
+            run_round, num_warmup=sampler.num_warmup if num_warmup is None else num_warmup,
+            num_samples=sampler.num_samples if num_samples is None else num_samples, init=init, max_time=max_time,
+            rhat_threshold=rhat_threshold, min_ess=min_ess, max_rounds=max_rounds,
+            model=target if isinstance(target, ProbModel) else None, x=x,
+            checkpoint=None if checkpoint is None else str(checkpoint), progress=progress)
+        _report(posterior, target if isinstance(target, ProbModel) else None, x, print_summary, progress,
+                check_convergence)
+        return posterior
     sampler = registry.get(method)
     options = sampler.bind(options)
     if num_chains is None and isinstance(init, Tensor) and init.dim() == 2:
@@ -199,15 +240,19 @@ def sample(
                                checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
+    _report(posterior, model, x if model is not None else None, print_summary, progress, check_convergence)
+    return posterior
+
+
+def _report(posterior: SamplePosterior, model, x, print_summary, progress, check_convergence) -> None:
+    """Print the summary and issue the convergence warnings of a finished run."""
     show = print_summary if print_summary is not None else progress
     if show or check_convergence:
-        text, messages = sample_report(model, posterior, x if model is not None else None,
-                                       check_convergence=check_convergence)
+        text, messages = sample_report(model, posterior, x, check_convergence=check_convergence)
         if show:
             print(text)
         for message in messages:
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
-    return posterior
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

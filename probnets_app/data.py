@@ -43,10 +43,12 @@ def load_split(data: str, *, target: str | None, test_fraction: float, split_see
                         f"{n_train} training and {n_test} test rows; need at least {MIN_TRAIN_ROWS} training and "
                         f"{MIN_TEST_ROWS} test rows")
     try:
-        return datasets.standardised_split(x, y, test_fraction=test_fraction, seed=split_seed,
-                                           feature_names=feature_names, target_name=target, dtype=dtype)
+        split = datasets.standardised_split(x, y, test_fraction=test_fraction, seed=split_seed,
+                                            feature_names=feature_names, target_name=target, dtype=dtype)
     except ValueError as exc:
         raise DataError(f"{data}: {exc}") from None
+    warn_row_indices(data, x, feature_names)  # after the data passed: an error stays the only line
+    return split
 
 
 def read_csv(path: str, target: str | None, *, features=None, drop=None):
@@ -54,8 +56,8 @@ def read_csv(path: str, target: str | None, *, features=None, drop=None):
 
     Only the columns used are read as numbers: the target and the features, which are ``features`` when
     given, else every other column not in ``drop``. A feature column whose values are unique, increasing
-    integers (a row index such as R's ``rownames``) is almost never meant as a feature: a warning on stderr
-    names it and the option that leaves it out.
+    integers (a row index such as R's ``rownames``) is almost never meant as a feature: :func:`load_split`
+    warns on stderr, naming it and the option that leaves it out.
 
     Returns:
         ``(x, y, feature_names)`` with ``x`` an ``n x d`` and ``y`` an ``n`` float64 numpy array.
@@ -116,12 +118,16 @@ def read_csv(path: str, target: str | None, *, features=None, drop=None):
             if math.isinf(value):
                 raise DataError(f"{path}: infinite value in column {header[c]!r}, {where}")
             values[r, j] = value
-    for j, name in enumerate(used):
-        if looks_like_row_index(values[:, j]):
-            print(f"{PROG}: warning: {path}: column {name!r} looks like a row index (unique, increasing integers "
-                  f"{values[0, j]:.0f}..{values[-1, j]:.0f}), not a feature; leave it out with --drop {name} (or "
-                  "choose the features with --features)", file=sys.stderr)
     return values[:, :-1], values[:, -1], list(used)
+
+
+def warn_row_indices(path: str, x, feature_names) -> None:
+    """One ``probnets: warning:`` line on stderr per feature column that looks like a row index."""
+    for j, name in enumerate(feature_names):
+        if looks_like_row_index(x[:, j]):
+            print(f"{PROG}: warning: {path}: column {name!r} looks like a row index (unique, increasing integers "
+                  f"{x[0, j]:.0f}..{x[-1, j]:.0f}), not a feature; leave it out with --drop {name} (or choose the "
+                  "features with --features)", file=sys.stderr)
 
 
 def looks_like_row_index(column) -> bool:

@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
         output.remove_known_outputs(out, output.FIT_OUTPUTS)
-        report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
+        report = fit_report(model, posterior, split, out_dir=out, level=args.level,
+                            extra={**extra, **_until_converged(posterior)})
     files = [out / "report.json", *(out / name for name in report["figures"].values())]
     if args.save_posterior:
         posterior.save(out / "posterior.pt")
@@ -126,6 +127,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for path in files:
         print(f"  {path}")
     return 0
+
+
+def _until_converged(posterior) -> dict:
+    """The outcome of ``--until-converged`` for the report (empty without it), also printed."""
+    outcome = posterior.info.get("until_converged")
+    if outcome is None:
+        return {}
+    print(f"{PROG}: --until-converged: {'converged' if outcome['converged'] else 'NOT converged'} after "
+          f"{outcome['rounds']} round(s) ({outcome['reason']}, {outcome['total_time']:.0f} s)", file=sys.stderr)
+    return {"until_converged": outcome}
 
 
 COMMAND = Command(

@@ -1,4 +1,5 @@
-"""Sampler options of ``probnets fit`` that map onto a registered sampler's own options.
+"""Sampler options of ``probnets fit`` that map onto a registered sampler's own options, and the
+``--until-converged``/``--max-time`` budget of ``inference.sample``.
 
 ``--target-accept`` and ``--max-tree-depth`` are what the convergence warnings recommend (a higher target
 acceptance against divergences, a deeper tree against saturated NUTS trajectories). Each is passed only to
@@ -21,12 +22,27 @@ def _probability(text: str) -> float:
     return arguments.fraction(text)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-accept", type=_probability, metavar="P",
                         help="target acceptance probability of the step-size adaptation, in (0, 1); higher gives "
                              "smaller steps and fewer divergences (nuts, hmc, chees; default: per method, 0.8)")
     parser.add_argument("--max-tree-depth", type=arguments.positive_int, metavar="N",
                         help="NUTS trajectories stop after 2**N integrator steps (default: 10)")
+    parser.add_argument("--until-converged", action="store_true",
+                        help="sample in rounds of doubling warm-up and draws until the function-space R-hat <= "
+                             "1.01 and bulk/tail ESS >= 400, or until --max-time; resumable with --checkpoint")
+    parser.add_argument("--max-time", type=_positive_seconds, metavar="SECONDS",
+                        help="time budget of --until-converged (default: none; at most 6 rounds)")
 
 
 def chosen(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -40,4 +56,8 @@ def chosen(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[st
             takers = [s.name for s in registry.SAMPLERS.values() if name in s.options()]
             parser.error(f"argument {OPTIONS[name]}: method {args.method!r} has no {name} option; it applies to "
                          f"{', '.join(takers)}")
+    if args.max_time is not None and not args.until_converged:
+        parser.error("argument --max-time: applies with --until-converged only")
+    if args.until_converged:
+        given.update(until_converged=True, max_time=args.max_time)
     return given

@@ -140,3 +140,17 @@ def test_fit_help_imports_no_torch_and_lists_every_registered_sampler():
     from inference import registry
 
     assert out == ["[]", ",".join(registry.SAMPLERS)]
+
+
+def test_until_converged_reports_which_happened(tmp_path, capsys):
+    assert _fit(tmp_path, "--until-converged", "--max-time", "0.001") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    outcome = report["extra"]["until_converged"]
+    assert outcome["reason"] == "max_time" and outcome["rounds"] == 1 and not outcome["converged"]
+    assert "--until-converged: NOT converged after 1 round(s) (max_time" in capsys.readouterr().err
+
+
+def test_max_time_needs_until_converged(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _fit(tmp_path, "--max-time", "10")
+    assert "applies with --until-converged only" in capsys.readouterr().err
