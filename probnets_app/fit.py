@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from probnets_app import arguments, output, sampler_options
 from probnets_app.cli import PROG, DataError
