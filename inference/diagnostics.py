@@ -663,9 +663,10 @@ def convergence_warnings(
 ) -> list[str]:
     """Human-readable convergence warnings; an empty list when nothing is wrong.
 
-    Reports a single chain (R-hat undefined), divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters whose
-    bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``: 400 with four or more chains
-    (Vehtari et al. 2021), so that runs with many short chains are not held to a per-chain rule.
+    Reports a single chain (R-hat undefined), divergent transitions, parameters with R-hat above
+    ``rhat_threshold`` and parameters whose bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``:
+    400 with four or more chains (Vehtari et al. 2021), so that runs with many short chains are not held to a
+    per-chain rule.
 
     Args:
         table_or_draws: A ``SummaryTable``, or draws accepted by ``summary`` (then only R-hat and ESS are

@@ -100,8 +100,9 @@ def from_pyro(model: Callable, *args, **kwargs) -> PyroTarget:
         except (ValueError, RuntimeError, IndexError, TypeError) as exc:
             if not discrete:
                 raise
-            raise ValueError(f"enumerating the discrete latent site(s) {sorted(discrete)} failed ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())}). {_ENUMERATION_RULES}") from exc
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"enumerating the discrete latent site(s) {sorted(discrete)} failed "
+                             f"({type(exc).__name__}: {reason}). {_ENUMERATION_RULES}") from exc
     if not init_params:
         raise ValueError("the Pyro model has no latent sample sites to infer")
     for name, value in init_params.items():
@@ -139,8 +140,9 @@ def _discrete_latents(trace) -> dict[str, str]:
         fn = site["fn"]
         base = getattr(fn, "base_dist", fn)
         if not getattr(base, "has_enumerate_support", False):
-            raise ValueError(f"the Pyro model's latent site {name!r} is discrete ({type(base).__name__}) with a support "
-                             "that cannot be enumerated, so it cannot be summed out, and probnets samples continuous "
-                             "latents only: marginalise it by hand, bound its support (e.g. Categorical), or observe it")
+            raise ValueError(f"the Pyro model's latent site {name!r} is discrete ({type(base).__name__}) with a "
+                             "support that cannot be enumerated, so it cannot be summed out, and probnets samples "
+                             "continuous latents only: marginalise it by hand, bound its support (e.g. Categorical), "
+                             "or observe it")
         out[name] = type(base).__name__
     return out

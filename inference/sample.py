@@ -13,9 +13,9 @@ from inference import fingerprint, registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
 from inference.function_space import sample_report
-from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
+from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
 
