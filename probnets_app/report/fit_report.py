@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inference import diagnostics, metrics
+from inference.function_space import NOTE_PARAMETER_SPACE
 from inference.posterior import SamplePosterior
 from probnets.model import ProbModel
 from probnets_app.report.figures import write_figures
@@ -28,9 +29,6 @@ from probnets_app.report.jsonable import jsonable
 from probnets_app.report.parameter_summary import summary_draws
 
 REPORT_FILE = "report.json"
-_NOTE_PARAMETER_SPACE = ("parameter-space diagnostics of network weights are expected to look poor: weights "
-                         "are not identifiable (permutation and sign symmetries), so chains in different but "
-                         "equivalent modes disagree on them; judge mixing by the function-space diagnostics")
 
 
 def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: str | os.PathLike,
@@ -125,7 +123,7 @@ def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: 
                     "num_chains": table.num_chains, "num_draws": table.num_draws},
         "warnings": [w for w in posterior.warnings() if w not in f_warnings],
         "function_space_warnings": f_warnings,
-        "notes": [_NOTE_PARAMETER_SPACE] if model.spec.dim - model.likelihood.spec.dim > 1 else [],
+        "notes": [NOTE_PARAMETER_SPACE] if model.spec.dim - model.likelihood.spec.dim > 1 else [],
         "figures": {},
     }
     if extra:
