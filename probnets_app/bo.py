@@ -58,6 +58,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     iterations=args.iterations, seed=args.seed, checkpoint=args.checkpoint,
                     progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
+    output.remove_known_outputs(out, output.BO_OUTPUTS)
     (out / "bo.json").write_text(json.dumps(result.to_dict(), indent=1))
     figure = plot_regret([result], out / "regret.png")
     what = "hypervolume" if problem.num_objectives > 1 else "best value"
