@@ -26,6 +26,7 @@ __all__ = [
     "ConvergenceWarning",
     "SummaryTable",
     "convergence_warnings",
+    "divergence_warnings",
     "ess_bulk",
     "ess_mean",
     "ess_quantile",
@@ -41,6 +42,11 @@ _MIN_DRAWS = 4
 
 class ConvergenceWarning(UserWarning):
     """Issued after sampling for divergences, R-hat above 1.01 or low effective sample sizes."""
+
+
+#: With one chain split R-hat is undefined (NaN): nothing compares chains started apart.
+SINGLE_CHAIN_WARNING = ("Only 1 chain: R-hat is undefined, so convergence cannot be checked (a single chain can sit "
+                        "in one mode and look converged). Run at least 4 chains (num_chains / --chains).")
 
 
 # ArviZ treats draws whose range is below float64 resolution as constant and returns ESS = size.
@@ -574,7 +580,8 @@ def summary(
 # --------------------------------------------------------------------------------------------------
 
 
-def _divergence_warning(diverging: Tensor | np.ndarray) -> list[str]:
+def divergence_warnings(diverging: Tensor | np.ndarray) -> list[str]:
+    """The warning about divergent transitions ``(chains, draws)`` (empty without any)."""
     diverging = torch.as_tensor(diverging).to(torch.bool)
     count, total = int(diverging.sum()), diverging.numel()
     if count == 0:
@@ -656,9 +663,10 @@ def convergence_warnings(
 ) -> list[str]:
     """Human-readable convergence warnings; an empty list when nothing is wrong.
 
-    Reports divergent transitions, parameters with R-hat above ``rhat_threshold`` and parameters whose
-    bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``: 400 with four or more chains
-    (Vehtari et al. 2021), so that runs with many short chains are not held to a per-chain rule.
+    Reports a single chain (R-hat undefined), divergent transitions, parameters with R-hat above
+    ``rhat_threshold`` and parameters whose bulk or tail ESS is below ``min_ess_per_chain * min(num_chains, 4)``:
+    400 with four or more chains (Vehtari et al. 2021), so that runs with many short chains are not held to a
+    per-chain rule.
 
     Args:
         table_or_draws: A ``SummaryTable``, or draws accepted by ``summary`` (then only R-hat and ESS are
@@ -677,8 +685,10 @@ def convergence_warnings(
         rows, chains = _convergence_rows(table_or_draws)
     chains = chains if num_chains is None else num_chains
     warnings: list[str] = []
+    if chains < 2:
+        warnings.append(SINGLE_CHAIN_WARNING)
     if diverging is not None:
-        warnings += _divergence_warning(diverging)
+        warnings += divergence_warnings(diverging)
     warnings += _rhat_warning(rows, rhat_threshold)
     warnings += _ess_warning(rows, min_ess_per_chain * min(chains, 4))
     return warnings

@@ -121,11 +121,13 @@ class SamplePosterior:
         return diagnostics.summary(draws, prob=prob)
 
     def warnings(self) -> list[str]:
-        """Convergence warnings: divergences, R-hat > 1.01, low ESS."""
+        """Convergence warnings: a single chain, divergences, R-hat > 1.01, low ESS, stuck chains, saturated
+        NUTS trees, warm-up divergences (``inference.sampling_problems``)."""
         from inference import diagnostics
+        from inference.sampling_problems import sampling_warnings
 
         return diagnostics.convergence_warnings(self._named(), diverging=self.sample_stats.get("diverging"),
-                                                num_chains=self.num_chains)
+                                                num_chains=self.num_chains) + sampling_warnings(self)
 
     def to_arviz(self, model: ProbModel | None = None, batch: Batch | None = None, *, chunk_size: int = 256):
         """ArviZ ``InferenceData`` with ``posterior``, ``sample_stats`` and, given a model and its data,

@@ -23,6 +23,8 @@ class PyroTarget(LogDensity):
     def __init__(self, potential_fn: Callable[[dict[str, Tensor]], Tensor], spec: ParamSpec, transforms: dict):
         self.potential_fn = potential_fn
         self.spec = spec
+        self.dtype = torch.get_default_dtype()  # of the model's sites, set by from_pyro
+        self.last_error: Exception | None = None  # the last model error reported as -inf
         self.transforms = transforms
         self._vmapped = None
         super().__init__(self._logdensity, spec.dim)
@@ -35,7 +37,8 @@ class PyroTarget(LogDensity):
         numerical trouble, reported as ``-inf`` (a divergence for the sampler) instead of raised."""
         try:
             return self._single(theta)
-        except (ValueError, RuntimeError):
+        except (ValueError, RuntimeError) as exc:
+            self.last_error = exc
             return 0.0 * theta.sum() - torch.inf
 
     def _logdensity(self, theta: Tensor) -> Tensor:
@@ -68,13 +71,19 @@ class PyroTarget(LogDensity):
         return {k: self.transforms[k].inv(v) if k in self.transforms else v for k, v in named.items()}
 
     def init_theta(self, num: int, *, generator: torch.Generator | None = None, dtype=None, radius: float = 2.0) -> Tensor:
-        """Stan-style starting points: Uniform(-radius, radius) in unconstrained space, ``num x D``."""
-        dtype = dtype or torch.get_default_dtype()
+        """Stan-style starting points: Uniform(-radius, radius) in unconstrained space, ``num x D`` (in the
+        dtype of the model's sites unless ``dtype`` is given)."""
+        dtype = dtype or self.dtype
         return (2 * torch.rand((num, self.spec.dim), generator=generator, dtype=dtype) - 1) * radius
 
 
 def from_pyro(model: Callable, *args, **kwargs) -> PyroTarget:
     """Turn a Pyro model (called with ``*args, **kwargs``) into a target for ``inference.sample``.
+
+    Discrete latent sites with a finite support are summed out by Pyro's enumeration; one that cannot be
+    enumerated, or whose enumeration fails or changes the shape of a continuous site, is a ``ValueError``
+    here, before any sampling. The target's ``dtype`` is that of the model's sites; ``inference.sample``
+    samples in it by default.
 
     Example:
         >>> target = from_pyro(model, x, y)
@@ -83,8 +92,57 @@ def from_pyro(model: Callable, *args, **kwargs) -> PyroTarget:
     """
     from pyro.infer.mcmc.util import initialize_model
 
-    init_params, potential_fn, transforms, _ = initialize_model(model, model_args=args, model_kwargs=kwargs)
+    with torch.random.fork_rng(devices=[]):  # tracing draws from the global generator: leave it as it was
+        plain = pyro.poutine.trace(model).get_trace(*args, **kwargs)
+        discrete = _discrete_latents(plain)
+        try:
+            init_params, potential_fn, transforms, _ = initialize_model(model, model_args=args, model_kwargs=kwargs)
+        except (ValueError, RuntimeError, IndexError, TypeError) as exc:
+            if not discrete:
+                raise
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"enumerating the discrete latent site(s) {sorted(discrete)} failed "
+                             f"({type(exc).__name__}: {reason}). {_ENUMERATION_RULES}") from exc
     if not init_params:
         raise ValueError("the Pyro model has no latent sample sites to infer")
+    for name, value in init_params.items():
+        site = plain.nodes.get(name)
+        if site is None or not discrete:
+            continue
+        expected = transforms[name](site["value"]).shape if name in transforms else site["value"].shape
+        if value.shape != expected:
+            raise ValueError(f"enumerating the discrete latent site(s) {sorted(discrete)} changes the shape of the "
+                             f"continuous site {name!r} from {tuple(expected)} to {tuple(value.shape)}. "
+                             f"{_ENUMERATION_RULES}")
     spec = ParamSpec(tuple(init_params), tuple(v.shape for v in init_params.values()))
-    return PyroTarget(potential_fn, spec, {k: transforms[k] for k in transforms})
+    target = PyroTarget(potential_fn, spec, {k: transforms[k] for k in transforms})
+    target.dtype = next(iter(init_params.values())).dtype
+    return target
+
+
+_ENUMERATION_RULES = ("Discrete latent sites are summed out by Pyro's parallel enumeration, which evaluates the model "
+                      "at all their values at once in a new batch dimension left of the plates: continuous sites "
+                      "must not depend on a discrete value for their shape, and data dimensions must be pyro.plate "
+                      "dimensions (not .expand(...).to_event(...)); see https://pyro.ai/examples/enumeration.html. "
+                      "probnets samples continuous latents only.")
+
+
+def _discrete_latents(trace) -> dict[str, str]:
+    """Discrete latent sites of a trace, by name (their distribution's name); a ``ValueError`` for one whose
+    support cannot be enumerated (e.g. Poisson): no sampler here can handle it."""
+    out = {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        support = getattr(site["fn"], "support", None)  # plates' subsample sites have none
+        if support is None or not support.is_discrete:
+            continue
+        fn = site["fn"]
+        base = getattr(fn, "base_dist", fn)
+        if not getattr(base, "has_enumerate_support", False):
+            raise ValueError(f"the Pyro model's latent site {name!r} is discrete ({type(base).__name__}) with a "
+                             "support that cannot be enumerated, so it cannot be summed out, and probnets samples "
+                             "continuous latents only: marginalise it by hand, bound its support (e.g. Categorical), "
+                             "or observe it")
+        out[name] = type(base).__name__
+    return out

@@ -17,7 +17,8 @@ ChEES needs long chains rather than many: 64 x 100 draws gave a max R-hat of f(x
 16 x 1000 gave 1.003-1.005 (noise scale 1.005-1.010). ChEES needs ~300 warm-up iterations to adapt its
 trajectory length (200: R-hat 1.012-1.014). NUTS: 4 x 500 gives R-hat ~1.005 and bulk ESS > 1000. Static
 HMC (32 leapfrog steps) mixes slowly per draw, so it needs long chains: 4 x 500 gave R-hat 1.036, 4 x 3000
-gave 1.007. SGHMC follows the BNN-surrogate study's SGHMC baseline (1000 burn-in steps, every 5th of 500 kept).
+gave 1.007 (measured with fixed 32-step trajectories, before the default step-count jitter).
+SGHMC follows the BNN-surrogate study's SGHMC baseline (1000 burn-in steps, every 5th of 500 kept).
 The other SG-MCMC samplers (``inference.sgmcmc``) take SGHMC's chains, burn-in and thinning (not measured on the
 demo); the cyclical ones run four 1000-step cycles after one warm-up cycle. Their default steps were checked on a
 synthetic BNN 10-50-1 with 400 data (8 chains, full batch and batches of 32): no divergence, training RMSE

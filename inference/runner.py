@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from inference import checkpoint as ckpt
+from inference import fingerprint
 from inference.base import Algorithm
 from inference.minibatch import BatchStream
 from inference.posterior import SamplePosterior
@@ -19,7 +20,7 @@ from inference.progress import ProgressBar
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
-_CHECKPOINT_FORMAT = 2
+_CHECKPOINT_FORMAT = 3
 
 
 def _position(state: Any) -> Tensor:
@@ -49,7 +50,9 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         checkpoint: File to save the run to every ``checkpoint_every`` iterations (atomically). If it
             exists when the run starts, the run resumes from it and continues bit-for-bit as if it had
             never stopped. It must come from the same configuration (checked against ``config``).
-        config: Plain values identifying the run (method, chains, seed, ...), stored with checkpoints.
+        config: Plain values identifying the run (method, chains, seed, model and data fingerprints, ...; see
+            ``inference.fingerprint``), stored with checkpoints; a checkpoint whose entries differ is refused
+            with a ``ValueError`` naming them.
         spec: Parameter layout, attached to the posterior for named views.
 
     Returns:
@@ -80,9 +83,15 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
     start, elapsed_before = 0, 0.0
     if checkpoint is not None and Path(checkpoint).exists():
         saved = ckpt.load(checkpoint)
-        if saved.get("format") != _CHECKPOINT_FORMAT or saved.get("config") != _plain(config):
-            raise ValueError(f"checkpoint {checkpoint} was written by a different run configuration: "
-                             f"{saved.get('config')} != {_plain(config)}")
+        if saved.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint {checkpoint} was written by a different run configuration (checkpoint "
+                             f"format {saved.get('format')}, this version writes {_CHECKPOINT_FORMAT}); delete it "
+                             "or give another checkpoint path")
+        changed = fingerprint.differences(saved.get("config", {}), _plain(config))
+        if changed:
+            raise ValueError(f"checkpoint {checkpoint} was written by a different run configuration, so its draws "
+                             f"are not this run's; it differs in: {'; '.join(changed)}. Delete it or give another "
+                             "checkpoint path")
         state = ckpt.unflatten_like(state, saved["state"])
         generator.set_state(saved["generator"])
         start, elapsed_before = saved["iteration"], saved["elapsed"]

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from inference import registry, runner
+from inference import fingerprint, registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
+from inference.function_space import sample_report
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
+from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_float, check_positive_int
@@ -65,6 +67,12 @@ def sample(
     check_convergence: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
+    run_info: dict | None = None,
+    until_converged: bool = False,
+    max_time: float | None = None,
+    rhat_threshold: float = 1.01,
+    min_ess: float = 400,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -86,7 +94,8 @@ def sample(
         num_chains, num_warmup, num_samples, thin: Chains, warm-up iterations, post-warm-up iterations and
             thinning (``num_samples // thin`` draws are kept, fewer for cyclical samplers, which keep draws
             only in the sampling phase of each cycle); ``None`` takes the sampler's registered defaults
-            (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)).
+            (``inference.registry.get(method)``; e.g. ChEES 16 x (300 + 1000), NUTS 4 x (500 + 500)); with
+            ``init`` given, ``num_chains`` defaults to its rows.
         seed: Seeds the ``torch.Generator`` that drives everything (initialisation included).
         init: Starting points ``C x D``; default ``model.init_theta`` (or N(0, 1)/Uniform(-2, 2)-style
             draws for a bare log density). For ``"smc"``: the centres of the populations' Gaussian references
@@ -101,10 +110,26 @@ def sample(
             every ``thin``-th is kept. Warm-up stays ``num_warmup`` iterations (not epochs).
         progress: Show a live progress bar (step size, log density, acceptance rate, divergences, gradient
             evaluations per trajectory).
-        print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``).
-        check_convergence: Issue ``ConvergenceWarning``s for divergences, R-hat > 1.01 and low ESS (computing
-            R-hat and ESS of every parameter takes seconds on large posteriors).
+        print_summary: Print an ArviZ-like summary table after sampling (default: when ``progress``). For a
+            network (``BNN``, ``from_module``) the function-space diagnostics over ``f(x)`` at (up to 200)
+            training inputs come first, as in the command line's report (``inference.function_space``).
+        check_convergence: Issue ``ConvergenceWarning``s for a single chain, divergences (also stuck chains
+            and warm-up divergences), saturated NUTS trees, R-hat > 1.01 and low ESS (computing R-hat and ESS
+            of every parameter takes seconds on large posteriors). For a network, function-space warnings
+            come first and parameter-space ones say that weight-space R-hat is expected to look poor.
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
+            The file records what determines the run (the model's description, a hash of the training
+            tensors, the starting points, the log prior and log density there, method, options, dtype, seed,
+            chains; see ``inference.fingerprint``); resuming from a file another run wrote is a
+            ``ValueError`` naming what differs.
+        run_info: Plain values (str, int, float, bool) describing the run beyond what this call sees, e.g. the
+            data source and train/test split; kept in ``posterior.info`` and checked against a checkpoint.
+        until_converged: Sample in rounds of doubling warm-up and draws, each started from the last draws of
+            the one before, until R-hat <= ``rhat_threshold`` and bulk/tail ESS >= ``min_ess`` (in function
+            space for a network, else over the parameters) or the budget runs out (``max_time`` seconds in
+            total, ``max_rounds`` rounds); ``posterior.info["until_converged"]`` says which happened. With
+            ``checkpoint``, round ``r`` checkpoints to ``<checkpoint>.round<r>`` (resumable). See
+            ``inference.until_converged``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -121,6 +146,37 @@ def sample(
         >>> post = sample(model, (x, y), method="chees", num_chains=64, num_warmup=300, num_samples=100)
         >>> pred = post.predictive(model, x_test)
     """
+    if until_converged:
+        sampler = registry.get(method)
+        if epochs is not None:
+            raise ValueError("until_converged sets the draws round by round; give num_samples, not epochs")
+        check_positive_int(max_rounds, "max_rounds")
+        check_positive_float(min_ess, "min_ess")
+        if not (isinstance(rhat_threshold, (int, float)) and rhat_threshold >= 1):
+            raise ValueError(f"rhat_threshold must be a number >= 1, got {rhat_threshold!r}")
+        if max_time is not None:
+            check_positive_float(max_time, "max_time")
+        settings = dict(method=method, num_chains=num_chains, thin=thin, seed=seed, dim=dim, dtype=dtype,
+                        temperature=temperature, batch_size=batch_size, progress=progress, check_convergence=False,
+                        print_summary=False, checkpoint_every=checkpoint_every, run_info=run_info, **options)
+        x = None
+        if isinstance(target, ProbModel) and data is not None:
+            first = next(iter(data)) if isinstance(data, torch.utils.data.DataLoader) else data
+            x = target.prepare_batch(first)[0]
+
+        def run_round(*, num_warmup, num_samples, init, checkpoint):
+            return sample(target, data, num_warmup=num_warmup, num_samples=num_samples, init=init,
+                          checkpoint=checkpoint, **settings)
+
+        posterior = sample_until_converged(
+            run_round, num_warmup=sampler.num_warmup if num_warmup is None else num_warmup,
+            num_samples=sampler.num_samples if num_samples is None else num_samples, init=init, max_time=max_time,
+            rhat_threshold=rhat_threshold, min_ess=min_ess, max_rounds=max_rounds,
+            model=target if isinstance(target, ProbModel) else None, x=x,
+            checkpoint=None if checkpoint is None else str(checkpoint), progress=progress)
+        _report(posterior, target if isinstance(target, ProbModel) else None, x, print_summary, progress,
+                check_convergence)
+        return posterior
     sampler = registry.get(method)
     options = sampler.bind(options)
     if epochs is not None:
@@ -130,6 +186,8 @@ def sample(
                              "num_samples (iterations) instead")
         if num_samples is not None:
             raise ValueError("give num_samples (iterations) or epochs (passes over the data), not both")
+    if num_chains is None and isinstance(init, Tensor) and init.dim() == 2:
+        num_chains = init.shape[0]  # the chains the starting points give
     num_chains = check_positive_int(sampler.num_chains if num_chains is None else num_chains, "num_chains")
     num_warmup = check_positive_int(sampler.num_warmup if num_warmup is None else num_warmup, "num_warmup",
                                     minimum=0)
@@ -146,7 +204,7 @@ def sample(
 
     model = target if isinstance(target, ProbModel) else None
     batches = None
-    batch = None
+    batch = data_hash = None
     if model is not None:
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
@@ -154,13 +212,16 @@ def sample(
             batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
+            data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(first))} (N={batches.num_data})"
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
             logdensity = MinibatchLogDensity(model, batches.num_data, first, temperature=temperature, dtype=dtype)
         else:
             x, y = model.prepare_batch(data)
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
-            batch = (x.to(dtype), y.to(dtype) if torch.is_floating_point(y) else y)
+            y = y.to(dtype) if torch.is_floating_point(y) else y
+            batch = (x.to(dtype), y)
             logdensity = model.logdensity(batch, temperature=temperature)
+            data_hash = fingerprint.tensor_hash(*batch)
         spec = model.spec
         if epochs is not None:
             num_samples = epochs * (batches.batches_per_epoch if batches is not None else 1)
@@ -182,16 +243,24 @@ def sample(
             raise ValueError("give init (C x D starting points) or dim when sampling a bare log density")
         logdensity = as_logdensity(target, dim)
         spec = getattr(target, "spec", None)
-        dtype = dtype or (init.dtype if init is not None else torch.get_default_dtype())
+        own_dtype = getattr(target, "dtype", None)  # e.g. a Pyro model's, whose tensors fix it
+        own_dtype = own_dtype if isinstance(own_dtype, torch.dtype) else torch.get_default_dtype()
+        dtype = dtype or (init.dtype if init is not None else own_dtype)
         if init is None and hasattr(target, "init_theta"):
             init = target.init_theta(num_chains, generator=generator, dtype=dtype)
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
     counter = CountingLogDensity(logdensity, spec=spec)
-    init = _check_initial_density(counter, init)
-    config = {"method": method, "seed": int(seed), "temperature": temperature, "batch_size": batch_size,
-              **({"epochs": epochs} if epochs is not None else {}), **options}
+    init, value_at_init = _check_initial_density(counter, init, target)
+    config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
+              "batch_size": batch_size, **({"epochs": epochs} if epochs is not None else {}), **options,
+              "target": fingerprint.describe_target(target), "init": fingerprint.tensor_hash(init),
+              "logdensity_at_init": float(value_at_init.sum())}
+    if model is not None:
+        config["data"] = data_hash
+        with torch.no_grad():
+            config["log_prior_at_init"] = float(model.log_prior(init).sum())
     with _torch_threads(1 if counter.uses_own_threads else None):
         if sampler.runner is not None:  # samplers with their own loop (SMC) build their algorithm themselves
             posterior = sampler.run(counter, model=model, batch=batch, init=None if given_init is None else init,
@@ -206,11 +275,19 @@ def sample(
                                    checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
             posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
-    if print_summary if print_summary is not None else progress:
-        print(posterior.summary().to_string(max_rows=12))
-    for message in posterior.warnings() if check_convergence else ():
-        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    _report(posterior, model, x if model is not None else None, print_summary, progress, check_convergence)
     return posterior
+
+
+def _report(posterior: SamplePosterior, model, x, print_summary, progress, check_convergence) -> None:
+    """Print the summary and issue the convergence warnings of a finished run."""
+    show = print_summary if print_summary is not None else progress
+    if show or check_convergence:
+        text, messages = sample_report(model, posterior, x, check_convergence=check_convergence)
+        if show:
+            print(text)
+        for message in messages:
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -235,15 +312,36 @@ def _check_init(init: Tensor, num_chains: int, dim: int, dtype: torch.dtype) -> 
     return init.to(dtype)
 
 
-def _check_initial_density(logdensity: LogDensity, init: Tensor) -> Tensor:
-    """Fail fast on a non-finite start; adopt the log density's dtype if it promotes the positions."""
+def _plain_run_info(run_info: dict | None) -> dict:
+    if run_info is None:
+        return {}
+    if not isinstance(run_info, dict) or not all(isinstance(k, str) for k in run_info):
+        raise TypeError(f"run_info must be a dict with str keys, got {type(run_info).__name__}")
+    return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in run_info.items()}
+
+
+def _check_initial_density(logdensity: LogDensity, init: Tensor, target=None) -> tuple[Tensor, Tensor]:
+    """Fail fast on a non-finite start, saying why when the target knows (a dtype other than its own, an error
+    the model raised); adopt the log density's dtype if it promotes the positions.
+
+    Returns:
+        The starting points and the log density there, ``(C,)``.
+    """
     value, grad = logdensity.value_and_grad(init)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
+        own_dtype = getattr(target, "dtype", None)
+        if isinstance(own_dtype, torch.dtype) and own_dtype != init.dtype:
+            raise TypeError(f"dtype mismatch: the model's tensors are {own_dtype} but the sampler runs in {init.dtype} "
+                            f"(from dtype= or init), and the model fails in that dtype; pass dtype={own_dtype} or "
+                            f"give the model data of dtype {init.dtype}")
         chains = bad.nonzero().flatten().tolist()
+        error = getattr(target, "last_error", None)
         raise ValueError(f"the log density or its gradient is not finite at the initial point of chains {chains[:10]}"
-                         f"{'...' if len(chains) > 10 else ''}; choose another init")
-    return init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
+                         f"{'...' if len(chains) > 10 else ''}; choose another init"
+                         + (f" (the model raised {type(error).__name__}: {error})" if error is not None else ""))
+    init = init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
+    return init, value.detach()
 
 
 __all__ = ["METHODS", "ConvergenceWarning", "CountingLogDensity", "sample"]

@@ -32,6 +32,14 @@ def widths(text: str) -> tuple[int, ...]:
     return tuple(positive_int(p) for p in parts)
 
 
+def names(text: str) -> tuple[str, ...]:
+    """Comma-separated non-empty names, e.g. ``"age,bmi"`` -> ``("age", "bmi")``."""
+    parts = tuple(p.strip() for p in text.split(","))
+    if not text.strip() or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of column names, got {text!r}")
+    return parts
+
+
 def fraction(text: str) -> float:
     """A number strictly between 0 and 1."""
     try:

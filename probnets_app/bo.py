@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, output
 from probnets_app.command import Command
 
 
@@ -44,6 +43,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from surrogates.bo import MULTI_OBJECTIVE, run_bo
     from surrogates.problems import get_problem
 
+    out = output.check_out_dir(args.out)
+    if args.checkpoint is not None:
+        output.check_file_path(args.checkpoint, "--checkpoint")
     if args.dim is not None and args.problem not in ("bnn-draw", "poly-draw"):
         parser.error(f"--dim applies to bnn-draw and poly-draw only, not {args.problem}")
     if args.n_init < 2:
@@ -55,8 +57,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result = run_bo(problem, args.surrogate, args.acquisition, q=args.q, n_init=args.n_init,
                     iterations=args.iterations, seed=args.seed, checkpoint=args.checkpoint,
                     progress=not args.no_progress)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    output.remove_known_outputs(out, output.BO_OUTPUTS)
     (out / "bo.json").write_text(json.dumps(result.to_dict(), indent=1))
     figure = plot_regret([result], out / "regret.png")
     what = "hypervolume" if problem.num_objectives > 1 else "best value"

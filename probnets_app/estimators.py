@@ -18,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from inference import registry
 
@@ -40,6 +41,23 @@ _DTYPES = ("float32", "float64")
 _PREDICT_BLOCK = 2**22
 # Function-space diagnostics after fit use at most this many training points.
 _DIAGNOSTIC_POINTS = 200
+
+
+def _check_two_samples(X: np.ndarray) -> None:
+    if X.shape[0] < 2:  # worded as scikit-learn's checks expect ("n_samples=1")
+        raise ValueError(f"need at least 2 samples to fit, got n_samples={X.shape[0]}")
+
+
+def _verbosity(progress) -> tuple[bool, bool]:
+    """``(progress bar, start/end lines)`` for ``progress`` ``True``/``False``/``"auto"``: ``"auto"`` shows the
+    bar on a terminal and one line at the start and end of sampling elsewhere (logs, notebooks' captured
+    stderr), so that a fit of minutes is never silent unless asked to be."""
+    if progress == "auto":
+        tty = sys.stderr.isatty()
+        return tty, not tty
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
+    return bool(progress), False
 
 
 class _BNNBase(BaseEstimator):
@@ -69,6 +87,8 @@ class _BNNBase(BaseEstimator):
         import inference
         from inference import diagnostics
         from inference.diagnostics import ConvergenceWarning
+        from inference.function_space import format_check, function_space_check
+        from inference.sampling_problems import sampling_warnings
         from probnets import BNN
 
         widths, settings, dtype = self._check_settings()
@@ -76,34 +96,36 @@ class _BNNBase(BaseEstimator):
                     prior=dist.Normal(0.0, float(self.prior_scale)), likelihood=likelihood)
         xt = torch.as_tensor(x, dtype=dtype)
         yt = torch.as_tensor(y, dtype=dtype if np.issubdtype(y.dtype, np.floating) else torch.long)
+        bar, lines = _verbosity(self.progress)
+        name = type(self).__name__
+        if lines:
+            print(f"{name}: sampling {model} with {self.method}, {settings['num_chains']} chains x "
+                  f"({settings['num_warmup']} warm-up + {settings['num_samples']}) iterations", file=sys.stderr)
         with warnings.catch_warnings():
             # Parameter-space R-hat/ESS of BNN weights is poor by construction (symmetries); the
             # function-space check below is what matters for predictions.
             warnings.simplefilter("ignore", ConvergenceWarning)
             posterior = inference.sample(model, (xt, yt), method=self.method, seed=self.seed, dtype=dtype,
-                                         progress=self.progress, print_summary=False, **settings)
+                                         progress=bar, print_summary=False, **settings)
         self.model_, self.posterior_ = model, posterior
-        f = posterior.f_draws(model, xt[:_DIAGNOSTIC_POINTS])
-        if model.likelihood.task == "classification":  # logits of a softmax are not identifiable
-            f = torch.sigmoid(f) if f.shape[-1] == 1 else torch.softmax(f, -1)
-        rhat = diagnostics.split_rhat(f)
-        ess = diagnostics.ess_bulk(f)
+        check, f_warnings = function_space_check(model, posterior, xt[:_DIAGNOSTIC_POINTS])
         self.diagnostics_ = {
-            "max_rhat": float(rhat[~rhat.isnan()].max()) if bool((~rhat.isnan()).any()) else float("nan"),
-            "min_ess_bulk": float(ess[~ess.isnan()].min()) if bool((~ess.isnan()).any()) else float("nan"),
+            "max_rhat": check["max_rhat"],
+            "min_ess_bulk": check["min_ess_bulk"],
+            "min_ess_tail": check["min_ess_tail"],
             "num_divergences": posterior.num_divergences,
             "wall_time": float(posterior.info.get("wall_time", float("nan"))),
         }
-        draws = {"f(x_train)": f}
-        if getattr(likelihood, "learned", False):  # the noise scale is identifiable and part of predictions
-            noise = posterior.samples[..., model.spec.slice(likelihood.PARAM)][..., 0].exp()
-            draws["noise_scale"] = noise
-            self.diagnostics_["noise_scale_rhat"] = float(diagnostics.split_rhat(noise))
-        self.convergence_warnings_ = diagnostics.convergence_warnings(
-            draws, diverging=posterior.sample_stats.get("diverging"),
-            num_chains=posterior.num_chains, min_ess_per_chain=400 / posterior.num_chains)
+        if "noise_scale_rhat" in check:  # the noise scale is identifiable and part of predictions
+            self.diagnostics_["noise_scale_rhat"] = check["noise_scale_rhat"]
+        diverging = posterior.sample_stats.get("diverging")
+        self.convergence_warnings_ = (f_warnings + (diagnostics.divergence_warnings(diverging) if diverging is not None
+                                                    else []) + sampling_warnings(posterior))
+        if lines:
+            print(f"{name}: done in {self.diagnostics_['wall_time']:.1f} s; {format_check(check)}; "
+                  f"{posterior.num_divergences} divergences", file=sys.stderr)
         for message in self.convergence_warnings_:
-            warnings.warn(f"{type(self).__name__}: {message}", ConvergenceWarning, stacklevel=3)
+            warnings.warn(f"{name}: {message}", ConvergenceWarning, stacklevel=3)
 
     def _standardise_x(self, X) -> np.ndarray:
         return (X - self.x_mean_) / self.x_scale_
@@ -136,7 +158,9 @@ class BNNRegressor(RegressorMixin, _BNNBase):
         noise_prior: Prior of the noise scale of the standardised targets (a positive pyro distribution);
             ``None`` means ``LogNormal(-1, 1)``.
         seed: Sampler seed.
-        progress: Show the sampler's progress bar.
+        progress: ``"auto"`` (default): the sampler's progress bar on a terminal, else one line on stderr when
+            sampling starts and one with the time and function-space diagnostics when it ends; ``True``: the
+            bar; ``False``: silent.
         dtype: ``"float64"`` or ``"float32"``.
 
     Attributes:
@@ -144,15 +168,16 @@ class BNNRegressor(RegressorMixin, _BNNBase):
         model_: The :class:`~probnets.bnn.BNN`.
         n_features_in_: Number of input features.
         x_mean_, x_scale_, y_mean_, y_scale_: Standardisation statistics of the training data.
-        diagnostics_: Function-space ``max_rhat``, ``min_ess_bulk`` on (up to 200) training inputs,
-            ``noise_scale_rhat``, divergences, wall time.
-        convergence_warnings_: Convergence warnings of ``f(x_train)`` and the noise scale (also issued as
-            ``ConvergenceWarning``); parameter-space warnings on the weights are not issued (the weights
-            are not identifiable, see :mod:`probnets_app.report`).
+        diagnostics_: Function-space ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` on (up to 200)
+            training inputs (``inference.function_space``), ``noise_scale_rhat``, divergences, wall time.
+        convergence_warnings_: Convergence warnings of ``f(x_train)`` and the noise scale, divergences,
+            stuck chains, saturated NUTS trees (also issued as ``ConvergenceWarning``); parameter-space
+            warnings on the weights are not issued (the weights are not identifiable, see
+            :mod:`inference.function_space`).
     """
 
     def __init__(self, widths=(50,), activation="tanh", method="chees", num_chains=None, num_warmup=None,
-                 num_samples=None, prior_scale=1.0, noise_prior=None, seed=0, progress=False, dtype="float64"):
+                 num_samples=None, prior_scale=1.0, noise_prior=None, seed=0, progress="auto", dtype="float64"):
         self.widths = widths
         self.activation = activation
         self.method = method
@@ -172,9 +197,10 @@ class BNNRegressor(RegressorMixin, _BNNBase):
         from probnets import Gaussian
 
         X, y = _validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
-        if X.shape[0] < 2:
-            raise ValueError(f"need at least 2 samples to fit, got {X.shape[0]}")
+        _check_two_samples(X)
         y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 1:  # one target as a column: sklearn's convention is a warning and 1-D
+            y = column_or_1d(y, warn=True)
         self._single_output_ = y.ndim == 1
         y2 = y.reshape(len(y), -1)
         self.x_mean_ = X.mean(0)
@@ -233,7 +259,7 @@ class BNNClassifier(ClassifierMixin, _BNNBase):
     """
 
     def __init__(self, widths=(50,), activation="tanh", method="chees", num_chains=None, num_warmup=None,
-                 num_samples=None, prior_scale=1.0, seed=0, progress=False, dtype="float64"):
+                 num_samples=None, prior_scale=1.0, seed=0, progress="auto", dtype="float64"):
         self.widths = widths
         self.activation = activation
         self.method = method
@@ -250,6 +276,7 @@ class BNNClassifier(ClassifierMixin, _BNNBase):
         from probnets import Bernoulli, Categorical
 
         X, y = _validate_data(self, X, y, dtype=np.float64)
+        _check_two_samples(X)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -274,4 +301,5 @@ class BNNClassifier(ClassifierMixin, _BNNBase):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from probnets_app import arguments, fit_moment, masked_fit, pbnn_fit, variational
+from probnets_app import arguments, fit_moment, masked_fit, output, pbnn_fit, sampler_options, variational
 from probnets_app.cli import PROG, DataError
 from probnets_app.command import Command
 from probnets_app.data import load_split
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from inference import registry
+    from probnets_app.sampler_table import sampler_registry
+
+    registry = sampler_registry()  # no torch import for --help
 
     parser.epilog = ("Method defaults (chains/warm-up/draws): "
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"
@@ -39,7 +40,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of a CSV file (required for CSV data)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created after sampling)")
+    parser.add_argument("--features", type=arguments.names, metavar="COL[,COL...]",
+                        help="feature columns of a CSV file (default: every column but the target and --drop)")
+    parser.add_argument("--drop", type=arguments.names, metavar="COL[,COL...]",
+                        help="columns of a CSV file that are not features (e.g. a row index)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder (checked before sampling, created after it); in a reused folder the "
+                             "files an earlier fit wrote there (report.json, the figures, posterior.pt) are "
+                             "removed before the new ones are written, other files are kept")
     parser.add_argument("--widths", type=arguments.widths, default=(50,), metavar="W[,W...]",
                         help="hidden layer widths, comma-separated (default: 50)")
     parser.add_argument("--activation", help="hidden activation (default: tanh; relu for masked-bnn)")
@@ -69,6 +77,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint file: saved during sampling, resumed from when it exists")
     parser.add_argument("--save-posterior", action="store_true", help="also save the draws as DIR/posterior.pt")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    sampler_options.add_arguments(parser)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
     parser.add_argument("--steps", type=arguments.positive_int,
@@ -82,11 +91,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {args.out!r} exists and is not a directory")
-    if args.checkpoint is not None and Path(args.checkpoint).is_dir():
-        raise DataError(f"--checkpoint {args.checkpoint!r} is a directory; give a file path")
+    out = output.check_out_dir(args.out)
+    if args.checkpoint is not None:
+        output.check_file_path(args.checkpoint, "--checkpoint")
     import torch
 
     from probnets.activations import ACTIVATIONS
@@ -96,13 +103,19 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                      f"{', '.join(sorted(ACTIVATIONS))})")
     dtype = getattr(torch, args.dtype)
     split = load_split(args.data, target=args.target, test_fraction=args.test_fraction,
-                       split_seed=args.split_seed, dtype=dtype)
+                       split_seed=args.split_seed, dtype=dtype, features=args.features, drop=args.drop)
+    if args.model != "bnn":
+        sampler_options.reject(args, parser)
     if args.model == "pbnn":
         args.method = args.method or "ohsmc"
         return pbnn_fit.run(args, parser, split, out, dtype)
     if args.model == "masked-bnn":
         return masked_fit.run(args, parser, split, out, dtype)
     args.method = args.method or "chees"
+    from inference import registry
+
+    if args.method not in registry.SAMPLERS:
+        sampler_options.reject(args, parser)
     if args.method in fit_moment.METHODS:
         return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
     if args.method in pbnn_fit.METHODS:
@@ -113,6 +126,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         plan = variational.describe(args)
     else:
         plan = _sampling_plan(args, parser, split.x_train.shape[0])
+    options = sampler_options.chosen(args, parser) if args.method in registry.SAMPLERS else {}
 
     import warnings
 
@@ -131,6 +145,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
     print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
           f"{plan}", file=sys.stderr)
+    extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
+             "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     with warnings.catch_warnings():
         # The report lists convergence problems; no need for warnings on stderr as well.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -142,12 +158,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     model, (split.x_train, split.y_train), method=args.method, num_chains=args.chains,
                     num_warmup=args.warmup, thin=args.thin, batch_size=args.batch_size,
                     num_samples=None if args.epochs else args.samples, epochs=args.epochs, seed=args.seed,
-                    dtype=dtype, progress=not args.no_progress, print_summary=False, checkpoint=args.checkpoint)
+                    dtype=dtype, progress=not args.no_progress, print_summary=False, checkpoint=args.checkpoint,
+                    run_info=extra, **options)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
-        extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
-                 "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
-        report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
+        output.remove_known_outputs(out, output.FIT_OUTPUTS)
+        report = fit_report(model, posterior, split, out_dir=out, level=args.level,
+                            extra={**extra, **_until_converged(posterior)})
     files = [out / "report.json", *(out / name for name in report["figures"].values())]
     if args.save_posterior:
         fitted.save(out / "posterior.pt")
@@ -192,6 +209,16 @@ def _sampling_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, nu
     epochs = f" ({args.epochs} epochs)" if args.epochs is not None else ""
     batch = f", batches of {args.batch_size}" if args.batch_size else ""
     return f"{args.method} with {args.chains} chains, {plan}{epochs}{batch}"
+
+
+def _until_converged(posterior) -> dict:
+    """The outcome of ``--until-converged`` for the report (empty without it), also printed."""
+    outcome = posterior.info.get("until_converged")
+    if outcome is None:
+        return {}
+    print(f"{PROG}: --until-converged: {'converged' if outcome['converged'] else 'NOT converged'} after "
+          f"{outcome['rounds']} round(s) ({outcome['reason']}, {outcome['total_time']:.0f} s)", file=sys.stderr)
+    return {"until_converged": outcome}
 
 
 COMMAND = Command(

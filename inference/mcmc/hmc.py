@@ -90,6 +90,16 @@ def build_kernel(divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD, *,
     return kernel
 
 
+def jitter_num_steps(num_steps: int | Tensor, jitter: float, generator: torch.Generator) -> Tensor:
+    """A number of integrator steps drawn uniformly from the integers in ``[(1 - jitter) L, (1 + jitter) L]``
+    (at least 1) for ``L = num_steps`` (an int, or a tensor of them), with one uniform draw shared by all."""
+    steps = torch.as_tensor(num_steps)
+    low = torch.ceil((1 - jitter) * steps).clamp(min=1)
+    high = torch.floor((1 + jitter) * steps).clamp(min=low)
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    return (low + torch.floor(u * (high - low + 1))).clamp(max=high).long()
+
+
 def hmc(logdensity: LogDensity, step_size: float | Tensor, mass_matrix: MassMatrix,
         num_integration_steps: int | Tensor, *, divergence_threshold: float = proposal.DIVERGENCE_THRESHOLD,
         integrator: str | Integrator = "velocity_verlet") -> Algorithm:

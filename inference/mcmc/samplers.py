@@ -38,14 +38,26 @@ def nuts(logdensity: LogDensity, num_warmup: int, *, max_tree_depth: int = 10, t
 
 def hmc(logdensity: LogDensity, num_warmup: int, *, num_steps: int | None = None,
         trajectory_length: float | None = None, max_leapfrog_steps: int = 1000, target_accept: float = 0.8,
-        dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet") -> Algorithm:
-    """Static HMC with Stan's windowed warm-up.
+        dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet",
+        jitter: float = 0.5) -> Algorithm:
+    """Static HMC with Stan's windowed warm-up and a jittered number of steps.
+
+    A fixed path length resonates with the posterior when it is close to a multiple of half a period of
+    the dynamics in some direction (``x -> -x`` or back to ``x``): the chain then barely moves there.
+    Drawing the path length at random each iteration removes the resonance (Mackenzie 1989; Neal 2011,
+    section 5.4.2.2), so by default the number of steps of each iteration is drawn uniformly from the
+    integers in ``[(1 - jitter) L, (1 + jitter) L]`` (at least 1; the same draw for all chains, so they
+    advance in lockstep), which keeps the mean path length ``L``.
 
     Args:
-        num_steps / trajectory_length: Fixed integrator steps, or a fixed integration time (steps =
-            ``ceil(trajectory_length / step_size)`` capped at ``max_leapfrog_steps``); default 32 steps.
+        num_steps / trajectory_length: Integrator steps ``L``, or an integration time (``L =
+            ceil(trajectory_length / step_size)`` capped at ``max_leapfrog_steps``); default 32 steps.
         target_accept, dense_mass, step_size, integrator: As for ``nuts``.
+        jitter: Relative half-width of the uniform jitter of the number of steps, in ``[0, 1)``; ``0`` gives
+            fixed trajectories.
     """
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
+        raise ValueError(f"jitter must be a number in [0, 1), got {jitter!r}")
     if num_steps is not None and trajectory_length is not None:
         raise ValueError("give num_steps or trajectory_length for HMC, not both")
     if num_steps is None and trajectory_length is None:
@@ -61,6 +73,8 @@ def hmc(logdensity: LogDensity, num_warmup: int, *, num_steps: int | None = None
         steps = num_steps
         if steps is None:
             steps = torch.ceil(trajectory_length / step_size).clamp(1, max_leapfrog_steps).long()
+        if jitter > 0:
+            steps = hmc_lib.jitter_num_steps(steps, jitter, generator)
         return base(state, generator, logdensity, step_size, mass_matrix, steps)
 
     return window_adaptation(kernel, logdensity, num_warmup, dense=dense_mass,

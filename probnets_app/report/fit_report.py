@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inference import diagnostics, metrics
+from inference.function_space import NOTE_PARAMETER_SPACE
 from inference.posterior import SamplePosterior
 from probnets.model import ProbModel
 from probnets_app.report.figures import write_figures
@@ -28,9 +29,6 @@ from probnets_app.report.jsonable import jsonable
 from probnets_app.report.parameter_summary import summary_draws
 
 REPORT_FILE = "report.json"
-_NOTE_PARAMETER_SPACE = ("parameter-space diagnostics of network weights are expected to look poor: weights "
-                         "are not identifiable (permutation and sign symmetries), so chains in different but "
-                         "equivalent modes disagree on them; judge mixing by the function-space diagnostics")
 
 
 def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: str | os.PathLike,
@@ -77,7 +75,8 @@ def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: 
           ``noise_scale_rhat``/``noise_scale_ess_bulk``/``noise_scale_ess_tail`` for a learned Gaussian noise;
         - ``summary``: ArviZ-like rows (``columns``, ``rows``) of the noise scale (original units) and a
           few network weights;
-        - ``warnings``: parameter-space convergence warnings (``posterior.warnings()``);
+        - ``warnings``: parameter-space convergence warnings (``posterior.warnings()`` less those already
+          among the function-space warnings);
         - ``function_space_warnings``: divergences, R-hat > 1.01 or total ESS < 400 of ``f(x_test)`` and of
           the Gaussian noise scale (which is identifiable and part of every predictive interval);
         - ``notes``: remarks on reading the diagnostics;
@@ -122,9 +121,9 @@ def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: 
         "diagnostics": diag,
         "summary": {"columns": list(table.columns), "rows": table.rows,
                     "num_chains": table.num_chains, "num_draws": table.num_draws},
-        "warnings": posterior.warnings(),
+        "warnings": [w for w in posterior.warnings() if w not in f_warnings],
         "function_space_warnings": f_warnings,
-        "notes": [_NOTE_PARAMETER_SPACE] if model.spec.dim - model.likelihood.spec.dim > 1 else [],
+        "notes": [NOTE_PARAMETER_SPACE] if model.spec.dim - model.likelihood.spec.dim > 1 else [],
         "figures": {},
     }
     if extra:

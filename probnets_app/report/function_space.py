@@ -13,12 +13,11 @@ import torch
 from torch import Tensor
 
 from inference import diagnostics
+from inference.function_space import MIN_TOTAL_ESS, predictive_draws
 from inference.posterior import SamplePosterior
+from inference.sampling_problems import divergence_counts, sampling_warnings, stuck_chains
 from probnets.model import ProbModel
-from probnets_app.report.noise_scale import NOISE_NAME, noise_scale_draws
-
-#: Function-space ESS below this total (Vehtari et al. 2021: 100 per chain for 4 chains) is reported.
-MIN_TOTAL_ESS = 400
+from probnets_app.report.noise_scale import NOISE_NAME
 
 
 def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_test: Tensor,
@@ -35,15 +34,14 @@ def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_t
         ``(diagnostics, warnings)``: ``diagnostics`` has the worst split R-hat and the lowest bulk/tail ESS
         over test points (``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``), divergences, wall time, gradient
         evaluations, bulk ESS per second and the number of draws, plus ``noise_scale_rhat``/``_ess_bulk``/
-        ``_ess_tail`` for a learned Gaussian noise; ``warnings`` lists divergences, R-hat > 1.01 or total
-        ESS < ``MIN_TOTAL_ESS`` of ``f(x_test)`` and of the noise scale.
+        ``_ess_tail`` for a learned Gaussian noise, warm-up divergences (``num_warmup_divergences``) and the
+        chains stuck on divergences (``stuck_chains``); ``warnings`` lists a single chain, divergences,
+        R-hat > 1.01 or total ESS < ``MIN_TOTAL_ESS`` of ``f(x_test)`` and of the noise scale, and the
+        problems of ``inference.sampling_problems`` (stuck chains, saturated NUTS trees, warm-up divergences).
     """
-    f = posterior.f_draws(model, x_test)  # C x S x n x m
-    if model.likelihood.task == "classification":
-        f = torch.sigmoid(f) if f.shape[-1] == 1 else torch.softmax(f, -1)
-        quantity = "p(y | x_test)"
-    else:
-        quantity = "f(x_test)"
+    draws = predictive_draws(model, posterior, x_test, y_scale)
+    f = next(iter(draws.values()))  # C x S x n x m
+    quantity = "p(y | x_test)" if model.likelihood.task == "classification" else "f(x_test)"
     rhat, ess_b, ess_t = diagnostics.split_rhat(f), diagnostics.ess_bulk(f), diagnostics.ess_tail(f)
     wall = float(posterior.info.get("wall_time", float("nan")))
     grad_evals = posterior.info.get("grad_evals", posterior.num_grad_evals)
@@ -55,23 +53,25 @@ def function_space_diagnostics(model: ProbModel, posterior: SamplePosterior, x_t
         "min_ess_bulk": min_ess_bulk,
         "min_ess_tail": _nanmin(ess_t),
         "num_divergences": num_div,
+        "num_warmup_divergences": divergence_counts(posterior)["warmup"],
+        "stuck_chains": stuck_chains(posterior),
         "divergence_rate": num_div / (posterior.num_chains * posterior.num_draws),
         "wall_time": wall,
         "grad_evals": int(grad_evals),
         "ess_per_second": min_ess_bulk / wall if wall > 0 else float("nan"),
         "num_draws": posterior.num_chains * posterior.num_draws,
     }
-    predictive_draws = {quantity: f}
-    noise = noise_scale_draws(model, posterior, y_scale)
+    named = {quantity: f}
+    noise = draws.get("noise_scale")
     if noise is not None:
-        predictive_draws[NOISE_NAME] = noise
+        named[NOISE_NAME] = noise
         diag["noise_scale_rhat"] = float(diagnostics.split_rhat(noise))
         diag["noise_scale_ess_bulk"] = float(diagnostics.ess_bulk(noise))
         diag["noise_scale_ess_tail"] = float(diagnostics.ess_tail(noise))
     warnings = diagnostics.convergence_warnings(
-        diagnostics.summary(predictive_draws), diverging=posterior.sample_stats.get("diverging"),
+        diagnostics.summary(named), diverging=posterior.sample_stats.get("diverging"),
         num_chains=posterior.num_chains, min_ess_per_chain=MIN_TOTAL_ESS / posterior.num_chains)
-    return diag, warnings
+    return diag, warnings + sampling_warnings(posterior)
 
 
 def _nanmax(t: Tensor) -> float:

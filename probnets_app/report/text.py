@@ -38,7 +38,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  noise scale: R-hat {_fmt(d.get('noise_scale_rhat'), '.3f')}   ESS bulk "
                      f"{_fmt(d.get('noise_scale_ess_bulk'), '.0f')}   "
                      f"ESS tail {_fmt(d.get('noise_scale_ess_tail'), '.0f')}")
-    lines.append(f"  divergences {d.get('num_divergences')}   wall time {_fmt(d.get('wall_time'), '.1f')} s   "
+    lines.append(f"  divergences {d.get('num_divergences')} (warm-up: {d.get('num_warmup_divergences', 'n/a')})   "
+                 f"wall time {_fmt(d.get('wall_time'), '.1f')} s   "
                  f"gradient evaluations {_fmt_int(d.get('grad_evals'))}   "
                  f"min bulk ESS/s {_fmt(d.get('ess_per_second'), '.2f')}")
     summ = report.get("summary")
