@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from inference import distributed as _distributed
 from inference import registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
@@ -62,6 +63,7 @@ def sample(
     check_convergence: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
+    distributed: str | None = None,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -93,6 +95,12 @@ def sample(
         check_convergence: Issue ``ConvergenceWarning``s for divergences, R-hat > 1.01 and low ESS (computing
             R-hat and ESS of every parameter takes seconds on large posteriors).
         checkpoint: Save to this file every ``checkpoint_every`` iterations; resume from it if it exists.
+        distributed: Run in every process of a ``torch.distributed`` group (``inference.distributed``):
+            ``"data"`` (``data`` is this rank's shard; the log density and its gradient are summed over the
+            ranks, ``batch_size`` is the global minibatch; same seed on every rank, identical chains) or
+            ``"chains"`` (every rank runs ``num_chains`` chains of its own on all the data; every rank returns
+            the gathered ``world_size * num_chains`` chains). Only rank 0 shows progress and the summary; each
+            rank checkpoints to ``checkpoint.rank<r>``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -122,6 +130,12 @@ def sample(
         minibatch = [s.name for s in registry.SAMPLERS.values() if s.minibatch]
         raise ValueError(f"method {method!r} needs the exact log density at every step; minibatches (batch_size "
                          f"or a DataLoader) need a minibatch sampler: {minibatch}")
+    distributed = _distributed.check_mode(distributed)
+    lead = distributed is None or _distributed.world()[0] == 0
+    if distributed is not None:
+        progress, checkpoint = progress and lead, _distributed.rank_path(checkpoint)
+    if distributed == "chains":
+        seed = _distributed.rank_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
 
     model = target if isinstance(target, ProbModel) else None
@@ -129,7 +143,11 @@ def sample(
     if model is not None:
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
-        if is_loader or batch_size is not None:
+        if distributed == "data":
+            logdensity, batches = _distributed.data_parallel(model, data, batch_size, seed=seed,
+                                                             temperature=temperature, dtype=dtype)
+            dtype = logdensity.local.dtype
+        elif is_loader or batch_size is not None:
             batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
@@ -147,6 +165,9 @@ def sample(
         if data is not None or batch_size is not None:
             raise ValueError("data and batch_size are only used with a ProbModel target; a log density has its "
                              "data bound in")
+        if distributed == "data" and not isinstance(target, _distributed.AllReduced):
+            raise ValueError("distributed='data' needs a ProbModel with this rank's data shard, or a log density "
+                             "summed over the ranks (inference.distributed.AllReduced)")
         if temperature != 1.0:
             raise ValueError("temperature applies to a ProbModel's likelihood; temper a bare log density yourself")
         if init is not None:
@@ -162,6 +183,9 @@ def sample(
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
+    if distributed == "data":
+        _distributed.check_identical(torch.tensor(int(seed)), "seed")
+        _distributed.check_identical(init, "init")
     counter = CountingLogDensity(logdensity)
     init = _check_initial_density(counter, init)
     algorithm = sampler.build(counter, num_warmup, **options)
@@ -173,9 +197,13 @@ def sample(
                                checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
     posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
-    if print_summary if print_summary is not None else progress:
+    if distributed == "chains":
+        posterior = _distributed.gather_chains(posterior)
+    if distributed is not None:
+        posterior.info.update(distributed=distributed, world_size=_distributed.world()[1])
+    if lead and (print_summary if print_summary is not None else progress):
         print(posterior.summary().to_string(max_rows=12))
-    for message in posterior.warnings() if check_convergence else ():
+    for message in posterior.warnings() if check_convergence and lead else ():
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     return posterior
 
