@@ -3,6 +3,8 @@
 Example:
     $ probnets fit --model bnn --method chees --data diabetes --out demo_output
     $ probnets fit --model bnn --method nuts --data measurements.csv --target yield --out run1
+    $ torchrun --standalone --nproc-per-node 2 --no-python probnets fit --method sghmc --data diabetes \
+          --distributed data --out run2
 
 Data problems are found before any sampling and before any output is created (see :mod:`probnets_app.data`).
 """
@@ -53,6 +55,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="computation dtype (default: float64)")
+    parser.add_argument("--distributed", choices=["data", "chains"],
+                        help="run in every process started by torchrun: 'data' (each rank samples the same chains "
+                             "on its shard of the training rows, gradients all-reduced) or 'chains' (each rank runs "
+                             "--chains chains of its own; all are gathered); rank 0 writes the report")
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -82,6 +88,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from probnets import BNN, Gaussian
     from probnets_app.report import fit_report, format_report
 
+    lead = True
+    if args.distributed is not None:
+        from inference import distributed
+
+        try:
+            lead = distributed.init_process_group()[0] == 0
+        except RuntimeError as exc:
+            parser.error(f"argument --distributed: {exc}")
     defaults = registry.get(args.method)
     chains = args.chains if args.chains is not None else defaults.num_chains
     warmup = args.warmup if args.warmup is not None else defaults.num_warmup
@@ -92,18 +106,24 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ValueError, TypeError) as exc:
         parser.error(f"argument --widths: {exc}")
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
-    print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
-          f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws", file=sys.stderr)
+    if lead:
+        print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
+              f"{args.method} with {chains} chains, {warmup} warm-up + {draws} draws", file=sys.stderr)
     with warnings.catch_warnings():
         # The report lists convergence problems; no need for warnings on stderr as well.
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
-            posterior = inference.sample(model, (split.x_train, split.y_train), method=args.method,
+            train = (split.x_train, split.y_train)
+            if args.distributed == "data":
+                train = distributed.shard(train)
+            posterior = inference.sample(model, train, method=args.method,
                                          num_chains=chains, num_warmup=warmup, num_samples=draws, seed=args.seed,
                                          dtype=dtype, progress=not args.no_progress, print_summary=False,
-                                         checkpoint=args.checkpoint)
+                                         checkpoint=args.checkpoint, distributed=args.distributed)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
+        if not lead:
+            return 0
         extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
                  "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
         report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
