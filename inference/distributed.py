@@ -246,7 +246,7 @@ def data_parallel(model: ProbModel, shard: Batch, batch_size: int | None, *, see
                          "(inference.distributed.shard(data) cuts it from the whole data set)")
     dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
     local_batch = None if batch_size is None else split_batch_size(batch_size, rank, world_size)
-    batches = None if local_batch is None else BatchStream((x, y), local_batch, seed=seed)
+    batches = None if local_batch is None else BatchStream((x, y), local_batch, seed=seed, prepared=True)
     logdensity = AllReduced(ShardTerm(model, (x, y), world_size, temperature=temperature, dtype=dtype))
     return logdensity, batches
 

@@ -148,7 +148,8 @@ def sample(
                                                              temperature=temperature, dtype=dtype)
             dtype = logdensity.local.dtype
         elif is_loader or batch_size is not None:
-            batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
+            batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed,
+                                  prepared=not is_loader)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
