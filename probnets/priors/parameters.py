@@ -86,11 +86,17 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
     divergence.
     """
     if type(prior).log_prob is torch.distributions.Normal.log_prob:
-        # Normal priors (every BNN minibatch step evaluates them) skip the argument validation and the masking:
-        # torch's formula, so values are unchanged, plus ``value - value``: 0 where ``value`` is finite, else NaN.
-        lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
-        lp = lp + (value - value)
-        return lp.sum(tuple(range(-event_dims, 0))) if event_dims else lp
+        # Normal priors (every BNN minibatch step evaluates them) skip the argument validation and the masking;
+        # a non-finite entry makes the sum -inf or NaN, turned into NaN after the sum.
+        dims = tuple(range(-event_dims, 0))
+        if prior.batch_shape == () and event_dims:  # one scalar prior: the constants leave the sum
+            count = math.prod(value.shape[-event_dims:])
+            squares = ((value - prior.loc) ** 2).sum(dims)
+            lp = -squares / (2 * prior.scale**2) - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI)
+        else:
+            lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
+            lp = lp.sum(dims) if event_dims else lp
+        return torch.where(torch.isfinite(lp), lp, torch.nan)
     finite = torch.isfinite(value)
     lp = prior.log_prob(torch.where(finite, value, torch.zeros_like(value)))
     lp = torch.where(finite, lp, torch.full_like(lp, float("nan")))
