@@ -14,7 +14,8 @@ Configurations:
     temperature 1, the step of probnets SGLD (SGLD) and, for SGHMC, ``lr = sqrt(h)`` with friction
     ``alpha = 0.05 / lr`` (5% momentum decay per step, probnets SGHMC's default), non-inplace updates (the
     library default). Best: the library's recommended set-up (a per-datum log posterior ``log p / N`` with
-    temperature ``1 / N`` and ``lr`` scaled by ``N``: the same dynamics) with in-place updates.
+    temperature ``1 / N`` and ``lr`` scaled by ``N``: the same dynamics) with in-place updates, and SGHMC's
+    momenta starting at rest (its default N(0, 1) momenta are N times too hot at temperature ``1 / N``).
   * plain torch: an ``nn.Sequential`` trained by a hand-written loop, SGD (the MAP; its predictive is the
     final network, ESS not applicable) and SGLD (same step and noise as probnets SGLD).
 
@@ -171,7 +172,9 @@ def _run_posteriors(config, seed, epochs, burnin, x, y):
                                                   * math.sqrt(scale), temperature=scale)
     # With the per-datum scaling, posteriors' SGHMC with lr' = lr / sqrt(s) and alpha' = alpha sqrt(s) has the
     # same position dynamics as lr, alpha on the full-data scale (momenta rescaled by sqrt(s)).
-    state = transform.init(params)
+    # posteriors' SGHMC draws initial momenta from N(0, 1), the stationary law at temperature 1 only: with the
+    # per-datum scaling (temperature 1 / N) they are N times too hot, so the best set-up starts at rest.
+    state = transform.init(params, momenta=0.0) if config["method"] == "sghmc" and best else transform.init(params)
     steps = -(-n // BATCH_SIZE)
     draws = []
     batches = _batches(x, y, seed)
