@@ -292,8 +292,8 @@ def gather_chains(posterior: SamplePosterior) -> SamplePosterior:
         cat(posterior.samples),
         {k: cat(v) for k, v in sorted(posterior.sample_stats.items())},
         warmup_stats={k: cat(v) for k, v in sorted(posterior.warmup_stats.items())},
-        spec=posterior.spec, info=info, log_weights=None if posterior.log_weights is None else cat(posterior.log_weights),
-        constrain=posterior.constrain)
+        spec=posterior.spec, info=info, constrain=posterior.constrain,
+        log_weights=None if posterior.log_weights is None else cat(posterior.log_weights))
 
 
 __all__ = ["MODES", "AllReduced", "ShardTerm", "check_identical", "check_mode", "data_parallel", "gather_chains",
