@@ -99,6 +99,14 @@ def init_process_group(backend: str | None = None, *, timeout: float = 600.0) ->
     return world()
 
 
+def destroy_process_group() -> None:
+    """Leave the process group (if any): every rank does so once its last collective call is done, before the
+    process exits (a gloo group still alive at exit aborts the process)."""
+    dist = _dist()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _device() -> torch.device:
     """Where collectives of small bookkeeping tensors run (nccl only moves CUDA tensors)."""
     if _dist().get_backend() == "nccl":
@@ -296,5 +304,6 @@ def gather_chains(posterior: SamplePosterior) -> SamplePosterior:
         log_weights=None if posterior.log_weights is None else cat(posterior.log_weights))
 
 
-__all__ = ["MODES", "AllReduced", "ShardTerm", "check_identical", "check_mode", "data_parallel", "gather_chains",
-           "init_process_group", "rank_path", "rank_seed", "shard", "split_batch_size", "world"]
+__all__ = ["MODES", "AllReduced", "ShardTerm", "check_identical", "check_mode", "data_parallel",
+           "destroy_process_group", "gather_chains", "init_process_group", "rank_path", "rank_seed", "shard",
+           "split_batch_size", "world"]

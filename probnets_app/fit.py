@@ -122,6 +122,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                          checkpoint=args.checkpoint, distributed=args.distributed)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
+        finally:
+            if args.distributed is not None:  # sampling made the last collective call
+                distributed.destroy_process_group()
         if not lead:
             return 0
         extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
