@@ -30,6 +30,9 @@ Targets of the issue (printed with pass/fail): probnets SGLD and SGHMC time per 
 SGLD loop's and at least 4x faster than posteriors' (like-for-like); probnets NLL and ECE at least as good as
 posteriors' on the same budget; structured SGHMC's ESS/s at least 1.5x plain SGHMC's at equal or better NLL.
 
+Step sizes (``CONFIGS``; SGLD ``h = 5e-5``, pSGLD ``1e-3``, SGHMC ``1e-2``, cSGHMC ``2e-2``) were set from the
+samplers' defaults and a 4-epoch smoke run, not tuned on the full protocol.
+
 Usage:
     python benchmarks/sgmcmc.py                       # full protocol (3 seeds x 50 epochs)
     python benchmarks/sgmcmc.py --epochs 4 --burnin 2 --seeds 0 --out /tmp/h2   # smoke size
