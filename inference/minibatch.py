@@ -56,6 +56,11 @@ class Minibatches:
         self._order, self._position = state["order"], int(state["position"])
 
 
+class PreparedBatch(tuple):
+    """A minibatch ``(x, y)`` cut from data that ``ProbModel.prepare_batch`` has already validated and converted;
+    ``MinibatchLogDensity.at`` takes it as it is instead of checking every row again at every step."""
+
+
 class BatchStream:
     """An endless, reproducible stream of ``(x, y)`` minibatches over a data set, one per sampler step.
 
@@ -69,9 +74,12 @@ class BatchStream:
         data: ``(x, y)`` with ``n`` rows, or a ``DataLoader`` yielding ``(x, y)`` pairs.
         batch_size: Rows per batch (tensors only; a ``DataLoader`` has its own).
         seed: Seeds the order.
+        prepared: The tensors ``(x, y)`` come from ``ProbModel.prepare_batch``: their batches are yielded as
+            ``PreparedBatch`` and not validated again.
     """
 
-    def __init__(self, data: Batch | torch.utils.data.DataLoader, batch_size: int | None, *, seed: int):
+    def __init__(self, data: Batch | torch.utils.data.DataLoader, batch_size: int | None, *, seed: int,
+                 prepared: bool = False):
         self.seed = int(seed) + _ORDER_SEED_OFFSET
         if isinstance(data, torch.utils.data.DataLoader):
             if batch_size is not None:
@@ -80,7 +88,7 @@ class BatchStream:
             self.num_data, self.batches_per_epoch = len(data.dataset), len(data)
             self.epoch, self.index, self._iterator = 0, 0, None
         else:
-            self.loader, self.data = None, data
+            self.loader, self.data, self.prepared = None, data, prepared
             self.generator = torch.Generator().manual_seed(self.seed)
             self.rows = Minibatches(data[0].shape[0], batch_size, self.generator)
             self.num_data, self.batches_per_epoch = self.rows.num_data, self.rows.num_batches
@@ -91,7 +99,8 @@ class BatchStream:
     def __next__(self) -> Batch:
         if self.loader is None:
             rows = self.rows.next().to(self.data[0].device)
-            return self.data[0][rows], self.data[1][rows]
+            batch = self.data[0][rows], self.data[1][rows]
+            return PreparedBatch(batch) if self.prepared else batch
         if self.index == self.batches_per_epoch:
             self.epoch, self.index, self._iterator = self.epoch + 1, 0, None
         if self._iterator is None:
@@ -149,7 +158,7 @@ class MinibatchLogDensity(LogDensity):
         super().__init__(lambda theta: self._value(theta, default_batch), model.spec.dim)
 
     def _prepare(self, batch: Batch) -> Batch:
-        x, y = self.model.prepare_batch(batch)
+        x, y = batch if isinstance(batch, PreparedBatch) else self.model.prepare_batch(batch)
         if self.dtype is not None:
             x = x.to(self.dtype)
             y = y.to(self.dtype) if torch.is_floating_point(y) else y

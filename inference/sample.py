@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from inference import distributed as _distributed
 from inference import fingerprint, registry, runner
 from inference.base import as_logdensity
 from inference.diagnostics import ConvergenceWarning
@@ -73,6 +74,7 @@ def sample(
     rhat_threshold: float = 1.01,
     min_ess: float = 400,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
+    distributed: str | None = None,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -130,6 +132,12 @@ def sample(
             total, ``max_rounds`` rounds); ``posterior.info["until_converged"]`` says which happened. With
             ``checkpoint``, round ``r`` checkpoints to ``<checkpoint>.round<r>`` (resumable). See
             ``inference.until_converged``.
+        distributed: Run in every process of a ``torch.distributed`` group (``inference.distributed``):
+            ``"data"`` (``data`` is this rank's shard; the log density and its gradient are summed over the
+            ranks, ``batch_size`` is the global minibatch; same seed on every rank, identical chains) or
+            ``"chains"`` (every rank runs ``num_chains`` chains of its own on all the data; every rank returns
+            the gathered ``world_size * num_chains`` chains). Only rank 0 shows progress and the summary; each
+            rank checkpoints to ``checkpoint.rank<r>``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -148,6 +156,8 @@ def sample(
     """
     if until_converged:
         sampler = registry.get(method)
+        if distributed is not None:
+            raise ValueError("until_converged does not run under distributed= yet: give num_warmup and num_samples")
         if epochs is not None:
             raise ValueError("until_converged sets the draws round by round; give num_samples, not epochs")
         check_positive_int(max_rounds, "max_rounds")
@@ -199,6 +209,14 @@ def sample(
         minibatch = [s.name for s in registry.SAMPLERS.values() if s.minibatch]
         raise ValueError(f"method {method!r} needs the exact log density at every step; minibatches (batch_size "
                          f"or a DataLoader) need a minibatch sampler: {minibatch}")
+    distributed = _distributed.check_mode(distributed)
+    if distributed is not None and sampler.runner is not None:
+        raise ValueError(f"method {method!r} runs its own loop and does not run under distributed= yet")
+    lead = distributed is None or _distributed.world()[0] == 0
+    if distributed is not None:
+        progress, checkpoint = progress and lead, _distributed.rank_path(checkpoint)
+    if distributed == "chains":
+        seed = _distributed.rank_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     given_init = init
 
@@ -208,8 +226,15 @@ def sample(
     if model is not None:
         if data is None:
             raise ValueError("data=(x, y) is required to sample a ProbModel")
-        if is_loader or batch_size is not None:
-            batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed)
+        if distributed == "data":
+            logdensity, batches = _distributed.data_parallel(model, data, batch_size, seed=seed,
+                                                             temperature=temperature, dtype=dtype)
+            dtype = logdensity.local.dtype
+            x = model.prepare_batch(data)[0]
+            data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(data))} (rank shard)"
+        elif is_loader or batch_size is not None:
+            batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed,
+                                  prepared=not is_loader)
             first = next(iter(data)) if is_loader else batches.data
             x = model.prepare_batch(first)[0]
             data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(first))} (N={batches.num_data})"
@@ -234,6 +259,9 @@ def sample(
         if epochs is not None:
             raise ValueError("epochs counts passes over a ProbModel's data; a log density has no data: give "
                              "num_samples")
+        if distributed == "data" and not isinstance(target, _distributed.AllReduced):
+            raise ValueError("distributed='data' needs a ProbModel with this rank's data shard, or a log density "
+                             "summed over the ranks (inference.distributed.AllReduced)")
         if temperature != 1.0:
             raise ValueError("temperature applies to a ProbModel's likelihood; temper a bare log density yourself")
         if init is not None:
@@ -251,6 +279,9 @@ def sample(
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
     init = _check_init(init, num_chains, logdensity.dim, dtype)
+    if distributed == "data":
+        _distributed.check_identical(torch.tensor(int(seed)), "seed")
+        _distributed.check_identical(init, "init")
     counter = CountingLogDensity(logdensity, spec=spec)
     init, value_at_init = _check_initial_density(counter, init, target)
     config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
@@ -275,7 +306,12 @@ def sample(
                                    checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
             posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
-    _report(posterior, model, x if model is not None else None, print_summary, progress, check_convergence)
+    if distributed == "chains":
+        posterior = _distributed.gather_chains(posterior)
+    if distributed is not None:
+        posterior.info.update(distributed=distributed, world_size=_distributed.world()[1])
+    if lead:
+        _report(posterior, model, x if model is not None else None, print_summary, progress, check_convergence)
     return posterior
 
 

@@ -3,6 +3,8 @@
 Example:
     $ probnets fit --model bnn --method chees --data diabetes --out demo_output
     $ probnets fit --model bnn --method nuts --data measurements.csv --target yield --out run1
+    $ torchrun --standalone --nproc-per-node 2 --no-python probnets fit --method sghmc --data diabetes \
+          --distributed data --out run2
 
 Data problems are found before any sampling and before any output is created (see :mod:`probnets_app.data`).
 """
@@ -84,6 +86,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="optimiser steps (variational methods: default 2000)")
     parser.add_argument("--lr", type=arguments.positive_float,
                         help="Adam learning rate (variational methods and --model pbnn: default 0.01)")
+    parser.add_argument("--distributed", choices=["data", "chains"],
+                        help="run in every process started by torchrun: 'data' (each rank samples the same chains "
+                             "on its shard of the training rows, gradients all-reduced) or 'chains' (each rank runs "
+                             "--chains chains of its own; all are gathered); rank 0 writes the report")
     variational.add_arguments(parser)
     fit_moment.add_arguments(parser)
     pbnn_fit.add_arguments(parser)
@@ -137,14 +143,25 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from probnets import BNN, Gaussian
     from probnets_app.report import fit_report, format_report
 
+    lead = True
+    if args.distributed is not None:
+        if args.method not in registry.SAMPLERS:
+            parser.error(f"argument --distributed: runs the registered samplers, not --method {args.method}")
+        from inference import distributed
+
+        try:
+            lead = distributed.init_process_group()[0] == 0
+        except RuntimeError as exc:
+            parser.error(f"argument --distributed: {exc}")
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
                     prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
     except (ValueError, TypeError) as exc:
         parser.error(f"argument --widths: {exc}")
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
-    print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test rows); "
-          f"{plan}", file=sys.stderr)
+    if lead:
+        print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test "
+              f"rows); {plan}", file=sys.stderr)
     extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
              "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     with warnings.catch_warnings():
@@ -154,14 +171,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if args.method in variational.METHODS:
                 fitted, posterior = variational.fit(args, model, split, dtype)
             else:
+                train = (split.x_train, split.y_train)
+                if args.distributed == "data":
+                    train = distributed.shard(train)
                 posterior = fitted = inference.sample(
-                    model, (split.x_train, split.y_train), method=args.method, num_chains=args.chains,
-                    num_warmup=args.warmup, thin=args.thin, batch_size=args.batch_size,
-                    num_samples=None if args.epochs else args.samples, epochs=args.epochs, seed=args.seed,
-                    dtype=dtype, progress=not args.no_progress, print_summary=False, checkpoint=args.checkpoint,
-                    run_info=extra, **options)
+                    model, train, method=args.method, num_chains=args.chains, num_warmup=args.warmup,
+                    thin=args.thin, batch_size=args.batch_size, num_samples=None if args.epochs else args.samples,
+                    epochs=args.epochs, seed=args.seed, dtype=dtype, progress=not args.no_progress,
+                    print_summary=False, checkpoint=args.checkpoint, run_info=extra, distributed=args.distributed,
+                    **options)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
+        finally:
+            if args.distributed is not None:  # sampling made the last collective call
+                distributed.destroy_process_group()
+        if not lead:
+            return 0
         output.remove_known_outputs(out, output.FIT_OUTPUTS)
         report = fit_report(model, posterior, split, out_dir=out, level=args.level,
                             extra={**extra, **_until_converged(posterior)})

@@ -76,12 +76,27 @@ def resolve(prior: PriorSpec, names: Sequence[str], shapes: Sequence[torch.Size]
     return out
 
 
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
 def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims: int) -> Tensor:
     """Sum of the elementwise log prior over the last ``event_dims`` dimensions of ``value``.
 
     Non-finite entries give NaN (never a validation error), so a sampler sees numerical trouble as a
     divergence.
     """
+    if type(prior).log_prob is torch.distributions.Normal.log_prob:
+        # Normal priors (every BNN minibatch step evaluates them) skip the argument validation and the masking;
+        # a non-finite entry makes the sum -inf or NaN, turned into NaN after the sum.
+        dims = tuple(range(-event_dims, 0))
+        if prior.batch_shape == () and event_dims:  # one scalar prior: the constants leave the sum
+            count = math.prod(value.shape[-event_dims:])
+            squares = ((value - prior.loc) ** 2).sum(dims)
+            lp = -squares / (2 * prior.scale**2) - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI)
+        else:
+            lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
+            lp = lp.sum(dims) if event_dims else lp
+        return torch.where(torch.isfinite(lp), lp, torch.nan)
     finite = torch.isfinite(value)
     lp = prior.log_prob(torch.where(finite, value, torch.zeros_like(value)))
     lp = torch.where(finite, lp, torch.full_like(lp, float("nan")))
