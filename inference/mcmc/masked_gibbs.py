@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from inference import runner
+from inference import fingerprint, runner
 from inference.base import Algorithm
 from inference.diagnostics import ConvergenceWarning
 from inference.mcmc import dual_averaging, hmc, mask_moves
@@ -203,11 +203,13 @@ def sample_masked(model: MaskedBNN, data: Batch, *, num_chains: int = 4, num_war
     masks = init[:, model.mask_slice]
     if not bool(((masks == 0) | (masks == 1)).all()):
         raise ValueError("init: the mask entries (model.mask_slice) must be 0.0 or 1.0")
-    init = _check_initial_density(counter, init)
+    init, value_at_init = _check_initial_density(counter, init, model)
     algorithm = masked_gibbs(model, batch, counter, num_warmup, num_steps=num_steps, step_size=step_size,
                              target_accept=target_accept, num_mask_updates=num_mask_updates, max_flips=max_flips)
     config = {"method": "masked_gibbs", "seed": int(seed), "num_steps": num_steps, "step_size": step_size,
-              "target_accept": target_accept, "num_mask_updates": num_mask_updates, "max_flips": max_flips}
+              "target_accept": target_accept, "num_mask_updates": num_mask_updates, "max_flips": max_flips,
+              "target": fingerprint.describe_target(model), "data": fingerprint.tensor_hash(*batch),
+              "init": fingerprint.tensor_hash(init), "logdensity_at_init": float(value_at_init.sum())}
     posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator, thin=thin,
                            progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                            config=config, spec=model.spec, description="masked_gibbs")
