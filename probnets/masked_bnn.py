@@ -31,7 +31,7 @@ from probnets.bnn import BNN
 from probnets.likelihoods import Gaussian, Likelihood
 from probnets.model import Batch, LogDensity, ProbModel
 from probnets.spec import ParamSpec
-from probnets.validation import as_tensor, check_positive_float, check_positive_int, check_theta
+from probnets.validation import check_positive_float, check_positive_int, check_theta
 
 WEIGHT_PRIORS = ("cauchy", "normal")
 
@@ -176,20 +176,8 @@ class MaskedBNN(ProbModel):
 
     def predict_f(self, theta: Tensor, x: Tensor, *, chunk_size: int | None = None) -> Tensor:
         """Latent outputs ``(..., n, m)`` for ``theta`` ``(..., D)`` and ``x`` ``(n, d)``, each draw with its own
-        masks."""
-        check_theta(theta, self.spec.dim)
-        x = as_tensor(x, "x")
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x must have shape (n, {self.in_features}), got {tuple(x.shape)}")
-        x = x.to(dtype=theta.dtype, device=theta.device)
-        batch = theta.shape[:-1]
-        flat = theta.reshape(-1, theta.shape[-1])
-        if chunk_size is None or chunk_size >= flat.shape[0]:
-            out = self._forward(flat, x)
-        else:
-            check_positive_int(chunk_size, "chunk_size")
-            out = torch.cat([self._forward(c, x) for c in flat.split(chunk_size)])
-        return out.reshape(*batch, x.shape[0], self.num_latent)
+        masks (``BNN.predict_f``'s checks and chunking over this model's masked ``_forward``)."""
+        return BNN.predict_f(self, theta, x, chunk_size=chunk_size)
 
     def _forward(self, theta: Tensor, x: Tensor) -> Tensor:
         """``theta`` ``(S, D)``, ``x`` ``(n, d)`` -> ``(S, n, m)``."""

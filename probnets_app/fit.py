@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.method not in registry.SAMPLERS:
         sampler_options.reject(args, parser)
     if args.method in fit_moment.METHODS:
-        return fit_moment.run(args, parser, split, "diabetes" if args.data == "diabetes" else str(args.data))
+        return fit_moment.run(args, parser, split, out, dtype)
     if args.method in pbnn_fit.METHODS:
         parser.error(f"argument --method: {args.method} trains a partial BNN; use it with --model pbnn")
     args.activation = args.activation or "tanh"
@@ -190,15 +190,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         output.remove_known_outputs(out, output.FIT_OUTPUTS)
         report = fit_report(model, posterior, split, out_dir=out, level=args.level,
                             extra={**extra, **_until_converged(posterior)})
-    files = [out / "report.json", *(out / name for name in report["figures"].values())]
-    if args.save_posterior:
-        fitted.save(out / "posterior.pt")
-        files.append(out / "posterior.pt")
-    print(format_report(report))
-    print("Output files:")
-    for path in files:
-        print(f"  {path}")
-    return 0
+    return output.finish(out, report, format_report(report), posterior=fitted if args.save_posterior else None)
 
 
 def _sampling_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, num_rows: int) -> str:

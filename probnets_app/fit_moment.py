@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments, variational
+from probnets_app import output, variational
 from probnets_app.cli import PROG, DataError
 
 #: The ``--method`` values handled here (the ``inference.vi`` methods of moment-propagation networks).
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term (default: 1)")
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, data_name: str) -> int:
-    """Fit, report and print; ``split`` is the standardised data split."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: Path, dtype) -> int:
+    """Fit, report and print; ``split`` is the standardised data split, ``out`` the checked output folder."""
     if args.method == "mp-gelu" and args.covariance == "full":
         parser.error("argument --covariance: MP-GELU propagates diagonal moments; 'full' is for --method relu-mp")
     if not args.kl_weight > 0:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, data_n
     from probnets.moment import MomentNetwork
     from probnets_app.report.moment_report import format_moment_report, moment_report
 
-    dtype = getattr(torch, args.dtype)
+    data_name = "diabetes" if args.data == "diabetes" else str(args.data)
     network = MomentNetwork(split.x_train.shape[1], args.widths, activation="gelu" if args.method == "mp-gelu"
                             else "relu", covariance=args.covariance, dtype=dtype,
                             generator=torch.Generator().manual_seed(args.seed))
@@ -53,16 +53,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, data_n
                            checkpoint=args.checkpoint, progress=not args.no_progress)
     except ValueError as exc:  # e.g. a checkpoint from another configuration
         raise DataError(str(exc)) from None
-    out = Path(args.out)
     extra = {"data": data_name, "target": split.target_name, "test_fraction": args.test_fraction,
              "split_seed": args.split_seed}
     report = moment_report(posterior, split, out_dir=out, level=args.level, extra=extra)
-    files = [out / "report.json", *(out / name for name in report["figures"].values())]
-    if args.save_posterior:
-        posterior.save(out / "posterior.pt")
-        files.append(out / "posterior.pt")
-    print(format_moment_report(report))
-    print("Output files:")
-    for path in files:
-        print(f"  {path}")
-    return 0
+    return output.finish(out, report, format_moment_report(report),
+                         posterior=posterior if args.save_posterior else None)

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, output
 from probnets_app.cli import PROG, DataError
 
 #: Run defaults of the masked model (the ``--chains/--warmup/--samples`` of ``probnets fit``).
@@ -83,16 +83,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
                  "mask_acceptance_rate": float(posterior.sample_stats["mask_acceptance_rate"].mean())}
         report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
     plot_active_nodes(posterior, out / ACTIVE_NODES_FIGURE)
-    files = [out / "report.json", *(out / name for name in report["figures"].values()), out / ACTIVE_NODES_FIGURE]
-    if args.save_posterior:
-        posterior.save(out / "posterior.pt")
-        files.append(out / "posterior.pt")
-    print(format_report(report))
-    print("Mean active fraction per hidden layer: " + ", ".join(f"{k} {v:.3f}" for k, v in active.items()))
-    print("Output files:")
-    for path in files:
-        print(f"  {path}")
-    return 0
+    text = format_report(report) + "\nMean active fraction per hidden layer: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in active.items())
+    return output.finish(out, report, text, posterior=posterior if args.save_posterior else None,
+                         extra_files=[out / ACTIVE_NODES_FIGURE])
 
 
 def plot_active_nodes(posterior, path: str | os.PathLike) -> Path:

@@ -59,3 +59,16 @@ def remove_known_outputs(out: Path, known: Iterable[str]) -> list[Path]:
             file.unlink()
             removed.append(file)
     return removed
+
+
+def finish(out: Path, report: dict, text: str, *, posterior=None, extra_files: Iterable[Path] = ()) -> int:
+    """Save ``posterior`` as ``out/posterior.pt`` when given, print ``text`` and the files written; exit status 0."""
+    files = [out / "report.json", *(out / name for name in report["figures"].values()), *extra_files]
+    if posterior is not None:
+        posterior.save(out / "posterior.pt")
+        files.append(out / "posterior.pt")
+    print(text)
+    print("Output files:")
+    for path in files:
+        print(f"  {path}")
+    return 0

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from probnets_app import arguments
+from probnets_app import arguments, output
 from probnets_app.cli import PROG, DataError
 
 METHODS = ("ohsmc", "sgsmc")
@@ -83,12 +83,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     extra = {"data": data_name, "target": split.target_name, "architecture": "uci (d-50-20 | 20-5 | 5-1)",
              "n_validation": n_val, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     report = fit_report(model, posterior, split, out_dir=out, level=args.level, extra=extra)
-    files = [out / "report.json", *(out / name for name in report["figures"].values())]
-    if args.save_posterior:
-        posterior.save(out / "posterior.pt")
-        files.append(out / "posterior.pt")
-    print(format_report(report))
-    print("Output files:")
-    for path in files:
-        print(f"  {path}")
-    return 0
+    return output.finish(out, report, format_report(report), posterior=posterior if args.save_posterior else None)
