@@ -213,12 +213,13 @@ def run_one(method: str, name: str, seed: int, args) -> dict:
     start = time.perf_counter()
     if method in ("nuts", "chees", "smc"):
         model = full_model(name, d)
-        options = {"nuts": dict(num_chains=args.nuts_chains, num_warmup=args.mcmc_warmup,
-                                num_samples=args.mcmc_samples, max_tree_depth=args.max_tree_depth),
-                   "chees": dict(num_chains=args.chees_chains, num_warmup=args.mcmc_warmup,
-                                 num_samples=args.mcmc_samples),
-                   "smc": dict(num_chains=args.smc_populations, num_samples=args.smc_particles,
-                               num_warmup=args.smc_moves)}[method]
+        if method == "nuts":
+            options = dict(num_chains=args.nuts_chains, num_warmup=args.mcmc_warmup, num_samples=args.mcmc_samples,
+                           max_tree_depth=args.max_tree_depth)
+        elif method == "chees":
+            options = dict(num_chains=args.chees_chains, num_warmup=args.mcmc_warmup, num_samples=args.mcmc_samples)
+        else:
+            options = dict(num_chains=args.smc_populations, num_samples=args.smc_particles, num_warmup=args.smc_moves)
         post = inference.sample(model, train, method=method, seed=seed, progress=False, check_convergence=False,
                                 **options)
         if method == "smc":
