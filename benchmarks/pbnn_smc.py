@@ -246,12 +246,12 @@ def run_one(method: str, name: str, seed: int, args) -> dict:
                 post = fit_sgsmc(model, train, num_mh_steps=args.mh_steps, hmc_warmup=args.hmc_warmup,
                                  hmc_samples=args.hmc_samples, **common)
             post.apply_psi(model)
-            theta = post.flat_samples()
-            log_w = None if post.log_weights is None else post.log_weights.reshape(-1)
-        post = None
     wall = time.perf_counter() - start
+    if method != "map":
+        theta = post.flat_samples()
+        log_w = None if post.log_weights is None else post.log_weights.reshape(-1)
     with torch.no_grad():
-        pred = model.predictive(theta, test[0], log_weights=log_w) if post is None else post.predictive(model, test[0])
+        pred = model.predictive(theta, test[0], log_weights=log_w)
         return {**_scores(pred, test[1], y_scale, task), "wall_time": wall, **extra}
 
 
