@@ -18,7 +18,8 @@ Methods (``n/a`` where a method does not apply):
 
 * ``ohsmc``: open-horizon SMC with the random-walk jitter (variance 1e-2), stratified resampling at every step;
 * ``ohsmc-ou``: the same with the prior-preserving OU jitter (time step 1e-2);
-* ``sgsmc-hmc``: SGSMC (``--mh-steps`` RW-MH steps of variance 5e-2 per datum), then HMC on phi with psi fixed;
+* ``sgsmc-hmc``: SGSMC (``--sgsmc-epochs`` epochs, default ``--epochs``, of ``--mh-steps`` RW-MH steps of variance
+  5e-2 per datum), then HMC on phi with psi fixed (4 chains, ``--hmc-warmup`` + ``--hmc-samples``);
 * ``map``: the partial network with phi as a point estimate, Adam on the log posterior;
 * ``ensemble``: ``surrogates.fit.fit_deep_ensemble`` (``--ensemble-members`` networks of the paper's full
   architecture, each the MAP on its own 80% subsample, ``--ensemble-steps`` full-batch Adam steps, noise scale
@@ -243,6 +244,7 @@ def run_one(method: str, name: str, seed: int, args) -> dict:
             if method in OHSMC:
                 post = fit_open_horizon(model, train, move="rw" if method == "ohsmc" else "ou", **common)
             else:
+                common["num_epochs"] = args.sgsmc_epochs or args.epochs
                 post = fit_sgsmc(model, train, num_mh_steps=args.mh_steps, hmc_warmup=args.hmc_warmup,
                                  hmc_samples=args.hmc_samples, **common)
             post.apply_psi(model)
@@ -322,8 +324,8 @@ def targets(results: dict) -> list[dict]:
 def markdown(results: dict, checks: list[dict], args) -> str:
     lines = ["# Partial BNNs by Feynman-Kac SMC vs full BNNs, ensembles and MAP", "",
              f"Settings: {args.splits} split(s); partial BNNs {args.particles} particles, {args.epochs} epochs, "
-             f"batches of {args.batch_size}, SGSMC {args.mh_steps} MH steps then HMC {args.hmc_warmup} + "
-             f"{args.hmc_samples}; full BNN NUTS {args.nuts_chains} chains (depth <= {args.max_tree_depth}) and "
+             f"batches of {args.batch_size}, SGSMC {args.sgsmc_epochs or args.epochs} epochs of {args.mh_steps} MH "
+             f"steps then HMC {args.hmc_warmup} + {args.hmc_samples}; full BNN NUTS {args.nuts_chains} chains (depth <= {args.max_tree_depth}) and "
              f"ChEES {args.chees_chains} chains, {args.mcmc_warmup} + {args.mcmc_samples} each; tempered SMC "
              f"{args.smc_populations} x {args.smc_particles} particles, {args.smc_moves} moves per stage; ensemble "
              f"{args.ensemble_members} members x {args.ensemble_steps} steps; masked BNN {args.masked_chains} chains, "
@@ -372,6 +374,7 @@ def main(argv=None) -> int:
     parser.add_argument("--particles", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--sgsmc-epochs", type=int, default=None, help="SGSMC epochs (default: --epochs)")
     parser.add_argument("--mh-steps", type=int, default=10, help="SGSMC: RW-MH steps per datum")
     parser.add_argument("--hmc-warmup", type=int, default=2000, help="SGSMC: HMC warm-up on phi")
     parser.add_argument("--hmc-samples", type=int, default=1000, help="SGSMC: HMC draws of phi")

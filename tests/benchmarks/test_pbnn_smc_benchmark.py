@@ -91,6 +91,7 @@ def test_targets_pass_fail_and_missing(bench):
     args = argparse.Namespace(splits=1, particles=1, epochs=1, batch_size=1, mh_steps=1, hmc_warmup=1, hmc_samples=1,
                               nuts_chains=1, max_tree_depth=1, chees_chains=1, mcmc_warmup=1, mcmc_samples=1,
                               smc_populations=1, smc_particles=1, smc_moves=1, ensemble_members=1, ensemble_steps=1,
+                              sgsmc_epochs=None,
                               masked_chains=1, masked_warmup=1, masked_samples=1, threads=1, jobs=1, quick=True)
     text = bench.markdown(results, bench.targets(results), args)
     assert "| moons | ensemble | n/a |" in text and "-300.00 ± 0.40" in text
