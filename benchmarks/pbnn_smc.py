@@ -325,8 +325,9 @@ def markdown(results: dict, checks: list[dict], args) -> str:
     lines = ["# Partial BNNs by Feynman-Kac SMC vs full BNNs, ensembles and MAP", "",
              f"Settings: {args.splits} split(s); partial BNNs {args.particles} particles, {args.epochs} epochs, "
              f"batches of {args.batch_size}, SGSMC {args.sgsmc_epochs or args.epochs} epochs of {args.mh_steps} MH "
-             f"steps then HMC {args.hmc_warmup} + {args.hmc_samples}; full BNN NUTS {args.nuts_chains} chains (depth <= "
-             f"{args.max_tree_depth}) and ChEES {args.chees_chains} chains, {args.mcmc_warmup} + {args.mcmc_samples} each; tempered SMC "
+             f"steps then HMC {args.hmc_warmup} + {args.hmc_samples}; full BNN NUTS {args.nuts_chains} chains "
+             f"(depth <= {args.max_tree_depth}) and ChEES {args.chees_chains} chains, {args.mcmc_warmup} + "
+             f"{args.mcmc_samples} each; tempered SMC "
              f"{args.smc_populations} x {args.smc_particles} particles, {args.smc_moves} moves per stage; ensemble "
              f"{args.ensemble_members} members x {args.ensemble_steps} steps; masked BNN {args.masked_chains} chains, "
              f"{args.masked_warmup} + {args.masked_samples}; {args.threads} thread(s) per run, {args.jobs} run(s) at a "
