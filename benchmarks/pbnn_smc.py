@@ -273,9 +273,18 @@ def run_in_process(method: str, name: str, seed: int, args) -> dict:
         return json.loads(Path(out).read_text())
 
 
+def _warm_up() -> None:
+    """Pay one-off costs outside the timed fit: torch.optim imports torch._dynamo on first use (~5 s)."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight])
+    weight.sum().backward()
+    optimizer.step()
+
+
 def _worker(argv) -> int:
     method, name, seed, settings, out = argv
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    _warm_up()
     result = run_one(method, name, int(seed), argparse.Namespace(**json.loads(settings)))
     Path(out).write_text(json.dumps(result))
     return 0
