@@ -48,8 +48,10 @@ Usage::
                                   [--particles 1000] [--epochs 100] [--batch-size 50] [--jobs 2] [--threads 1]
                                   [--quick] [--out benchmarks/results]   (budget options: see --help)
 
-Writes ``pbnn_smc.json`` and ``pbnn_smc.md`` into ``--out`` and prints the markdown. ``--quick`` is a smoke run
-(one split, tiny budgets): its numbers mean nothing.
+Writes ``pbnn_smc.json`` and ``pbnn_smc.md`` into ``--out`` and prints the markdown; every finished run is
+also appended to ``pbnn_smc_runs.jsonl`` there, and a rerun with the same budgets skips the runs it finds (resume
+after an interruption; delete the file to start afresh). A failed run is recorded with its error and left out of
+the means. ``--quick`` is a smoke run (one split, tiny budgets): its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -360,11 +362,14 @@ def markdown(results: dict, checks: list[dict], args) -> str:
                 continue
             second = cell(runs, "accuracy" if name in CLASSIFICATION else "rmse")
             evidence = "-"
-            if method == "smc":
-                z = mean_se(runs, "log_evidence")
-                evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}" for r in runs)
-                evidence = evidence if len(runs) <= 3 else f"{z[0]:.2f} (mean); MCSE {cell(runs, 'log_evidence_mcse')}"
-            lines.append(f"| {name} | {method} | {cell(runs, 'nlpd')} | {second} | {cell(runs, 'ece')} | "
+            done = [r for r in runs if "log_evidence" in r]
+            if done:  # per split for a few splits, else the mean over splits and the mean MCSE
+                z = mean_se(done, "log_evidence")
+                evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}" for r in done)
+                evidence = evidence if len(done) <= 3 else f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
+            failed = sum("error" in r for r in runs)
+            label = method if not failed else f"{method} ({failed} failed)"
+            lines.append(f"| {name} | {label} | {cell(runs, 'nlpd')} | {second} | {cell(runs, 'ece')} | "
                          f"{cell(runs, 'wall_time')} | {cell(runs, 'active_fraction')} | {evidence} |")
     lines += ["", "## Targets", "", "| data | target | values | result |", "|---|---|---|---|"]
     for c in checks:
@@ -428,15 +433,36 @@ def main(argv=None) -> int:
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
             names.remove(name)
-    jobs = [(m, name, seed) for name in names for m in methods if applies(m, name) for seed in range(args.splits)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "pbnn_smc_runs.jsonl"
+    budget = {k: v for k, v in vars(args).items() if k not in ("datasets", "methods", "splits", "jobs", "out")}
+    runs = {}
+    if log.exists():  # resume: keep the finished runs made with the same budgets
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["budget"] == budget and "error" not in entry["result"]:
+                runs[(entry["method"], entry["data"], entry["split"])] = entry["result"]
+    jobs = [(m, name, seed) for name in names for m in methods if applies(m, name) for seed in range(args.splits)
+            if (m, name, seed) not in runs]
+
+    def finish(job):
+        try:
+            result = run_in_process(*job, args)
+        except RuntimeError as exc:  # one failed run is reported, not the end of a long benchmark
+            print(exc, file=sys.stderr)
+            result = {"error": str(exc)[-500:]}
+        with open(log, "a") as f:
+            f.write(json.dumps({"method": job[0], "data": job[1], "split": job[2], "budget": budget,
+                                "result": result}) + "\n")
+        return result
+
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        runs = dict(zip(jobs, pool.map(lambda job: run_in_process(*job, args), jobs)))
+        runs.update(zip(jobs, pool.map(finish, jobs)))
     for name in names:
         results[name] = {m: [runs[(m, name, s)] for s in range(args.splits)] if applies(m, name) else "n/a"
                          for m in methods}
     checks = targets(results)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "pbnn_smc.json").write_text(json.dumps({"settings": vars(args), "results": results, "targets": checks},
                                                   indent=2) + "\n")
     text = markdown(results, checks, args)

@@ -38,6 +38,10 @@ def test_quick_run_writes_every_row(bench, tmp_path):
     verdicts = {c["target"]: c["passed"] for c in saved["targets"]}
     assert verdicts["tempered-SMC log-evidence MCSE reported"] is True
     assert verdicts["masked RMSE <= 1.1 x NUTS RMSE"] is None  # NUTS was not run
+    # A rerun with the same budgets reuses the logged runs (resume) instead of starting processes again.
+    assert bench.main(["--quick", "--datasets", "cpu_performance", "--methods", methods, "--out", str(tmp_path)]) == 0
+    assert len((tmp_path / "pbnn_smc_runs.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "pbnn_smc.json").read_text())["results"] == saved["results"]
 
 
 @pytest.mark.parametrize("method", ["ohsmc", "map", "ensemble", "nuts", "chees"])
