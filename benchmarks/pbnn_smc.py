@@ -48,6 +48,15 @@ Usage::
                                   [--particles 1000] [--epochs 100] [--batch-size 50] [--jobs 2] [--threads 1]
                                   [--quick] [--out benchmarks/results]   (budget options: see --help)
 
+The full protocol at the default budgets (10 splits, every data set and method; two runs at a time on a quiet
+2-core machine) is ``python benchmarks/pbnn_smc.py --jobs 2 --threads 1``. It is long: SGSMC's 10 MH steps per
+datum (~35 s per epoch on concrete), full-BNN NUTS/ChEES and tempered SMC dominate. A cheaper run that keeps the
+issue's minimum of 5 splits and the paper's OHSMC/MAP budgets::
+
+    python benchmarks/pbnn_smc.py --splits 5 --sgsmc-epochs 10 --hmc-warmup 500 --hmc-samples 250 \
+        --mcmc-warmup 300 --mcmc-samples 200 --smc-particles 64 --masked-warmup 500 --masked-samples 500 \
+        --jobs 2 --threads 1
+
 Writes ``pbnn_smc.json`` and ``pbnn_smc.md`` into ``--out`` and prints the markdown; every finished run is
 also appended to ``pbnn_smc_runs.jsonl`` there, and a rerun with the same budgets skips the runs it finds (resume
 after an interruption; delete the file to start afresh). A failed run is recorded with its error and left out of
