@@ -158,8 +158,8 @@ def _fmt(value, digits=4):
 def markdown(meta: dict, summary: list[dict], rows: list[dict]) -> str:
     cols = ["label", "runs", "draws", "num_groups", *METRICS, "divergences"]
     lines = ["# SG-MCMC on a small ResNet (from_module) on digits: SGHMC vs structured SGHMC", "",
-             f"Model: ResNet with a {CHANNELS}-channel stem, {NUM_BLOCKS} residual blocks, global average pooling and a "
-             f"linear head, D = {meta['dim']} parameters, N(0, 1) priors. Machine: {meta['machine']}; {meta['cpus']} "
+             f"Model: ResNet with a {CHANNELS}-channel stem, {NUM_BLOCKS} residual blocks, global average pooling and "
+             f"a linear head, D = {meta['dim']} parameters, N(0, 1) priors. Machine: {meta['machine']}; {meta['cpus']} "
              f"CPUs; {meta['threads']} thread(s); load average at start {meta['loadavg_start']}, at end "
              f"{meta['loadavg_end']}. {meta['epochs']} epochs, {meta['burnin']} burn-in, batch {BATCH_SIZE}, step "
              f"size {STEP_SIZE}, {meta['train']} training and {meta['test']} test images, seeds {meta['seeds']}; "
@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     if args.train is not None:
         x, y = x[: args.train], y[: args.train]
     seeds = [int(s) for s in args.seeds.split(",")]
-    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), threads=torch.get_num_threads(),
+    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                threads=torch.get_num_threads(),
                 epochs=args.epochs, burnin=args.burnin, seeds=seeds, train=int(x.shape[0]), test=int(x_test.shape[0]),
                 dim=bayesian_resnet().spec.dim, loadavg_start=os.getloadavg(), python=platform.python_version())
     rows = []

@@ -100,7 +100,8 @@ def measure(label: str, method: str, options: dict, seed: int, epochs: int, burn
     every_second = p_true(samples[::2])
     iat_steps = 2 * float((every_second.shape[0] / diagnostics.ess_bulk(every_second[None])).nanmedian())
     pred = model.predictive(per_epoch, x_test)
-    return dict(label=label, method=method, options={k: v for k, v in options.items() if k != "init"}, seed=seed, epochs=epochs, burnin=burnin,
+    return dict(label=label, method=method, options={k: v for k, v in options.items() if k != "init"}, seed=seed,
+                epochs=epochs, burnin=burnin,
                 num_groups=post.info.get("num_groups", 1), wall_per_epoch=wall / epochs, cpu_per_epoch=cpu / epochs,
                 nll=metrics.nll(pred, y_test), accuracy=metrics.accuracy(pred, y_test), ess_epoch=ess_epoch,
                 iat_epochs=per_epoch.shape[0] / ess_epoch, iat_steps=iat_steps, ess_per_cpu_s=ess_epoch / cpu)
