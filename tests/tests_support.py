@@ -5,6 +5,7 @@ from pathlib import Path
 
 import scipy.stats
 import torch
+from torch import nn
 
 from inference import diagnostics
 
@@ -59,3 +60,16 @@ def chi_square_pvalue(observed: torch.Tensor, probs: torch.Tensor) -> float:
         obs[smallest] += rest_obs
         exp[smallest] += rest_exp
     return float(scipy.stats.chisquare(obs.numpy(), exp.numpy()).pvalue)
+
+
+class SmallConvNet(nn.Module):
+    """A 1-channel conv net with 4 outputs for model-contract tests (``N x 1 x H x W`` inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from probnets import BNN, Categorical, Gaussian, from_module
-from tests_support import make_regression
+from tests_support import SmallConvNet, make_regression
 from model_contract import ProbModelContract
 
 
@@ -23,17 +23,6 @@ class TestPartialBNN(ProbModelContract):
     def make_model(self, dtype):
         x, y = make_regression(14, 3, dtype)
         return from_module(mlp(dtype), {"2.*": dist.Normal(0.0, 1.0)}), x, y
-
-
-class SmallConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(3, 4)
-
-    def forward(self, x):
-        return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))
 
 
 class TestConvNetClassifier(ProbModelContract):

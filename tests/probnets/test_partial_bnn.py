@@ -1,30 +1,18 @@
 import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
 
 from model_contract import ProbModelContract
 from probnets import Categorical, Gaussian
 from probnets.module_model import ModuleModel
 from probnets.partial_bnn import PartialBNN, paper_mlp, partial_mlp
-from tests_support import make_regression
+from tests_support import SmallConvNet, make_regression
 
 
 class TestPaperUCIArchitecture(ProbModelContract):
     def make_model(self, dtype):
         x, y = make_regression(14, 3, dtype)
         return paper_mlp("uci", 3, generator=torch.Generator().manual_seed(0), dtype=dtype), x, y
-
-
-class SmallConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(3, 4)
-
-    def forward(self, x):
-        return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))
 
 
 class TestConvStochasticFirstLayer(ProbModelContract):
