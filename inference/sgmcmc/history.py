@@ -3,11 +3,10 @@ non-live parameter groups from.
 
 One buffer holds ``length`` whole parameter vectors per chain (``C x length x D``); group ``k``'s history is
 its columns, and every group draws its own stored iterate independently (``draw``), so this is one ring buffer
-per group with a common length and thinning. The buffer starts filled with the initial position (``q_hat`` a
-point mass there: the other groups held at the start, as when Alexos et al. start from a MAP estimate); every
-``thin``-th iterate then overwrites the oldest slot, so after ``length * thin`` iterations the buffer covers
-exactly the last ``length * thin`` iterations. Its memory is
-``C * length * D * itemsize`` bytes, allocated at ``init`` (8 chains of a 10-50-1 BNN, D = 603, length 1000:
+per group with a common length and thinning. The buffer starts filled with one position (``init``, or ``refill``
+when the structured steps begin: ``q_hat`` a point mass there, as when Alexos et al. start from a MAP estimate);
+every ``thin``-th iterate then overwrites the oldest slot, so after ``length * thin`` iterations the buffer covers
+exactly the last ``length * thin`` iterations. Its memory is ``C * length * D * itemsize`` bytes, allocated at ``init`` (8 chains of a 10-50-1 BNN, D = 603, length 1000:
 38.6 MB in float64); ``init`` refuses buffers above ``max_bytes``. The buffer is part of the sampler state, so a
 checkpoint holds it and a resumed run continues bit-identically.
 """
@@ -49,6 +48,13 @@ def init(position: Tensor, length: int, max_bytes: int) -> History:
                          "history_thin to keep the time span) or num_chains, or raise max_history_bytes")
     zero = torch.zeros((), dtype=torch.long, device=position.device)
     return History(position[:, None, :].repeat(1, length, 1), zero, zero)
+
+
+def refill(history: History, position: Tensor) -> History:
+    """Every slot set to ``position`` ``C x D`` (``q_hat`` a point mass there), counters reset; in place."""
+    history.draws.copy_(position[:, None, :].expand_as(history.draws))
+    zero = torch.zeros_like(history.count)
+    return History(history.draws, zero, zero)
 
 
 def push(history: History, position: Tensor, thin: int) -> History:

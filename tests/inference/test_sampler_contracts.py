@@ -134,7 +134,7 @@ def test_every_registered_sampler_has_a_contract_class():
 #: from the squared gradient, zero there, which makes the first steps huge), so they start within 0.1 mean-field
 #: standard deviations of it.
 STRUCTURED_MEAN_FIELD = dict(num_chains=256, num_warmup=4000, num_samples=6000, thin=10, num_groups=2,
-                             history_length=1000, history_thin=4)
+                             history_length=1000, history_thin=4, plain_warmup=0)
 NEAR_THE_MEAN = 0.1 * 0.19**0.5 * torch.randn(256, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 class TestStructuredSGLD(SamplerContract):
     method = "structured-sgld"

@@ -10,6 +10,7 @@ import torch
 
 import inference
 from inference.sgmcmc import groups, history
+from inference.sgmcmc.sgld import sgld
 from inference.sgmcmc.structured import StructuredLogDensity, _Step, structured_sgld
 from inference.testing import correlated_gaussian_2d
 from probnets import BNN, Gaussian
@@ -191,3 +192,36 @@ def test_dropout_gradient_is_unbiased():
     assert ((ratio.mean(0) - 1).abs() < 3.5 * standard_error).all(), ratio.mean(0)
     levels = torch.arange(passes + 1, dtype=torch.float64) / (p * passes)  # 0 .. L live passes
     assert (ratio[..., None] - levels).abs().min(-1).values.max() < 1e-9
+
+
+def test_plain_warmup_steps_are_the_base_samplers_then_the_history_is_the_position_reached():
+    """``plain_warmup=3``: three SGLD steps bit for bit (one row per chain), the history refilled with the position
+    after the third, then structured steps (the position and K = 2 mixed vectors per chain)."""
+    target = _CountingGaussian()
+    algorithm = structured_sgld(target, 10, step_size=0.05, num_groups=2, history_length=5, plain_warmup=3)
+    plain = sgld(correlated_gaussian_2d(), 10, step_size=0.05)
+    start = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    state, reference = algorithm.init(start), plain.init(start)
+    generator, reference_generator = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    target.shapes.clear()
+    for _ in range(3):
+        state, _ = algorithm.step(state, None, generator)
+        reference, _ = plain.step(reference, None, reference_generator)
+        assert torch.equal(state.position, reference.position)
+    assert torch.equal(state.history.draws, state.position[:, None].expand(6, 5, 2))
+    assert int(state.history.count) == 0
+    state, _ = algorithm.step(state, None, generator)
+    assert target.shapes == [(6, 2)] * 3 + [(18, 2)]
+    assert int(state.history.count) == 1
+
+
+def test_plain_warmup_defaults_to_half_the_warmup_and_is_validated():
+    target = correlated_gaussian_2d()
+    algorithm = structured_sgld(target, 9, num_groups=2, history_length=3)
+    state = algorithm.init(torch.zeros(2, 2, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        state, _ = algorithm.step(state, None, generator)
+    assert torch.equal(state.history.draws, state.position[:, None].expand(2, 3, 2))  # refilled after step 4 = 9 // 2
+    with pytest.raises(ValueError, match="plain_warmup"):
+        structured_sgld(target, 9, plain_warmup=-1)
