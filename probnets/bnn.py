@@ -71,6 +71,8 @@ class BNN(ProbModel):
         self.net_spec = ParamSpec.from_shapes(shapes)
         self.spec = self.net_spec + self.likelihood.spec
         self.num_layers = len(sizes) - 1
+        self._layer_shapes = [(sizes[i + 1], sizes[i]) for i in range(self.num_layers)]
+        self._split_sizes = [math.prod(shape) for shape in self.net_spec.shapes] + [self.likelihood.spec.dim]
         self.priors = priors_lib.resolve(prior if prior is not None else dist.Normal(0.0, 1.0),
                                          self.net_spec.names, self.net_spec.shapes)
         missing = [n for n, p in self.priors.items() if p is None]
@@ -91,7 +93,8 @@ class BNN(ProbModel):
         check_theta(theta, self.spec.dim)
         lp = self.likelihood.log_prior(self.likelihood_params(theta))
         if self._shared_prior is not None:
-            return lp + priors_lib.log_prob(self._shared_prior, theta[..., : self.net_spec.dim], 1)
+            net = theta if theta.shape[-1] == self.net_spec.dim else theta[..., : self.net_spec.dim]
+            return lp + priors_lib.log_prob(self._shared_prior, net, 1)
         params = self.net_spec.unflatten(theta[..., : self.net_spec.dim])
         for name, shape in zip(self.net_spec.names, self.net_spec.shapes):
             lp = lp + priors_lib.log_prob(self.priors[name], params[name], len(shape))
@@ -118,16 +121,27 @@ class BNN(ProbModel):
         return out.reshape(*batch, x.shape[0], self.num_latent)
 
     def _forward(self, theta: Tensor, x: Tensor) -> Tensor:
-        """``theta`` ``(S, D)``, ``x`` ``(n, d)`` -> ``(S, n, m)``."""
-        params = self.net_spec.unflatten(theta[:, : self.net_spec.dim])
+        """``theta`` ``(S, D)``, ``x`` ``(n, d)`` -> ``(S, n, m)``.
+
+        Few autograd nodes, as a minibatch step of a small network is dominated by per-operation overhead: one
+        ``split`` of ``theta`` (its backward is one ``cat``, where slices would each fill a ``D``-vector), fused
+        bias products, and one matrix product over all draws in the first layer.
+        """
+        num, n = theta.shape[0], x.shape[0]
+        pieces = theta.split(self._split_sizes, dim=-1)
         h = x
         for layer in range(self.num_layers):
-            w = params[f"layers.{layer}.weight"]
-            b = params[f"layers.{layer}.bias"]
-            h = torch.matmul(h, w.transpose(-1, -2)) + b.unsqueeze(-2)
+            out, fan_in = self._layer_shapes[layer]
+            w, b = pieces[2 * layer], pieces[2 * layer + 1]
+            if num == 1:
+                h = torch.addmm(b, h.reshape(n, fan_in), w.view(out, fan_in).t())
+            elif layer == 0:
+                h = (x @ w.reshape(num * out, fan_in).t()).view(n, num, out).transpose(0, 1) + b.unsqueeze(1)
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w.view(num, out, fan_in).transpose(1, 2))
             if layer < self.num_layers - 1:
                 h = self.activation(h)
-        return h
+        return h.reshape(num, n, -1)
 
     def init_theta(self, num: int, *, generator: torch.Generator | None = None,
                    dtype: torch.dtype | None = None) -> Tensor:

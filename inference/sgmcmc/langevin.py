@@ -20,6 +20,8 @@ be combined: ``[p(theta) p(D | theta)**(1 / T_lik)]**(1 / T)``. The option is no
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,16 +33,21 @@ def check_temperature(temperature, name: str = "posterior_temperature") -> float
     return check_positive_float(temperature, name)
 
 
-def langevin_noise(variance: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+def langevin_noise(variance: Tensor | float, temperature: float, generator: torch.Generator | None,
+                   like: Tensor | None = None) -> Tensor:
     """``sqrt(2 * T * variance) * N(0, I)``: the noise that pairs with a drift ``variance * grad log p``.
 
     Args:
-        variance: ``C x D``: ``h * G``.
+        variance: ``C x D``: ``h * G``; or a number ``h`` (``G = I``), with ``like`` giving the shape.
         temperature: ``T``.
         generator: The source of randomness.
+        like: ``C x D``: shape, dtype and device of the noise when ``variance`` is a number.
 
     Returns:
         ``C x D`` noise.
     """
-    noise = torch.randn(variance.shape, generator=generator, dtype=variance.dtype, device=variance.device)
-    return (2 * temperature * variance).sqrt() * noise
+    if isinstance(variance, Tensor):
+        noise = torch.randn(variance.shape, generator=generator, dtype=variance.dtype, device=variance.device)
+        return (2 * temperature * variance).sqrt() * noise
+    noise = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return noise.mul_(math.sqrt(2 * temperature * variance))

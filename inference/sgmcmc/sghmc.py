@@ -83,9 +83,8 @@ def build_kernel():
         position = state.position + momentum
         value, new_grad = logdensity.value_and_grad(position)
         ok = finite_step(position, value, new_grad)
-        new = SGHMCState(keep_where(ok, position, state.position), keep_where(ok, value, state.logdensity),
-                         keep_where(ok, new_grad, grad), keep_where(ok, momentum, 0.0), grad_mean, grad_sq, tau,
-                         state.iteration + 1)
+        kept = keep_where(ok, (position, value, new_grad, momentum), (state.position, state.logdensity, grad, 0.0))
+        new = SGHMCState(*kept, grad_mean, grad_sq, tau, state.iteration + 1)
         return new, SGHMCInfo(~ok)
 
     return kernel

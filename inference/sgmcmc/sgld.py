@@ -56,14 +56,14 @@ def build_kernel():
 
     def kernel(state: SGLDState, generator: torch.Generator | None, logdensity: LogDensity, step_size: float,
                temperature: float, inverse_mass: Tensor | None = None) -> tuple[SGLDState, SGLDInfo]:
-        variance = (torch.full_like(state.position, step_size) if inverse_mass is None
-                    else (step_size * inverse_mass).expand_as(state.position))
-        position = (state.position + variance * state.logdensity_grad
-                    + langevin_noise(variance, temperature, generator))
+        variance = step_size if inverse_mass is None else (step_size * inverse_mass).expand_as(state.position)
+        drift = (torch.mul(state.logdensity_grad, step_size) if inverse_mass is None
+                 else variance * state.logdensity_grad)
+        position = state.position + drift.add_(langevin_noise(variance, temperature, generator, like=state.position))
         value, grad = logdensity.value_and_grad(position)
         ok = finite_step(position, value, grad)
-        new = SGLDState(keep_where(ok, position, state.position), keep_where(ok, value, state.logdensity),
-                        keep_where(ok, grad, state.logdensity_grad), state.iteration + 1)
+        kept = keep_where(ok, (position, value, grad), (state.position, state.logdensity, state.logdensity_grad))
+        new = SGLDState(*kept, state.iteration + 1)
         return new, SGLDInfo(~ok)
 
     return kernel

@@ -91,8 +91,14 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
         dims = tuple(range(-event_dims, 0))
         if prior.batch_shape == () and event_dims:  # one scalar prior: the constants leave the sum
             count = math.prod(value.shape[-event_dims:])
-            squares = ((value - prior.loc) ** 2).sum(dims)
-            lp = -squares / (2 * prior.scale**2) - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI)
+            if prior.loc.requires_grad or prior.scale.requires_grad or prior.loc.device.type != "cpu":
+                squares = ((value - prior.loc) ** 2).sum(dims)
+                lp = (-squares / (2 * prior.scale**2)
+                      - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI))
+            else:  # Python constants, formed in the parameters' dtype as torch's Normal does: fewer graph nodes
+                loc, two_variance = float(prior.loc), float(2 * prior.scale**2)
+                squares = (value.square() if loc == 0.0 else (value - loc).square()).sum(dims)
+                lp = squares / -two_variance - count * (float(prior.scale.log()) + _LOG_SQRT_2PI)
         else:
             lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
             lp = lp.sum(dims) if event_dims else lp
