@@ -56,6 +56,41 @@ def _error(fn) -> str:
     return "no error"
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupted_and_resumed(model, shard, path: Path) -> dict:
+    """Data-parallel SGHMC with minibatches, uninterrupted; then stopped two thirds through (every rank at the
+    same step, before that step's all-reduce) and resumed from the ranks' checkpoints."""
+    settings = dict(method="sghmc", batch_size=10, distributed="data", step_size=1e-2, checkpoint_every=7, **SHORT,
+                    **QUIET)
+    log_likelihood, calls = model.log_likelihood, []
+
+    def interrupting(theta, batch, limit=None):
+        calls.append(1)
+        if limit is not None and len(calls) > limit:
+            raise _Interrupt
+        return log_likelihood(theta, batch)
+
+    model.log_likelihood = interrupting
+    uninterrupted = inference.sample(model, shard, **settings).samples
+    total_calls = len(calls)
+    limit, calls[:] = 2 * total_calls // 3, []
+    model.log_likelihood = lambda theta, batch: interrupting(theta, batch, limit)
+    try:
+        inference.sample(model, shard, checkpoint=path, **settings)
+        stopped = False
+    except _Interrupt:
+        stopped = True
+    saved = distributed.rank_path(path).exists()
+    model.log_likelihood, calls[:] = interrupting, []
+    resumed = inference.sample(model, shard, checkpoint=path, **settings).samples
+    model.log_likelihood = log_likelihood
+    return {"resume_stopped": stopped and saved, "resume_calls": (len(calls), total_calls),
+            "resume_uninterrupted": uninterrupted, "resume_resumed": resumed}
+
+
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
@@ -71,6 +106,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         results["full_batch_sgld"] = inference.sample(model, shard, method="sgld", distributed="data",
                                                       step_size=1e-3, **SHORT, **QUIET).samples
         results["mcse"] = inference.sample(model, shard, distributed="data", **MCSE_RUN, **QUIET).samples
+        results.update(_interrupted_and_resumed(model, shard, Path(out) / "resume.ckpt"))
         chains = inference.sample(model, data, distributed="chains", **CHAINS_RUN, **QUIET)
         results["chains"] = chains.samples
         results["chains_info"] = chains.info

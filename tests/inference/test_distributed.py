@@ -70,6 +70,17 @@ def test_data_parallel_sgld_conjugate_regression_within_mcse(ranks):
     assert torch.equal(ranks[0]["mcse"], ranks[1]["mcse"])
 
 
+def test_interrupted_data_parallel_run_resumes_bit_identically(ranks):
+    """Every rank checkpoints its own file (``path.rank<r>``); stopped two thirds through and resumed, the run
+    equals the uninterrupted one, and the ranks stay identical."""
+    for rank in ranks:
+        assert rank["resume_stopped"]  # and its checkpoint file exists
+        resumed_calls, total_calls = rank["resume_calls"]
+        assert 0 < resumed_calls < total_calls / 2  # it continued from a checkpoint past the middle
+        assert torch.equal(rank["resume_resumed"], rank["resume_uninterrupted"])
+    assert torch.equal(ranks[0]["resume_resumed"], ranks[1]["resume_resumed"])
+
+
 def test_independent_chains_are_gathered_with_cross_chain_rhat(ranks):
     _, _, mean, cov = conjugate_regression()
     per_rank, draws = worker.CHAINS_RUN["num_chains"], worker.CHAINS_RUN["num_samples"] // worker.CHAINS_RUN["thin"]
