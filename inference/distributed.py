@@ -196,25 +196,30 @@ class ShardTerm(MinibatchLogDensity):
     """One rank's term of the data-parallel log posterior: ``log p(theta) / W + (N_r / |B|) sum_B log p(y | x,
     theta) / T`` on a batch ``B`` of this rank's ``N_r`` rows (default batch: the whole shard)."""
 
-    def __init__(self, model: ProbModel, shard: Batch, world_size: int, *, temperature: float = 1.0,
-                 dtype: torch.dtype | None = None):
+    def __init__(self, model: ProbModel, shard: Batch, world_size: int, *, num_data: int | None = None,
+                 temperature: float = 1.0, dtype: torch.dtype | None = None):
         self.world_size = world_size
-        super().__init__(model, shard[0].shape[0], shard, temperature=temperature, dtype=dtype)
+        super().__init__(model, shard[0].shape[0] if num_data is None else num_data, shard, temperature=temperature,
+                         dtype=dtype)
 
     def _value(self, theta: Tensor, batch: Batch) -> Tensor:
         scale = self.num_data / (batch[0].shape[0] * self.temperature)
         return self.model.log_prior(theta) / self.world_size + scale * self.model.log_likelihood(theta, batch).sum(-1)
 
 
-def data_parallel(model: ProbModel, shard: Batch, batch_size: int | None, *, seed: int, temperature: float = 1.0,
+def data_parallel(model: ProbModel, shard: Batch | torch.utils.data.DataLoader, batch_size: int | None, *,
+                  seed: int, temperature: float = 1.0,
                   dtype: torch.dtype | None = None) -> tuple[AllReduced, BatchStream | None]:
     """The all-reduced log posterior over every rank's shard and this rank's minibatch stream.
 
     Args:
         model: The model (the same on every rank).
-        shard: This rank's rows ``(x, y)`` (:func:`shard` cuts them from a whole data set).
+        shard: This rank's rows ``(x, y)`` (:func:`shard` cuts them from a whole data set), or a ``DataLoader``
+            of this rank's minibatches, e.g. with a ``torch.utils.data.distributed.DistributedSampler`` (its
+            ``N_r`` is ``len(loader.sampler)`` for a ``DistributedSampler``, else ``len(loader.dataset)``; its
+            first batch is the default batch, as in single-process sampling).
         batch_size: The global minibatch size ``|B|`` (each rank draws its share, :func:`split_batch_size`, from
-            its own shard); ``None``: full batch (the exact log posterior).
+            its own shard); ``None``: full batch (the exact log posterior), or the ``DataLoader``'s batches.
         seed: Seeds the minibatch order (the same on every rank).
         temperature: Likelihood tempering ``T``.
         dtype: Floating-point type of the batches (default: that of ``x``, else torch's default).
@@ -225,10 +230,14 @@ def data_parallel(model: ProbModel, shard: Batch, batch_size: int | None, *, see
     Raises:
         ValueError: a shard is empty, or every rank holds the same data (pass each rank its own shard).
     """
-    if isinstance(shard, torch.utils.data.DataLoader):
-        raise ValueError("distributed='data' takes this rank's shard as (x, y) tensors, not a DataLoader")
     rank, world_size = world()
-    num_rows = int(shard[0].shape[0]) if hasattr(shard[0], "shape") and len(shard[0].shape) else 0
+    loader = shard if isinstance(shard, torch.utils.data.DataLoader) else None
+    if loader is not None:
+        batches = BatchStream(loader, batch_size, seed=seed)
+        shard = next(iter(loader))
+        num_rows = batches.num_data
+    else:
+        num_rows = int(shard[0].shape[0]) if hasattr(shard[0], "shape") and len(shard[0].shape) else 0
     problem: Exception | None = None
     fingerprint = torch.zeros(4, dtype=torch.float64)
     if num_rows == 0:
@@ -253,9 +262,11 @@ def data_parallel(model: ProbModel, shard: Batch, batch_size: int | None, *, see
         raise ValueError("every rank holds the same data: in data-parallel sampling each rank passes its own shard "
                          "(inference.distributed.shard(data) cuts it from the whole data set)")
     dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
-    local_batch = None if batch_size is None else split_batch_size(batch_size, rank, world_size)
-    batches = None if local_batch is None else BatchStream((x, y), local_batch, seed=seed, prepared=True)
-    logdensity = AllReduced(ShardTerm(model, (x, y), world_size, temperature=temperature, dtype=dtype))
+    if loader is None:
+        local_batch = None if batch_size is None else split_batch_size(batch_size, rank, world_size)
+        batches = None if local_batch is None else BatchStream((x, y), local_batch, seed=seed, prepared=True)
+    logdensity = AllReduced(ShardTerm(model, (x, y), world_size, num_data=num_rows, temperature=temperature,
+                                      dtype=dtype))
     return logdensity, batches
 
 

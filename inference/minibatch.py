@@ -68,7 +68,8 @@ class BatchStream:
     order of the batches does not depend on the sampler's random numbers. A ``torch.utils.data.DataLoader`` is
     iterated as it is; when its sampler has a ``torch.Generator`` (``DataLoader(..., shuffle=True,
     generator=torch.Generator())``), that generator is reseeded from ``(seed, epoch)`` at every epoch so that a
-    resumed run sees the same order.
+    resumed run sees the same order; a ``DistributedSampler`` is told the epoch (``set_epoch``), and its rows
+    (``len(sampler)``, this rank's share) are the data set's size.
 
     Args:
         data: ``(x, y)`` with ``n`` rows, or a ``DataLoader`` yielding ``(x, y)`` pairs.
@@ -85,7 +86,9 @@ class BatchStream:
             if batch_size is not None:
                 raise ValueError("batch_size is set by the DataLoader itself; pass batch_size=None with a DataLoader")
             self.loader, self.data, self.rows = data, None, None
-            self.num_data, self.batches_per_epoch = len(data.dataset), len(data)
+            sharded = isinstance(data.sampler, torch.utils.data.distributed.DistributedSampler)
+            self.num_data = len(data.sampler) if sharded else len(data.dataset)
+            self.batches_per_epoch = len(data)
             self.epoch, self.index, self._iterator = 0, 0, None
         else:
             self.loader, self.data, self.prepared = None, data, prepared
@@ -115,6 +118,8 @@ class BatchStream:
         generator = getattr(self.loader.sampler, "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        if isinstance(self.loader.sampler, torch.utils.data.distributed.DistributedSampler):
+            self.loader.sampler.set_epoch(self.epoch)  # its order is a function of (its seed, epoch)
         self._iterator = iter(self.loader)
         for _ in range(self.index):
             next(self._iterator)

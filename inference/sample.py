@@ -230,8 +230,9 @@ def sample(
             logdensity, batches = _distributed.data_parallel(model, data, batch_size, seed=seed,
                                                              temperature=temperature, dtype=dtype)
             dtype = logdensity.local.dtype
-            x = model.prepare_batch(data)[0]
-            data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(data))} (rank shard)"
+            first = next(iter(data)) if is_loader else data
+            x = model.prepare_batch(first)[0]
+            data_hash = f"{fingerprint.tensor_hash(*model.prepare_batch(first))} (rank shard)"
         elif is_loader or batch_size is not None:
             batches = BatchStream(data if is_loader else model.prepare_batch(data), batch_size, seed=seed,
                                   prepared=not is_loader)

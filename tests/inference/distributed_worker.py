@@ -105,6 +105,15 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
             results[f"short_{method}"] = post.samples
         results["full_batch_sgld"] = inference.sample(model, shard, method="sgld", distributed="data",
                                                       step_size=1e-3, **SHORT, **QUIET).samples
+        dataset = torch.utils.data.TensorDataset(*data)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=20, sampler=torch.utils.data.distributed.
+                                             DistributedSampler(dataset, shuffle=False))  # the whole rank share
+        results["loader_full_batch_sgld"] = inference.sample(model, loader, method="sgld", distributed="data",
+                                                             step_size=1e-3, **SHORT, **QUIET).samples
+        shuffled = torch.utils.data.DataLoader(dataset, batch_size=5, sampler=torch.utils.data.distributed.
+                                               DistributedSampler(dataset, seed=1))
+        results["loader_sgld"] = inference.sample(model, shuffled, method="sgld", distributed="data",
+                                                  step_size=1e-3, **SHORT, **QUIET).samples
         results["mcse"] = inference.sample(model, shard, distributed="data", **MCSE_RUN, **QUIET).samples
         results.update(_interrupted_and_resumed(model, shard, Path(out) / "resume.ckpt"))
         chains = inference.sample(model, data, distributed="chains", **CHAINS_RUN, **QUIET)

@@ -48,6 +48,16 @@ def test_two_shards_match_one_process_on_all_the_data_full_batch(ranks):
     torch.testing.assert_close(ranks[0]["full_batch_sgld"], expected, rtol=1e-10, atol=1e-10)
 
 
+def test_data_loaders_with_distributed_samplers(ranks):
+    """Each rank's ``DataLoader`` over a ``DistributedSampler``: batches of the whole rank share sum to the full
+    data (the run equals the full-batch one); shuffled batches of 5 keep the ranks bit-identical."""
+    torch.testing.assert_close(ranks[0]["loader_full_batch_sgld"], ranks[0]["full_batch_sgld"], rtol=1e-10,
+                               atol=1e-10)
+    assert torch.equal(ranks[0]["loader_sgld"], ranks[1]["loader_sgld"])
+    assert not torch.equal(ranks[0]["loader_sgld"], ranks[0]["short_sgld"])  # other batches than the tensors'
+    assert bool(torch.isfinite(ranks[0]["loader_sgld"]).all())
+
+
 def test_two_shards_match_one_process_on_all_the_data_with_minibatches(ranks):
     """One process fed the union of the ranks' minibatches (5 rows of each shard, scaled by 40 / 10) takes the
     same steps as the two ranks (each scaling its 5 rows by 20 / 5)."""
