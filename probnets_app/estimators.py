@@ -106,7 +106,8 @@ class _BNNBase(BaseEstimator):
             # function-space check below is what matters for predictions.
             warnings.simplefilter("ignore", ConvergenceWarning)
             posterior = inference.sample(model, (xt, yt), method=self.method, seed=self.seed, dtype=dtype,
-                                         progress=bar, print_summary=False, **settings)
+                                         progress=bar, print_summary=False, until_converged=self.until_converged,
+                                         max_time=self.max_time, **settings)
         self.model_, self.posterior_ = model, posterior
         check, f_warnings = function_space_check(model, posterior, xt[:_DIAGNOSTIC_POINTS])
         self.diagnostics_ = {
@@ -118,6 +119,10 @@ class _BNNBase(BaseEstimator):
         }
         if "noise_scale_rhat" in check:  # the noise scale is identifiable and part of predictions
             self.diagnostics_["noise_scale_rhat"] = check["noise_scale_rhat"]
+        if "until_converged" in posterior.info:
+            outcome = posterior.info["until_converged"]
+            self.diagnostics_["until_converged"] = {k: outcome[k] for k in ("converged", "reason", "rounds",
+                                                                             "total_time")}
         diverging = posterior.sample_stats.get("diverging")
         self.convergence_warnings_ = (f_warnings + (diagnostics.divergence_warnings(diverging) if diverging is not None
                                                     else []) + sampling_warnings(posterior))
@@ -162,6 +167,11 @@ class BNNRegressor(RegressorMixin, _BNNBase):
             sampling starts and one with the time and function-space diagnostics when it ends; ``True``: the
             bar; ``False``: silent.
         dtype: ``"float64"`` or ``"float32"``.
+        until_converged: Sample in rounds of doubling warm-up and draws until the function-space R-hat is at
+            most 1.01 and the bulk and tail ESS at least 400, or ``max_time`` runs out
+            (``inference.sample(until_converged=True)``); ``diagnostics_["until_converged"]`` says which.
+        max_time: Time budget in seconds of ``until_converged`` (``None``: rounds until converged, at most
+            ``inference.until_converged.DEFAULT_MAX_ROUNDS``).
 
     Attributes:
         posterior_: The :class:`~inference.posterior.SamplePosterior` (standardised units).
@@ -177,7 +187,8 @@ class BNNRegressor(RegressorMixin, _BNNBase):
     """
 
     def __init__(self, widths=(50,), activation="tanh", method="chees", num_chains=None, num_warmup=None,
-                 num_samples=None, prior_scale=1.0, noise_prior=None, seed=0, progress="auto", dtype="float64"):
+                 num_samples=None, prior_scale=1.0, noise_prior=None, seed=0, progress="auto", dtype="float64",
+                 until_converged=False, max_time=None):
         self.widths = widths
         self.activation = activation
         self.method = method
@@ -189,6 +200,8 @@ class BNNRegressor(RegressorMixin, _BNNBase):
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
+        self.until_converged = until_converged
+        self.max_time = max_time
 
     def fit(self, X, y):
         """Standardise ``X`` and ``y`` with their training statistics and sample the posterior."""
@@ -259,7 +272,8 @@ class BNNClassifier(ClassifierMixin, _BNNBase):
     """
 
     def __init__(self, widths=(50,), activation="tanh", method="chees", num_chains=None, num_warmup=None,
-                 num_samples=None, prior_scale=1.0, seed=0, progress="auto", dtype="float64"):
+                 num_samples=None, prior_scale=1.0, seed=0, progress="auto", dtype="float64",
+                 until_converged=False, max_time=None):
         self.widths = widths
         self.activation = activation
         self.method = method
@@ -270,6 +284,8 @@ class BNNClassifier(ClassifierMixin, _BNNBase):
         self.seed = seed
         self.progress = progress
         self.dtype = dtype
+        self.until_converged = until_converged
+        self.max_time = max_time
 
     def fit(self, X, y):
         """Standardise ``X``, encode the labels as ``0..K-1`` and sample the posterior."""

@@ -132,7 +132,8 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
                 activation: str = "tanh", prior: str = "fan-in", prior_scale: float = 3.0,
                 noise_scale: float | None = None,
                 method: str = "chees", num_chains: int = 8, num_warmup: int = 200, num_samples: int = 32,
-                warm_start_warmup: int = 100, pretrain_steps: int = 500, progress: bool = False) -> Model:
+                warm_start_warmup: int = 100, pretrain_steps: int = 500, progress: bool = False,
+                until_converged: bool = False, max_time: float | None = None) -> Model:
     """A tanh BNN on normalised inputs and standardised outcomes, sampled with probnets' ChEES-HMC (or NUTS/HMC).
 
     Following the BNN-surrogate study's HMC recipe (Li, Rudner and Wilson 2024) the chains start from MAP
@@ -152,6 +153,9 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
         method, num_chains, num_warmup, num_samples: Sampler settings (see ``inference.sample``).
         warm_start_warmup: Warm-up iterations when starting from ``warm_start``.
         pretrain_steps: Adam steps of the MAP start (cold starts only). progress: Show the sampler's bar.
+        until_converged, max_time: Sample in rounds until the function-space R-hat and ESS pass, within
+            ``max_time`` seconds (``inference.sample``); the outcome is in
+            ``model.posterior_samples.info["until_converged"]``.
     """
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     bnn = _surrogate_bnn(X, Y, widths, activation, prior, prior_scale, noise_scale)
@@ -162,7 +166,8 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
         init, warmup = _map_estimates(bnn, (Xn, Yn), num_chains, pretrain_steps, generator), num_warmup
     post = inference.sample(bnn, (Xn, Yn), method=method, num_chains=num_chains, num_warmup=warmup,
                             num_samples=num_samples, seed=seed, init=init, progress=progress,
-                            print_summary=False, check_convergence=False)
+                            print_summary=False, check_convergence=False, until_converged=until_converged,
+                            max_time=max_time)
     model = SampleEnsembleModel(bnn, post.samples, input_transform=input_tf, outcome_transform=outcome_tf)
     model.warm_start = post.samples[:, -1].clone()
     model.posterior_samples = post

@@ -130,3 +130,15 @@ def test_predict_checks(fitted_regressor):
         fitted_regressor.predict(np.zeros((3, 2)))  # wrong number of features
     with pytest.raises(ValueError):
         fitted_regressor.predict_interval(np.zeros((3, 1)), level=1.5)
+
+
+@pytest.mark.parametrize("estimator", [BNNRegressor, BNNClassifier])
+def test_until_converged_runs_in_rounds_and_reports_the_outcome(regression_data, estimator):
+    """A budget that ends after the first round is reported as such; without the option there is no outcome."""
+    X, y = regression_data
+    target = y if estimator is BNNRegressor else (y > 10.0).astype(int)
+    fitted = estimator(**TINY, until_converged=True, max_time=1e-6, progress=False).fit(X, target)
+    assert fitted.diagnostics_["until_converged"]["reason"] == "max_time"
+    assert fitted.diagnostics_["until_converged"]["rounds"] == 1 and not fitted.diagnostics_["until_converged"][
+        "converged"]
+    assert "until_converged" not in estimator(**TINY, progress=False).fit(X, target).diagnostics_

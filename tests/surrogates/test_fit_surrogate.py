@@ -173,6 +173,15 @@ def test_weighted_members():
         SampleEnsembleModel(bnn, theta, log_weights=torch.zeros(2))
 
 
+def test_hmc_surrogate_samples_until_converged_within_a_budget():
+    X, Y = toy_data(torch.float64)
+    with pytest.warns(UserWarning, match="time budget"):
+        model = fit_surrogate(X, Y[:, :1], "hmc-bnn", bounds=BOUNDS, until_converged=True, max_time=1e-6,
+                              **TINY_HMC)
+    outcome = model.posterior_samples.info["until_converged"]
+    assert outcome["reason"] == "max_time" and outcome["rounds"] == 1
+
+
 def test_hmc_warm_start_is_used():
     X, Y = toy_data(torch.float64)
     first = fit_surrogate(X, Y[:, :1], "hmc-bnn", bounds=BOUNDS, **TINY_HMC)
