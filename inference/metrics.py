@@ -145,6 +145,22 @@ def nll(pred: Predictive, y, *, y_scale: ScaleLike = 1.0) -> float:
     return float(-pred.log_prob(y).mean() + log_jacobian)
 
 
+def nll_standard_error(pred: Predictive, y) -> float:
+    """Standard error of ``nll``: the standard deviation of the points' ``-log p(y_i | x_i)`` over ``sqrt(n)``
+    (the same in any units: the scale only shifts every point's term).
+
+    Args:
+        pred: Predictive over ``n >= 2`` points.
+        y: As for :func:`nll`.
+    """
+    _require_predictive(pred)
+    targets = _class_targets(pred, y) if pred.is_classification else _regression_targets(pred, y)
+    pointwise = pred.log_prob(targets)
+    if pointwise.numel() < 2:
+        raise ValueError(f"the standard error of the NLL needs at least 2 points, got {pointwise.numel()}")
+    return float(pointwise.std() / math.sqrt(pointwise.numel()))
+
+
 def _is_unit_scale(y_scale: ScaleLike) -> bool:
     return bool((torch.as_tensor(y_scale, dtype=torch.float64) == 1).all())
 

@@ -99,6 +99,7 @@ def fit_report(model: ProbModel, posterior: SamplePosterior, split, *, out_dir: 
         scores = metrics.evaluate(pred, y_test)
     else:
         scores = metrics.evaluate(pred, y_test, level=level, y_scale=y_scale)
+        scores["nll_se"] = metrics.nll_standard_error(pred, y_test)
         scores["units"] = "original" if (y_shift, y_scale) != (0.0, 1.0) else "as given"
     diag, f_warnings = function_space_diagnostics(model, posterior, x_test, y_scale)
     names, draws = summary_draws(model, posterior, y_scale)

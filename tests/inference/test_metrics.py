@@ -152,6 +152,19 @@ def test_nll_of_classifiers_by_hand():
     assert nll(bernoulli([0.8, 0.3]), [1, 1]) == pytest.approx(-(math.log(0.8) + math.log(0.3)) / 2, abs=1e-13)
 
 
+def test_nll_standard_error_by_hand():
+    pred = gaussian_mixture([[0.0, 0.0, 0.0]], noise=1.0)
+    y = np.array([0.0, 1.0, 3.0])
+    pointwise = 0.5 * math.log(2 * math.pi) + 0.5 * y**2
+    assert metrics.nll_standard_error(pred, y) == pytest.approx(np.std(pointwise, ddof=1) / math.sqrt(3), abs=1e-13)
+    probs = [[0.7, 0.3], [0.2, 0.8], [0.5, 0.5]]
+    pointwise = -np.log([0.7, 0.8, 0.5])
+    assert metrics.nll_standard_error(classifier(probs), [0, 1, 1]) == pytest.approx(
+        np.std(pointwise, ddof=1) / math.sqrt(3), abs=1e-13)
+    with pytest.raises(ValueError, match="at least 2 points"):
+        metrics.nll_standard_error(gaussian_mixture([[0.0]]), [0.0])
+
+
 def test_nll_of_mixture_classifier_uses_mixture_probabilities():
     # two draws with probabilities 0.9 and 0.5 of class 1: the mixture gives 0.7, not exp(mean log p)
     pred = Predictive(torch.logit(torch.tensor([0.9, 0.5], dtype=DT))[:, None, None], Bernoulli())
