@@ -18,13 +18,13 @@ from probnets_app.command import Command
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from surrogates.bo import MULTI_OBJECTIVE, SINGLE_OBJECTIVE
-    from surrogates.fit import KINDS
-    from surrogates.problems import PROBLEMS
+    from probnets_app.light_import import light_module
 
-    parser.add_argument("--problem", choices=PROBLEMS, required=True)
-    parser.add_argument("--surrogate", choices=sorted(KINDS), default="gp", help="surrogate kind (default: gp)")
-    parser.add_argument("--acquisition", choices=SINGLE_OBJECTIVE + MULTI_OBJECTIVE,
+    names = light_module("surrogates", "names")  # no BoTorch import for --help
+    parser.add_argument("--problem", choices=names.PROBLEMS, required=True)
+    parser.add_argument("--surrogate", choices=sorted(names.SURROGATE_KINDS), default="gp",
+                        help="surrogate kind (default: gp)")
+    parser.add_argument("--acquisition", choices=names.SINGLE_OBJECTIVE + names.MULTI_OBJECTIVE,
                         help="default: qlognei (single objective) or qlognehvi (multi-objective)")
     parser.add_argument("--q", type=arguments.positive_int, default=1, help="points per iteration (default: 1)")
     parser.add_argument("--n-init", type=arguments.positive_int, default=10, help="initial Sobol points (default: 10)")
@@ -40,7 +40,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from probnets_app.regret_plot import plot_regret
-    from surrogates.bo import MULTI_OBJECTIVE, run_bo
+    from surrogates.bo import run_bo
+    from surrogates.names import MULTI_OBJECTIVE
     from surrogates.problems import get_problem
 
     out = output.check_out_dir(args.out)

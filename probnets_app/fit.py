@@ -21,9 +21,9 @@ from probnets_app.data import load_split
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from probnets_app.sampler_table import sampler_registry
+    from probnets_app.light_import import light_module
 
-    registry = sampler_registry()  # no torch import for --help
+    registry = light_module("inference", "registry")  # no torch import for --help
 
     parser.epilog = ("Method defaults (chains/warm-up/draws): "
                      + "; ".join(f"{s.name}: {s.num_chains}/{s.num_warmup}/{s.num_samples}"

@@ -18,10 +18,9 @@ from torch import Tensor
 from inference import checkpoint as checkpoint_io
 from inference.progress import ProgressBar
 from surrogates.fit import KINDS, fit_surrogate
+from surrogates.names import MULTI_OBJECTIVE, SINGLE_OBJECTIVE
 from surrogates.problems import Problem, get_problem
 
-SINGLE_OBJECTIVE = ("qlognei", "qlogei", "qucb")
-MULTI_OBJECTIVE = ("qlognehvi",)
 
 
 @dataclass

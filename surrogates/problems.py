@@ -17,6 +17,7 @@ from botorch.test_functions.multi_objective import DTLZ1, DTLZ5, BraninCurrin
 from torch import Tensor
 
 from probnets import BNN
+from surrogates.names import PROBLEMS
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,6 @@ class Problem:
         return Y.unsqueeze(-1) if Y.dim() == X.dim() - 1 else Y
 
 
-PROBLEMS = ("branin", "hartmann6", "ackley10", "branincurrin", "dtlz1", "dtlz5", "bnn-draw", "poly-draw")
 
 
 def get_problem(name: str, *, dim: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float64) -> Problem:

@@ -25,3 +25,24 @@ def test_cli_rejects_bad_options_without_output(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bo", "--problem", "branincurrin", "--acquisition", "qucb", "--out", str(out)])
     assert not out.exists()
+
+
+def test_bo_help_imports_neither_torch_nor_botorch_and_lists_every_name():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from probnets_app import cli; p = cli.build_parser(['bo']); "
+            "print([m for m in ('torch', 'botorch', 'surrogates') if m in sys.modules]); "
+            "acts = {x.dest: x for x in p._subparsers._group_actions[0].choices['bo']._actions}; "
+            "print(';'.join(','.join(acts[d].choices) for d in ('problem', 'surrogate', 'acquisition')))")
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo,
+                         env={"PYTHONPATH": str(repo), "PATH": ""}).stdout.splitlines()
+    from surrogates import KINDS, PROBLEMS
+    from surrogates.names import MULTI_OBJECTIVE, SINGLE_OBJECTIVE
+
+    assert out[0] == "[]"
+    problems, kinds, acquisitions = (part.split(",") for part in out[1].split(";"))
+    assert problems == list(PROBLEMS) and sorted(kinds) == sorted(KINDS)
+    assert acquisitions == list(SINGLE_OBJECTIVE + MULTI_OBJECTIVE)
