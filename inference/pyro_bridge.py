@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pyro
 import torch
+from pyro.distributions.util import scale_and_mask
 from torch import Tensor
 
 from probnets.model import LogDensity
@@ -18,15 +20,25 @@ class PyroTarget(LogDensity):
     ``theta`` ``(..., D)`` holds every latent site, unconstrained and flattened in trace order (see
     ``spec``); ``constrain`` maps draws back to the sites' supports. The log density is minus Pyro's
     potential energy, so it includes the log-Jacobians of the constraining transforms.
+
+    All chains are evaluated in one call when the model allows it, chosen once at the first evaluation and
+    checked against the chain-by-chain potential: ``"plate"``, the model run once inside an extra outer
+    ``pyro.plate`` over the chains (as Pyro's ``vectorize_particles``), which works when every tensor the model
+    builds broadcasts over a new leftmost batch dimension; else ``"vmap"`` (``torch.func.vmap`` of the
+    potential); else ``"loop"``, one potential call per chain, with a ``UserWarning`` saying why. ``batching``
+    holds the path in use (``None`` before the first evaluation).
     """
 
-    def __init__(self, potential_fn: Callable[[dict[str, Tensor]], Tensor], spec: ParamSpec, transforms: dict):
+    def __init__(self, potential_fn: Callable[[dict[str, Tensor]], Tensor], spec: ParamSpec, transforms: dict,
+                 plated: Callable[[Tensor], Tensor] | None = None):
         self.potential_fn = potential_fn
         self.spec = spec
         self.dtype = torch.get_default_dtype()  # of the model's sites, set by from_pyro
         self.last_error: Exception | None = None  # the last model error reported as -inf
         self.transforms = transforms
-        self._vmapped = None
+        self.batching: str | None = None
+        self._plated = plated
+        self._batched: Callable[[Tensor], Tensor] | None = None
         super().__init__(self._logdensity, spec.dim)
 
     def _single(self, theta: Tensor) -> Tensor:
@@ -44,25 +56,39 @@ class PyroTarget(LogDensity):
     def _logdensity(self, theta: Tensor) -> Tensor:
         flat = theta.reshape(-1, self.spec.dim)
         with pyro.validation_enabled(False):
-            if self._vmapped is None:
-                self._vmapped = self._choose_batching(flat)
-            if self._vmapped is not False:
+            if self.batching is None:
+                self._choose_batching(flat)
+            if self._batched is not None:
                 try:
-                    return self._vmapped(flat).reshape(theta.shape[:-1])
+                    return self._batched(flat).reshape(theta.shape[:-1])
                 except (ValueError, RuntimeError):
-                    pass
+                    pass  # e.g. a scale underflowing at one chain's extreme point: per chain, that one gets -inf
             return torch.stack([self._guarded(t) for t in flat]).reshape(theta.shape[:-1])
 
-    def _choose_batching(self, flat: Tensor):
-        """Use ``torch.func.vmap`` over chains when the model allows it, else a loop over chains."""
+    def _choose_batching(self, flat: Tensor) -> None:
+        """The first path that reproduces the chain-by-chain potential on these points (class docstring)."""
+        probe = flat[:2] if flat.shape[0] >= 2 else flat
         try:
-            batched = torch.func.vmap(self._single)
-            expected = torch.stack([self._single(t) for t in flat[:2]])
-            if torch.allclose(batched(flat[:2]), expected, equal_nan=True):
-                return batched
-        except Exception:  # noqa: BLE001 - any failure means the model is not vmappable
-            pass
-        return False
+            expected = torch.stack([self._single(t) for t in probe])
+        except (ValueError, RuntimeError):
+            return  # the model fails at these points: no reference yet, this call runs chain by chain
+        problems = []
+        candidates = ([("plate", self._plated)] if self._plated is not None else []) + \
+            [("vmap", torch.func.vmap(self._single))]
+        for name, batched in candidates:
+            try:
+                value = batched(probe)
+                if value.shape == expected.shape and torch.allclose(value, expected, equal_nan=True):
+                    self.batching, self._batched = name, batched
+                    return
+                problems.append(f"{name}: values differ from the chain-by-chain potential")
+            except Exception as exc:  # noqa: BLE001 - any failure means this path does not apply to the model
+                problems.append(f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        self.batching = "loop"
+        warnings.warn("from_pyro: the model is evaluated chain by chain (slow); it does not broadcast over an extra "
+                      "leftmost batch dimension (" + "; ".join(problems) + "). Write its tensors so that they "
+                      "broadcast (sample sites inside pyro.plate, no in-place reshapes of latents) to vectorise "
+                      "the chains.", UserWarning, stacklevel=4)
 
     def constrain(self, theta: Tensor) -> dict[str, Tensor]:
         """Constrained site values ``(..., *site_shape)`` for unconstrained draws ``theta`` ``(..., D)``."""
@@ -75,6 +101,41 @@ class PyroTarget(LogDensity):
         dtype of the model's sites unless ``dtype`` is given)."""
         dtype = dtype or self.dtype
         return (2 * torch.rand((num, self.spec.dim), generator=generator, dtype=dtype) - 1) * radius
+
+
+def _plated_logdensity(model: Callable, args, kwargs, trace, spec: ParamSpec,
+                       transforms: dict) -> Callable[[Tensor], Tensor]:
+    """The log density of ``C`` chains ``theta`` ``C x D`` from one run of ``model`` inside an outer plate of size
+    ``C``, left of its own plates: latent values conditioned as ``C x 1 ... 1 x site shape``, every site's scaled
+    and masked ``log_prob`` summed per chain, plus the constraining transforms' log-Jacobians."""
+    nesting = max((-frame.dim for site in trace.nodes.values() if site["type"] == "sample"
+                   for frame in site["cond_indep_stack"] if frame.vectorized), default=0)
+    batch_dims = {name: len(trace.nodes[name]["fn"].batch_shape) for name in spec.names}
+
+    def logdensity(theta: Tensor) -> Tensor:
+        chains = theta.shape[0]
+        values, log_jacobian = {}, theta.new_zeros(chains)
+        for name, u in spec.unflatten(theta).items():
+            transform = transforms.get(name)
+            x = u if transform is None else transform.inv(u)
+            if transform is not None:
+                jacobian = transform.inv.log_abs_det_jacobian(u, x)
+                log_jacobian = log_jacobian + jacobian.reshape(chains, -1).sum(-1)
+            values[name] = x.reshape(chains, *(1,) * (nesting - batch_dims[name]), *x.shape[1:])
+        with pyro.plate("_probnets_chains", chains, dim=-nesting - 1):
+            run = pyro.poutine.trace(pyro.poutine.condition(model, data=values)).get_trace(*args, **kwargs)
+        total = log_jacobian
+        for site in run.nodes.values():
+            if site["type"] != "sample":
+                continue
+            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+            if torch.is_tensor(lp) and lp.dim() > nesting and lp.shape[0] == chains:  # differs between chains
+                total = total + lp.reshape(chains, -1).sum(-1)
+            else:
+                total = total + torch.as_tensor(lp).sum()
+        return total
+
+    return logdensity
 
 
 def from_pyro(model: Callable, *args, **kwargs) -> PyroTarget:
@@ -115,7 +176,9 @@ def from_pyro(model: Callable, *args, **kwargs) -> PyroTarget:
                              f"continuous site {name!r} from {tuple(expected)} to {tuple(value.shape)}. "
                              f"{_ENUMERATION_RULES}")
     spec = ParamSpec(tuple(init_params), tuple(v.shape for v in init_params.values()))
-    target = PyroTarget(potential_fn, spec, {k: transforms[k] for k in transforms})
+    transforms = {k: transforms[k] for k in transforms}
+    plated = None if discrete else _plated_logdensity(model, args, kwargs, plain, spec, transforms)
+    target = PyroTarget(potential_fn, spec, transforms, plated)
     target.dtype = next(iter(init_params.values())).dtype
     return target
 

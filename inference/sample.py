@@ -307,6 +307,8 @@ def sample(
                                    checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
             posterior.info["grad_evals"] = counter.grad_evals
     posterior.constrain = getattr(target, "constrain", None)
+    if getattr(target, "batching", None) is not None:  # a Pyro model: how its chains were evaluated
+        posterior.info["batching"] = target.batching
     if distributed == "chains":
         posterior = _distributed.gather_chains(posterior)
     if distributed is not None:
