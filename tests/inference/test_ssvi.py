@@ -72,10 +72,16 @@ def test_sparse_linear_matches_dense_products_and_gradients(nnz):
     assert torch.autograd.gradcheck(lambda v, h: sparse_linear(v, h, layout), (values, x))
     assert torch.allclose(sparse_linear(values, x, layout), x @ layout.dense(values).T)
     draws = torch.randn(3, nnz, generator=g, dtype=torch.float64)
-    h = torch.randn(3, 4, 7, generator=g, dtype=torch.float64)
+    bias = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    h = torch.randn(3, 7, 4, generator=g, dtype=torch.float64)  # feature-major
     dense = torch.stack([layout.dense(d) for d in draws])
-    assert torch.allclose(sparse_linear_per_draw(draws, h, layout), h @ dense.transpose(1, 2))
-    assert torch.allclose(sparse_linear_per_draw(draws, h[0], layout), h[0] @ dense.transpose(1, 2))
+    expected = dense @ h + bias.unsqueeze(-1)
+    assert torch.allclose(sparse_linear_per_draw(draws, h, layout, bias), expected)
+    assert torch.allclose(sparse_linear_per_draw(draws, h[0], layout, bias), dense @ h[0] + bias.unsqueeze(-1))
+    ordered = SparseLayout(layout.index[layout.order], layout.shape)  # slots already in CSR order
+    assert torch.allclose(sparse_linear_per_draw(draws[:, layout.order], h, ordered, bias), expected)
+    in_order = values.detach()[layout.order].requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, h: sparse_linear(v, h, ordered), (in_order, x))
 
 
 def test_sparse_init_keeps_every_units_pre_activation_scale():
@@ -191,10 +197,11 @@ def test_sparse_predictive_equals_the_dense_one_at_zero_scale():
     model, (x, y) = _regression()
     post = fit_vi(model, (x, y), method="ssvi", density=0.3, num_steps=20, progress=False)
     point = SparseGaussianPosterior(post.mean, torch.zeros_like(post.scale), spec=post.spec, mask=post.mask)
-    sparse = point.predictive(model, x, num_samples=3)
     dense = model.predictive(post.mean.expand(3, -1), x)
-    assert torch.allclose(sparse.f, dense.f)
-    assert torch.allclose(sparse.log_prob(y), dense.log_prob(y))
+    for chunk_size in (None, 2):
+        sparse = point.predictive(model, x, num_samples=3, chunk_size=chunk_size)
+        assert torch.allclose(sparse.f, dense.f)
+        assert torch.allclose(sparse.log_prob(y), dense.log_prob(y))
 
 
 @pytest.mark.parametrize("options,error,match", [
