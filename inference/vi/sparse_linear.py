@@ -7,8 +7,8 @@ matrices built from the slots' values (cost ``~ nnz x batch`` instead of ``out x
 
 - :func:`sparse_linear` ``x (B, in) -> x W^T (B, out)`` with gradients for the values (a sampled dense-dense
   product at the active entries) and for ``x`` (a product with the transposed CSR matrix);
-- :func:`sparse_linear_per_draw` ``h (S, n, in) -> (S, n, out)`` with one weight matrix per draw, as one product
-  with a block-diagonal CSR matrix (prediction).
+- :func:`sparse_linear_per_draw` ``h (S, in, n) -> (S, out, n)`` (feature-major) with one weight matrix and bias
+  per draw, as one product with a block-diagonal CSR matrix (prediction).
 
 Above a density of ``DENSE_ABOVE`` a CSR product is slower on CPU than a dense one (``benchmarks/vi.py``: 0.88x at
 density 0.5, 1.3x faster at 0.2), so there both multiply a dense copy of the weights formed for the product (the
@@ -16,6 +16,8 @@ stored values stay packed).
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -30,20 +32,25 @@ class SparseLayout:
 
     Attributes:
         order: Slots in row-major (CSR) order.
-        crow, col: CSR structure of the matrix; ``crow_t``, ``col_t``, ``order_t``: of its transpose.
+        crow, col: CSR structure of the matrix; ``transpose``: ``(crow, col, order)`` of its transpose (formed on
+            first use: prediction does not need it).
     """
 
     def __init__(self, index: Tensor, shape: tuple[int, int]):
         self.index = index.to(torch.long)
         self.shape = (int(shape[0]), int(shape[1]))
         out, inn = self.shape
-        rows, cols = self.index // inn, self.index % inn
         self.order = torch.argsort(self.index)
-        self.crow = _crow(rows[self.order], out)
-        self.col = cols[self.order]
-        self.order_t = torch.argsort(cols * out + rows)
-        self.crow_t = _crow(cols[self.order_t], inn)
-        self.col_t = rows[self.order_t]
+        self._sorted = bool((self.index[1:] > self.index[:-1]).all())
+        self.crow = _crow(self.index[self.order] // inn, out)
+        self.col = self.index[self.order] % inn
+
+    @cached_property
+    def transpose(self) -> tuple[Tensor, Tensor, Tensor]:
+        out, inn = self.shape
+        rows, cols = self.index // inn, self.index % inn
+        order = torch.argsort(cols * out + rows)
+        return _crow(cols[order], inn), rows[order], order
 
     @property
     def nnz(self) -> int:
@@ -53,13 +60,18 @@ class SparseLayout:
     def multiplies_dense(self) -> bool:
         return self.nnz > DENSE_ABOVE * self.shape[0] * self.shape[1]
 
+    def in_csr_order(self, values: Tensor) -> Tensor:
+        """Slot values ``(..., nnz)`` in CSR order (the same tensor when the slots already are)."""
+        return values if self._sorted else values[..., self.order]
+
     def csr(self, values: Tensor) -> Tensor:
         """The matrix with slot values ``values`` ``(nnz,)`` as a CSR tensor ``out x in``."""
-        return _csr(self.crow, self.col, values[self.order], self.shape)
+        return _csr(self.crow, self.col, self.in_csr_order(values), self.shape)
 
     def csr_t(self, values: Tensor) -> Tensor:
         """Its transpose, ``in x out``."""
-        return _csr(self.crow_t, self.col_t, values[self.order_t], self.shape[::-1])
+        crow, col, order = self.transpose
+        return _csr(crow, col, values[order], self.shape[::-1])
 
     def dense(self, values: Tensor) -> Tensor:
         """The dense ``out x in`` matrix (zeros outside the active entries); ``values`` may have leading dims."""
@@ -108,21 +120,26 @@ def sparse_linear(values: Tensor, x: Tensor, layout: SparseLayout) -> Tensor:
     return _SparseLinear.apply(values, flat, layout).reshape(*x.shape[:-1], layout.shape[0])
 
 
-def sparse_linear_per_draw(values: Tensor, h: Tensor, layout: SparseLayout) -> Tensor:
-    """``h_s W_s^T`` for ``S`` weight draws ``values`` ``(S, nnz)`` and inputs ``h`` ``(S, n, in)`` (or ``(n, in)``
-    shared by the draws): ``(S, n, out)``, as one product with a block-diagonal (or stacked) CSR matrix."""
-    if layout.multiplies_dense:
-        return h @ layout.dense(values).transpose(-1, -2)
+def sparse_linear_per_draw(values: Tensor, h: Tensor, layout: SparseLayout, bias: Tensor) -> Tensor:
+    """``W_s h_s + b_s`` for ``S`` weight draws ``values`` ``(S, nnz)`` and bias draws ``bias`` ``(S, out)``, on inputs
+    stored feature-major, ``h`` ``(S, in, n)`` (or ``(in, n)`` shared by the draws): ``(S, out, n)``.
+
+    One product with a block-diagonal (or, for a shared input, stacked) CSR matrix, written into a copy of the bias.
+    Feature-major activations are the CSR product's own operand and result layout, so a network's layers chain
+    without transposed copies, and its activation functions run on contiguous memory.
+    """
     num_draws = values.shape[0]
     out, inn = layout.shape
-    nnz = layout.nnz
-    offsets = torch.arange(num_draws, device=values.device) * nnz
+    n = h.shape[-1]
+    if layout.multiplies_dense:
+        return torch.baddbmm(bias.unsqueeze(-1), layout.dense(values), h.expand(num_draws, inn, n))
+    offsets = torch.arange(num_draws, device=values.device) * layout.nnz
     crow = torch.cat([layout.crow.new_zeros(1), (layout.crow[1:].unsqueeze(0) + offsets.unsqueeze(1)).reshape(-1)])
-    vals = values[:, layout.order].reshape(-1)
-    if h.dim() == 2:  # the same input for every draw: stack the draws' matrices, (S * out) x in
+    vals = layout.in_csr_order(values).reshape(-1)
+    if h.dim() == 2:  # the draws' matrices stacked, (S * out) x in
         matrix = _csr(crow, layout.col.repeat(num_draws), vals, (num_draws * out, inn))
-        return (matrix @ h.T).reshape(num_draws, out, h.shape[0]).transpose(1, 2)
-    col = (layout.col.unsqueeze(0) + (torch.arange(num_draws, device=values.device) * inn).unsqueeze(1)).reshape(-1)
-    matrix = _csr(crow, col, vals, (num_draws * out, num_draws * inn))
-    stacked = h.transpose(1, 2).reshape(num_draws * inn, h.shape[1])
-    return (matrix @ stacked).reshape(num_draws, out, h.shape[1]).transpose(1, 2)
+    else:
+        col = (layout.col.unsqueeze(0) + (torch.arange(num_draws, device=values.device) * inn).unsqueeze(1))
+        matrix = _csr(crow, col.reshape(-1), vals, (num_draws * out, num_draws * inn))
+    start = bias.reshape(-1, 1).expand(num_draws * out, n)
+    return torch.addmm(start, matrix, h.reshape(-1, n)).reshape(num_draws, out, n)

@@ -2,7 +2,8 @@
 
 Every weight matrix keeps a fixed number ``nnz_l = round(density * out * in)`` of active coordinates with
 ``q(theta_i) = N(mean_i, softplus(rho_i)^2)``; the others are exactly 0 (a point mass, outside the KL). Biases and
-the likelihood's parameters are dense mean-field Gaussians. Training alternates
+the likelihood's parameters are dense mean-field Gaussians. The subspace starts at random, with the model's initial
+weights rescaled to the fan-in each unit keeps (:func:`sparse_init`). Training alternates
 
 - Adam steps on the ELBO (local reparameterisation through the sparse layers, KL warm-up, temperature), and
 - every ``update_every`` steps until ``update_until * num_steps``: in every layer, the ``k_l = floor(nnz_l * alpha / 2
@@ -123,7 +124,7 @@ def fit(model: BNN, data, *, density: float | Sequence[float] = 0.1, criterion: 
         nnz = max(1, round(layer_density * size))
         index = torch.randperm(size, generator=generator)[:nnz].to(init.device)
         layouts.append(SparseLayout(index, shape))
-        w_mean.append(init[model.spec.slice(name)][index].clone().requires_grad_(True))
+        w_mean.append(sparse_init(init[model.spec.slice(name)][index], layouts[-1]).requires_grad_(True))
         w_rho.append(inverse_softplus(torch.full((nnz,), init_scale, dtype=dtype, device=init.device))
                      .requires_grad_(True))
     subspace = Subspace(layouts)
@@ -223,6 +224,29 @@ def fit(model: BNN, data, *, density: float | Sequence[float] = 0.1, criterion: 
             info=run_info(settings, result, tracker, torch.zeros(1, dtype=torch.long), num_steps, lr, wall_time))
     posterior.elbo_trace = -result.losses * num_data
     return posterior
+
+
+def sparse_init(values: Tensor, layout: SparseLayout) -> Tensor:
+    """Initial means of the active entries: the model's initial weights rescaled to the fan-in each unit keeps.
+
+    ``BNN.init_theta`` draws ``N(0, 1/in)``, which keeps a dense layer's pre-activations at the scale of its inputs.
+    Kept as they are at ``k < in`` active inputs, they would shrink the pre-activations by ``sqrt(k / in)``, a
+    factor ``sqrt(density)`` per layer: a deep sparse net then starts with outputs near 0, where the KL term holds
+    it (64-1024-1024-10 on digits at density 0.1: chance accuracy after 100 epochs). Every row is therefore scaled
+    by ``sqrt(in / k_row)`` (variance ``1 / k_row``: the sparsity-aware initialisation of Evci et al., AAAI 2022).
+    Li et al. (2024) draw ``N(0, 0.01^2)`` in networks with batch normalisation, which does not depend on this scale.
+
+    Args:
+        values: The model's initial values at the active entries ``(nnz,)``, one per slot.
+        layout: Their positions.
+
+    Returns:
+        The rescaled values ``(nnz,)``.
+    """
+    inn = layout.shape[1]
+    rows = layout.index // inn
+    fan_in = torch.bincount(rows, minlength=layout.shape[0])[rows].to(values.dtype)
+    return values * (inn / fan_in).sqrt()
 
 
 @torch.no_grad()
