@@ -43,6 +43,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hidden widths of the shared BNN (default: 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and the cells (default: 0)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the cells one at a time in this process (for debugging; no --jobs or --timeout; "
+                             "peak memory is then the process's)")
     parser.add_argument("--out", required=True, metavar="DIR", help="bench folder (cells, splits and report)")
 
 
@@ -58,7 +61,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         run(list(args.datasets), methods, out=args.out, splits=args.splits, budget=args.budget, target=args.target,
             task=args.task, jobs=args.jobs, timeout=args.timeout, seed=args.seed, widths=args.widths,
-            retry_failed=args.retry_failed, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+            retry_failed=args.retry_failed, isolate=not args.in_process, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
     except ValueError as exc:
         raise DataError(str(exc)) from None
     print((Path(args.out) / "report.md").read_text())

@@ -18,7 +18,8 @@ COLUMNS = {
     "classification": (("accuracy", "max"), ("nll", "min"), ("ece", "min"), ("brier", "min")),
 }
 #: Cost and MCMC columns of every table.
-COST_COLUMNS = (("wall_time", "min"), ("grad_evals", None), ("peak_memory_mb", None), ("max_rhat", 1.0),
+COST_COLUMNS = (("wall_time", "min"), ("grad_evals", None), ("budget_used", None), ("peak_memory_mb", None),
+                ("max_rhat", 1.0),
                 ("ess_per_s", "max"), ("divergences", None))
 _DIAGNOSTICS = ("max_rhat", "min_ess_bulk", "min_ess_tail", "ess_per_s", "divergences")
 
@@ -29,6 +30,9 @@ def flat_rows(records: list[dict]) -> list[dict]:
     for r in records:
         row = {k: r.get(k) for k in ("data_set", "method", "split", "status", "error", "family", "budget", "seed",
                                      "wall_time", "grad_evals", "peak_memory_mb", "task", "model")}
+        if r.get("grad_evals") and r.get("budget"):
+            row["budget_used"] = r["grad_evals"] / r["budget"]
+        row["load_average"] = (r.get("load_average") or [None])[0]
         row.update(r.get("metrics") or {})
         row.update({k: v for k, v in (r.get("diagnostics") or {}).items() if k in _DIAGNOSTICS})
         rows.append(row)
@@ -78,7 +82,9 @@ def markdown(summary: list[dict]) -> str:
     """One table per data set: ``mean +- se`` per column, the best value of each quality/cost column in bold."""
     lines = ["# probnets bench", "",
              "Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: "
-             "closest to 1). Regression metrics in the target's original units; wall time of the fit, per cell.", ""]
+             "closest to 1). Regression metrics in the target's original units; wall time of the fit, per cell; "
+             "budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an estimated "
+             "trajectory length).", ""]
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
         entries = [s for s in summary if s["data_set"] == data_set]
         task = next((s["task"] for s in entries if s["task"]), "regression")
@@ -136,6 +142,10 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
         writer.writerows(rows)
     written[1].write_text(json.dumps(summary, indent=1))
     text = markdown(summary)
+    loads = [row["load_average"] for row in rows if row.get("load_average") is not None]
+    if loads:
+        text += (f"\nMachine load (1-minute load average when a cell started): {min(loads):.2f} to {max(loads):.2f} "
+                 f"over {len(loads)} cells.\n")
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
         points = [{"label": s["method"], "x": s["wall_time"], "y": _nll(s), "x_err": _finite(s.get("wall_time_se")),
                    "y_err": _finite(s.get("test_ll_se", s.get("nll_se")))}

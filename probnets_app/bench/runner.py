@@ -131,7 +131,7 @@ def _check(datasets, methods, out, splits, budget, target, task, jobs, timeout, 
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if not isolate and (jobs > 1 or timeout is not None):
-        raise ValueError("jobs > 1 and timeout need isolate=True (every cell in a process of its own)")
+        raise ValueError("jobs > 1 and timeout need isolated cells (isolate=True; not --in-process)")
     if isinstance(budget, dict):
         for family, count in budget.items():
             if family != "*" and family not in budgets.DEFAULT_BUDGETS:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -149,7 +151,7 @@ def test_csv_data_sets_for_regression_and_classification(tmp_path):
     ({"methods": ["map", "map"]}, "methods names an entry twice"),
     ({"splits": 0}, "splits must be a positive integer"),
     ({"jobs": 0}, "jobs must be a positive integer"),
-    ({"jobs": 2}, "need isolate=True"),
+    ({"jobs": 2}, "need isolated cells"),
     ({"timeout": -1, "isolate": True}, "timeout must be a positive"),
     ({"budget": "hmc=abc"}, "budget 'hmc=abc'"),
     ({"budget": {"mcmc": 5}}, "no method family 'mcmc'"),
@@ -183,18 +185,27 @@ def test_a_cell_over_its_time_limit_is_stopped_and_recorded(tmp_path):
     assert table["status"][0] == "failed" and "time limit of 2 s" in table["error"][0]
 
 
+def test_the_command_options_need_no_torch():
+    code = ("import argparse, sys\nfrom probnets_app.bench import command\n"
+            "command._add_arguments(argparse.ArgumentParser())\nassert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
 def test_the_command_is_registered_and_runs(tmp_path, monkeypatch, capsys):
     entry = tomllib.loads(Path(__file__).parents[2].joinpath("pyproject.toml").read_text())
     assert entry["project"]["entry-points"]["probnets.commands"]["bench"] == "probnets_app.bench.command:COMMAND"
     monkeypatch.setattr(cli, "registered_commands", lambda: {"bench": command.COMMAND})
     out = tmp_path / "cli"
     assert cli.main(["bench", "--datasets", "diabetes", "--methods", "map", "--splits", "1", "--budget", "30",
-                     "--out", str(out)]) == 0
+                     "--in-process", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "| map | 1 | 0 |" in captured.out and "1 cells, 0 finished before" in captured.err
     assert cli.main(["bench", "--datasets", "diabetes", "--methods", "map", "--splits", "1", "--budget", "31",
-                     "--out", str(out)]) == 2
+                     "--in-process", "--out", str(out)]) == 2
     assert "probnets: error:" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["bench", "--datasets", "diabetes", "--methods", "nope", "--out", str(out)])
     assert exc.value.code == 2 and "unknown method 'nope'" in capsys.readouterr().err
+    assert cli.main(["bench", "--datasets", "diabetes", "--methods", "map", "--jobs", "2", "--in-process",
+                     "--out", str(out)]) == 2
+    assert "need isolated cells" in capsys.readouterr().err

@@ -57,6 +57,8 @@ def test_hmc_plans_size_iterations_by_the_mean_trajectory(name):
     settings = methods.get(name).plan(1_000_000, _Problem())
     iterations = settings["num_warmup"] + settings["num_samples"]
     assert iterations == 1_000_000 // (settings["num_chains"] * methods.LEAPFROG_STEPS[name])
+    if name == "nuts":  # capped trees: at most 2**depth steps per iteration, so at most the budget
+        assert 2 ** settings["max_tree_depth"] == methods.LEAPFROG_STEPS["nuts"]
 
 
 def test_unknown_method_is_a_clear_error():
