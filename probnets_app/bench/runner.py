@@ -156,7 +156,7 @@ def _spec(out: Path, source, table, method, k: int, rows: dict, budget: dict, se
 
     count = budgets.budget_for(method.family, budget)
     prob = problem(source, rows)
-    settings = {**method.plan(count, prob), "widths": list(widths)}
+    settings = {**method.plan(count, prob), **({"widths": list(widths)} if method.takes_widths else {})}
     config = {"settings": settings, "budget": count, "seed": seed + k, "data_hash": table_hash(table),
               "rows_hash": rows_hash(rows)}
     return {"data_set": source.key, "method": method.name, "split": k, "seed": seed + k, "family": method.family,
