@@ -32,7 +32,7 @@ def run_cell(spec: dict) -> dict:
     write its record to ``spec["path"]``; returns the record."""
     record = {key: spec[key] for key in ("data_set", "method", "split", "seed", "family", "budget", "settings",
                                          "config")}
-    record.update(status="failed", error=None, versions=versions(), threads=_threads(),
+    record.update(status="failed", error=None, wall_time=None, versions=versions(), threads=_threads(),
                   load_average=list(os.getloadavg()), pid=os.getpid())
     try:
         record.update(_fit_and_score(spec))
