@@ -265,11 +265,21 @@ def _fit_map(problem, settings: dict, seed: int) -> Fitted:
 # Partial BNNs trained by SMC (probnets fit --model pbnn)
 
 
-def _pbnn_plan(budget: int, problem) -> dict:
-    particles, batch_size = 100, 50
-    batches = math.ceil(problem.fit_rows[0].shape[0] / batch_size)
-    return {"num_particles": particles, "batch_size": batch_size,
-            "num_epochs": max(1, budget // (particles * batches))}
+#: SGSMC's settings besides the budgeted epochs: MH steps per datum, then HMC on the Bayesian block.
+SGSMC_SETTINGS = {"num_mh_steps": 2, "hmc_chains": 2, "hmc_warmup": 200, "hmc_samples": 200, "hmc_num_steps": 20}
+
+
+def _pbnn_plan(name: str):
+    def plan(budget: int, problem) -> dict:
+        particles, batch_size = 100, 50
+        n = problem.fit_rows[0].shape[0]
+        # per epoch: one gradient per particle and minibatch; SGSMC adds its MH steps per datum and particle
+        per_epoch = particles * (math.ceil(n / batch_size) + (n * SGSMC_SETTINGS["num_mh_steps"] if name == "sgsmc"
+                                                               else 0))
+        settings = {"num_particles": particles, "batch_size": batch_size, "num_epochs": max(1, budget // per_epoch)}
+        return {**settings, **(SGSMC_SETTINGS if name == "sgsmc" else {})}
+
+    return plan
 
 
 def _fit_pbnn(name: str):
@@ -283,16 +293,16 @@ def _fit_pbnn(name: str):
         model = paper_mlp("uci", problem.in_features, generator=torch.Generator().manual_seed(seed),
                           dtype=torch.float64)
         common = dict(validation=problem.validation_rows, seed=seed, progress=False, **settings)
-        if name == "ohsmc":
-            posterior = fit_open_horizon(model, problem.fit_rows, **common)
-        else:
-            posterior = fit_sgsmc(model, problem.fit_rows, num_mh_steps=2, hmc_chains=2, hmc_warmup=200,
-                                  hmc_samples=200, hmc_num_steps=20, **common)
+        fit_fn = fit_open_horizon if name == "ohsmc" else fit_sgsmc
+        posterior = fit_fn(model, problem.fit_rows, **common)
         posterior.apply_psi(model)
         theta = posterior.flat_samples()
         log_w = None if posterior.log_weights is None else posterior.log_weights.reshape(-1)
         grads = settings["num_particles"] * settings["num_epochs"] * math.ceil(
             problem.fit_rows[0].shape[0] / settings["batch_size"])
+        if name == "sgsmc":
+            grads += settings["hmc_chains"] * (settings["hmc_warmup"] + settings["hmc_samples"]) * settings[
+                "hmc_num_steps"]
         return Fitted(lambda x: model.predictive(theta, x, log_weights=log_w), grads, {}, {})
 
     return fit
@@ -358,9 +368,9 @@ register(BenchMethod("map", "map", _fit_map, _ensemble_plan(1),
                      summary="MAP estimate (Adam; steps chosen on the validation rows, then refitted)"))
 register(BenchMethod("ensemble", "ensemble", _fit_map, _ensemble_plan(5),
                      summary="deep ensemble: 5 MAP networks from different prior draws (steps as map)"))
-register(BenchMethod("ohsmc", "pbnn", _fit_pbnn("ohsmc"), _pbnn_plan, ("regression",), "partial-bnn",
+register(BenchMethod("ohsmc", "pbnn", _fit_pbnn("ohsmc"), _pbnn_plan("ohsmc"), ("regression",), "partial-bnn",
                      "partial BNN by open-horizon SMC (validation rows pick the state)"))
-register(BenchMethod("sgsmc", "pbnn", _fit_pbnn("sgsmc"), _pbnn_plan, ("regression",), "partial-bnn",
+register(BenchMethod("sgsmc", "pbnn", _fit_pbnn("sgsmc"), _pbnn_plan("sgsmc"), ("regression",), "partial-bnn",
                      "partial BNN by SGSMC, then HMC on the Bayesian block"))
 register(BenchMethod("gp", "gp", _fit_gp("gp"), _no_plan, ("regression",), "gp-matern",
                      "exact GP, Matern-5/2 ARD kernel, marginal likelihood"))
