@@ -21,6 +21,8 @@ COLUMNS = {
 COST_COLUMNS = (("wall_time", "min"), ("grad_evals", None), ("budget_used", None), ("peak_memory_mb", None),
                 ("max_rhat", 1.0),
                 ("ess_per_s", "max"), ("divergences", None))
+#: Level of the paired t-tests against the best method of a column.
+SIGNIFICANCE = 0.05
 _DIAGNOSTICS = ("max_rhat", "min_ess_bulk", "min_ess_tail", "ess_per_s", "divergences")
 
 
@@ -78,11 +80,14 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def markdown(summary: list[dict]) -> str:
-    """One table per data set: ``mean +- se`` per column, the best value of each quality/cost column in bold."""
+def markdown(summary: list[dict], rows: list[dict] | None = None) -> str:
+    """One table per data set: ``mean +- se`` per column, the best value of each quality/cost column in bold and,
+    given the per-cell ``rows``, a dagger on the values not significantly different from it (:func:`not_worse`)."""
     lines = ["# probnets bench", "",
              "Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: "
-             "closest to 1). Regression metrics in the target's original units; wall time of the fit, per cell; "
+             f"closest to 1); \u2020: not significantly different from the best (two-sided paired t-test over the "
+             f"splits both finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall "
+             "time of the fit, per cell; "
              "budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an estimated "
              "trajectory length).", ""]
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
@@ -94,17 +99,45 @@ def markdown(summary: list[dict]) -> str:
         lines += [f"## {data_set} ({task})", "",
                   "| method | splits | failed | " + " | ".join(c for c, _ in columns) + " |",
                   "|---|---|---|" + "---|" * len(columns)]
+        leaders = {c: next(s["method"] for s in entries if s.get(c) == best[c]) for c in best if best[c] is not None}
         for s in entries:
             cells = []
-            for c, _ in columns:
+            for c, rule in columns:
                 text = _format(s.get(c), s.get(f"{c}_se"))
-                cells.append(f"**{text}**" if c in best and s.get(c) is not None and s.get(c) == best[c] else text)
+                if c in leaders and s["method"] == leaders[c]:
+                    text = f"**{text}**"
+                elif c in leaders and rows is not None and s.get(c) is not None and not_worse(
+                        rows, data_set, c, rule, s["method"], leaders[c]):
+                    text += " \u2020"
+                cells.append(text)
             lines.append(f"| {s['method']} | {s['splits']} | {s['failed']} | " + " | ".join(cells) + " |")
         errors = [s for s in entries if s["error"]]
         if errors:
             lines += ["", "Failures: " + "; ".join(f"{s['method']}: {s['error'][:200]}" for s in errors)]
         lines.append("")
     return "\n".join(lines)
+
+
+def not_worse(rows: list[dict], data_set: str, column: str, rule, method: str, best: str) -> bool:
+    """Whether ``method`` is not significantly worse than ``best`` in ``column`` on ``data_set``: a two-sided paired
+    t-test over the splits both finished (at least 2) gives ``p >= SIGNIFICANCE`` (scores ``|value - target|``
+    for a target rule, e.g. coverage). Fewer than 2 common splits: ``False`` (no evidence either way is shown)."""
+    from scipy import stats
+
+    def by_split(name):
+        return {r["split"]: r[column] for r in rows if r["data_set"] == data_set and r["method"] == name
+                and r["status"] == "ok" and isinstance(r.get(column), (int, float)) and math.isfinite(r[column])}
+
+    a, b = by_split(method), by_split(best)
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return False
+    score = (lambda v: v) if rule in ("min", "max") else (lambda v: abs(v - rule))
+    x, y = [score(a[k]) for k in common], [score(b[k]) for k in common]
+    if x == y:
+        return True
+    p = stats.ttest_rel(x, y).pvalue
+    return bool(math.isnan(p) or p >= SIGNIFICANCE)
 
 
 def _best(values: list, rule) -> float | None:
@@ -141,7 +174,7 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
         writer.writeheader()
         writer.writerows(rows)
     written[1].write_text(json.dumps(summary, indent=1))
-    text = markdown(summary)
+    text = markdown(summary, rows)
     loads = [row["load_average"] for row in rows if row.get("load_average") is not None]
     if loads:
         text += (f"\nMachine load (1-minute load average when a cell started): {min(loads):.2f} to {max(loads):.2f} "

@@ -46,3 +46,21 @@ def test_pareto_plot(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="at least one point"):
         plot_pareto([{"label": "nan", "x": 0.0, "y": 1.0}], tmp_path / "q.png")
+
+
+def test_values_not_significantly_worse_than_the_best_get_a_dagger():
+    from scipy import stats
+
+    best = [-1.0, -1.2, -0.9, -1.1, -1.0]
+    close = [-1.05, -1.1, -1.0, -1.1, -1.02]      # paired differences straddle 0
+    worse = [v - 0.5 - 0.01 * k for k, v in enumerate(best)]
+    rows = [_row(m, k, v, 1.0) for m, values in (("best", best), ("close", close), ("worse", worse))
+            for k, v in enumerate(values)]
+    assert stats.ttest_rel(close, best).pvalue >= report.SIGNIFICANCE > stats.ttest_rel(worse, best).pvalue
+    assert report.not_worse(rows, "d", "test_ll", "max", "close", "best")
+    assert not report.not_worse(rows, "d", "test_ll", "max", "worse", "best")
+    assert not report.not_worse(rows[:1] + rows[5:6], "d", "test_ll", "max", "close", "best")  # one common split
+    text = report.markdown(report.summarise(rows), rows)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    test_ll = lambda name: lines[name].split("|")[4]  # noqa: E731
+    assert "**" in test_ll("best") and "\u2020" in test_ll("close") and "\u2020" not in test_ll("worse")
