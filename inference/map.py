@@ -42,8 +42,8 @@ def ascend_rows(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta
 
 def map_estimates(model: ProbModel, batch: Batch, num_starts: int, num_steps: int, generator: torch.Generator, *,
                   lr: float = 1e-2) -> Tensor:
-    """MAP estimates of ``model`` on ``batch`` from ``num_starts`` prior draws (``model.init_theta``), ``num_starts x D``
-    (a deep ensemble when ``num_starts > 1``); ``num_steps = 0`` returns the starting points."""
+    """MAP estimates of ``model`` on ``batch`` from ``num_starts`` prior draws (``model.init_theta``),
+    ``num_starts x D`` (a deep ensemble when ``num_starts > 1``); ``num_steps = 0`` returns the starting points."""
     num_starts = check_positive_int(num_starts, "num_starts")
     num_steps = check_positive_int(num_steps, "num_steps", minimum=0)
     theta = model.init_theta(num_starts, generator=generator, dtype=batch[0].dtype)

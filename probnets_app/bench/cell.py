@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from probnets_app.bench.problem import DataSource, _write_json
+from probnets_app.bench.problem import DataSource, write_json
 
 #: Nominal level of the reported central-interval coverage.
 LEVEL = 0.9
@@ -41,7 +41,7 @@ def run_cell(spec: dict) -> dict:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=8)
     record["peak_memory_mb"] = _peak_memory_mb()
-    _write_json(Path(spec["path"]), record)
+    write_json(Path(spec["path"]), record)
     return record
 
 

@@ -31,7 +31,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["regression", "classification"], default="regression",
                         help="task of the CSV data sets (default: regression)")
     parser.add_argument("--methods", type=arguments.names, required=True, metavar="METHOD[,...]",
-                        help="bench methods, or 'all': " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
+                        help="bench methods, or 'all': "
+                             + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
     parser.add_argument("--splits", type=arguments.positive_int, default=5, help="splits per data set (default: 5)")
     parser.add_argument("--budget", metavar="N|FAMILY=N[,...]",
                         help="gradient evaluations per cell, for every family or per family (default: per family)")
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         run(list(args.datasets), methods, out=args.out, splits=args.splits, budget=args.budget, target=args.target,
             task=args.task, jobs=args.jobs, timeout=args.timeout, seed=args.seed, widths=args.widths,
-            retry_failed=args.retry_failed, isolate=not args.in_process, log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+            retry_failed=args.retry_failed, isolate=not args.in_process,
+            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
     except ValueError as exc:
         raise DataError(str(exc)) from None
     print((Path(args.out) / "report.md").read_text())

@@ -112,7 +112,7 @@ def saved_splits(source: DataSource, num_splits: int, out: Path, *, seed: int = 
             split = datasets.protocol_split(len(table.y), index, test_fraction=TEST_FRACTION,
                                             validation_fraction=VALIDATION_FRACTION, seed=seed)
             splits.append({part: rows.tolist() for part, rows in split.items()})
-        _write_json(path, {**header, "splits": splits})
+        write_json(path, {**header, "splits": splits})
     return splits[:num_splits]
 
 
@@ -160,14 +160,15 @@ def problem(source: DataSource, split: dict[str, list[int]]) -> Problem:
 
     table = source.table()
     train = np.asarray(split["train"])
-    data = datasets.split_by_index(table.x, table.y, train, np.asarray(split["test"]), feature_names=table.feature_names,
+    data = datasets.split_by_index(table.x, table.y, train, np.asarray(split["test"]),
+                                   feature_names=table.feature_names,
                                    target_name=table.target_name, standardise_y=table.task == "regression")
     position = {row: i for i, row in enumerate(train.tolist())}
     validation = torch.tensor([position[row] for row in split["validation"]], dtype=torch.long)
     return Problem(data, validation, table.task, table.num_classes)
 
 
-def _write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from probnets_app.bench import budget as budgets
 from probnets_app.bench.cell import cell_path, cell_process, run_cell
-from probnets_app.bench.problem import _write_json, data_source, rows_hash, saved_splits, table_hash
+from probnets_app.bench.problem import data_source, rows_hash, saved_splits, table_hash, write_json
 
 __all__ = ["run"]
 
@@ -67,7 +67,7 @@ def run(datasets: Sequence[str], methods: Sequence[str], *, out: str | os.PathLi
     from probnets_app.bench import report as reporting
     from probnets_app.cli import DataError
 
-    out, grid, jobs = _check(datasets, methods, out, splits, budget, target, task, jobs, timeout, isolate, widths)
+    out, grid = _check(datasets, methods, out, splits, budget, target, task, jobs, timeout, isolate, widths)
     parsed = budget if isinstance(budget, dict) else (budgets.parse_budget(budget) if budget is not None else {})
     specs = []
     for spec_text in grid["datasets"]:
@@ -147,7 +147,7 @@ def _check(datasets, methods, out, splits, budget, target, task, jobs, timeout, 
         out = check_out_dir(out, option="out")
     except DataError as exc:
         raise ValueError(str(exc)) from None
-    return out, grid, jobs
+    return out, grid
 
 
 def _spec(out: Path, source, table, method, k: int, rows: dict, budget: dict, seed: int, widths) -> dict:
@@ -203,7 +203,7 @@ def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished:
                 if error is None and not path.exists():
                     error = f"the cell's process ended without a record (exit code {process.exitcode})"
                 if error is not None:
-                    _write_json(path, _failure(spec, error, time.monotonic() - start))
+                    write_json(path, _failure(spec, error, time.monotonic() - start))
                 finished(json.loads(path.read_text()))
             time.sleep(_POLL_SECONDS)
     finally:

@@ -84,8 +84,10 @@ def test_split_by_index_standardises_with_the_training_rows_and_keeps_labels():
     assert abs(float(regression.y_train.mean())) < 1e-10 and not np.isclose(regression.y_std, 1.0)
 
 
-@pytest.mark.parametrize("name, shape, task", [("diabetes", (442, 10), "regression"), ("boston", (506, 13), "regression"),
-                                               ("concrete", (1030, 8), "regression"), ("digits", (1797, 64), "classification"),
+@pytest.mark.parametrize("name, shape, task", [("diabetes", (442, 10), "regression"),
+                                               ("boston", (506, 13), "regression"),
+                                               ("concrete", (1030, 8), "regression"),
+                                               ("digits", (1797, 64), "classification"),
                                                ("moons", (1000, 2), "classification")])
 def test_tables(name, shape, task):
     if name in ("boston", "concrete"):
