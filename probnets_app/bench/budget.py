@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 #: Default gradient evaluations per cell, by family (see ``probnets_app.bench.methods.METHODS``).
 DEFAULT_BUDGETS = {
     "hmc": 300_000,      # NUTS, static HMC, ChEES: chains x (warm-up + draws) x leapfrog steps
@@ -54,10 +56,11 @@ def budget_for(family: str, budget: dict[str, int] | None) -> int:
 
 
 def _positive_count(text: str, part: str) -> int:
+    """``text`` as a positive integer (``"100000"``, ``"1e5"``); a ``ValueError`` quoting ``part`` otherwise."""
     try:
-        value = int(float(text)) if text.lower().replace("e", "").replace(".", "").isdigit() else None
+        value = float(text)
     except ValueError:
-        value = None
-    if value is None or value < 1 or float(text) != value:
+        value = math.nan
+    if not (1 <= value < math.inf and value == int(value)):
         raise ValueError(f"budget {part.strip()!r}: expected a positive integer count of gradient evaluations")
-    return value
+    return int(value)
