@@ -129,11 +129,30 @@ def _peak_memory_mb() -> float:
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def cell_process(spec_json: str, threads: int) -> None:
-    """Entry point of a cell's own process: limit the thread pools before torch is imported, then run the cell."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[variable] = str(threads)
+def _exit_with_parent(parent: int) -> None:
+    """End this process (without a record) when the bench that started it is gone, e.g. killed."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    """``python -m probnets_app.bench.cell PARENT_PID < spec.json``: one cell in a process of its own.
+
+    The bench starts it with ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS') set to the cell's threads; torch takes the
+    same number. The process ends without a record if the bench process ``PARENT_PID`` ends first.
+    """
+    _exit_with_parent(int(sys.argv[1]))
     import torch
 
-    torch.set_num_threads(threads)
-    run_cell(json.loads(spec_json))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    run_cell(json.loads(sys.stdin.read()))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,14 +15,15 @@ Example:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from probnets_app.bench import budget as budgets
-from probnets_app.bench.cell import cell_path, cell_process, run_cell
+from probnets_app.bench.cell import cell_path, run_cell
 from probnets_app.bench.problem import data_source, rows_hash, saved_splits, table_hash, write_json
 
 __all__ = ["run"]
@@ -179,29 +180,38 @@ def _pending(spec: dict, retry_failed: bool) -> bool:
 
 
 def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished: Callable[[dict], None]) -> None:
-    """Run every cell in a spawned process, ``jobs`` at a time, with ``cpu_count // jobs`` threads each."""
-    context = multiprocessing.get_context("spawn")
-    threads = threads_per_cell(jobs)
+    """Run every cell in a process of its own (``python -m probnets_app.bench.cell``), ``jobs`` at a time, with
+    ``threads_per_cell(jobs)`` threads each; its output goes to ``<cell>.log`` beside its record."""
+    threads = str(threads_per_cell(jobs))
+    env = {**os.environ, **dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), threads)}
     queue, running = list(specs), {}
     try:
         while queue or running:
             while queue and len(running) < jobs:
                 spec = queue.pop(0)
-                process = context.Process(target=cell_process, args=(json.dumps(spec), threads), daemon=True)
-                process.start()
+                path = Path(spec["path"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path.with_suffix(".log"), "w") as log:
+                    process = subprocess.Popen([sys.executable, "-m", "probnets_app.bench.cell", str(os.getpid())],
+                                               stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                               text=True)
+                process.stdin.write(json.dumps(spec))
+                process.stdin.close()
                 running[process] = (spec, time.monotonic())
             for process, (spec, start) in list(running.items()):
-                if process.is_alive() and (timeout is None or time.monotonic() - start <= timeout):
+                alive = process.poll() is None
+                if alive and (timeout is None or time.monotonic() - start <= timeout):
                     continue
                 error = None
-                if process.is_alive():
+                if alive:
                     process.kill()
                     error = f"TimeoutError: stopped after the time limit of {timeout:g} s"
-                process.join()
+                process.wait()
                 del running[process]
                 path = Path(spec["path"])
                 if error is None and not path.exists():
-                    error = f"the cell's process ended without a record (exit code {process.exitcode})"
+                    tail = path.with_suffix(".log").read_text()[-1500:].strip()
+                    error = f"the cell's process ended without a record (exit code {process.returncode}): {tail}"
                 if error is not None:
                     write_json(path, _failure(spec, error, time.monotonic() - start))
                 finished(json.loads(path.read_text()))
@@ -209,7 +219,7 @@ def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished:
     finally:
         for process in running:
             process.kill()
-            process.join()
+            process.wait()
 
 
 def threads_per_cell(jobs: int) -> int:

@@ -209,3 +209,11 @@ def test_the_command_is_registered_and_runs(tmp_path, monkeypatch, capsys):
     assert cli.main(["bench", "--datasets", "diabetes", "--methods", "map", "--jobs", "2", "--in-process",
                      "--out", str(out)]) == 2
     assert "need isolated cells" in capsys.readouterr().err
+
+
+def test_a_cell_process_ends_without_a_record_when_its_bench_is_gone(tmp_path):
+    spec = {"path": str(tmp_path / "split0.json")}  # never read: the process ends first
+    orphan = subprocess.run([sys.executable, "-m", "probnets_app.bench.cell", str(os.getpid() + 10**6)],
+                            input=json.dumps(spec), text=True, capture_output=True, timeout=60,
+                            cwd=Path(__file__).parents[2])
+    assert orphan.returncode == 1 and not (tmp_path / "split0.json").exists()
