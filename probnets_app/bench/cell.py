@@ -21,6 +21,8 @@ from probnets_app.bench.problem import DataSource, write_json
 
 #: Nominal level of the reported central-interval coverage.
 LEVEL = 0.9
+#: Exit status of a cell process that ended because its bench process was gone.
+EXIT_ORPHANED = 3
 
 
 def cell_path(out: Path, data_key: str, method: str, split: int) -> Path:
@@ -136,7 +138,7 @@ def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
-        os._exit(1)
+        os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -145,7 +147,8 @@ def main() -> None:
     """``python -m probnets_app.bench.cell PARENT_PID < spec.json``: one cell in a process of its own.
 
     The bench starts it with ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS') set to the cell's threads; torch takes the
-    same number. The process ends without a record if the bench process ``PARENT_PID`` ends first.
+    same number. The process ends without a record, with status ``EXIT_ORPHANED``, if the bench process
+    ``PARENT_PID`` ends first.
     """
     _exit_with_parent(int(sys.argv[1]))
     import torch

@@ -14,6 +14,7 @@ import torch
 from probnets_app import cli
 from probnets_app.bench import command, methods, run
 from probnets_app.bench.methods import BenchMethod, Fitted
+from probnets_app.bench.cell import EXIT_ORPHANED
 from probnets_app.bench.problem import rows_hash
 from probnets_app.bench.runner import threads_per_cell
 
@@ -216,4 +217,4 @@ def test_a_cell_process_ends_without_a_record_when_its_bench_is_gone(tmp_path):
     orphan = subprocess.run([sys.executable, "-m", "probnets_app.bench.cell", str(os.getpid() + 10**6)],
                             input=json.dumps(spec), text=True, capture_output=True, timeout=60,
                             cwd=Path(__file__).parents[2])
-    assert orphan.returncode == 1 and not (tmp_path / "split0.json").exists()
+    assert orphan.returncode == EXIT_ORPHANED and not (tmp_path / "split0.json").exists()
