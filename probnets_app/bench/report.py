@@ -1,0 +1,201 @@
+"""The bench's tables and figures: one tidy row per cell, means and standard errors over splits, the markdown
+report with the best value of every column marked, and the Pareto figure of test NLL against wall time.
+
+Written into the bench folder: ``results.csv`` (one row per cell), ``summary.json`` (the aggregated table),
+``report.md`` and ``pareto_<data set>.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+#: Aggregated columns per task, with how the best value is chosen (min, max, or the value closest to a target).
+COLUMNS = {
+    "regression": (("test_ll", "max"), ("rmse", "min"), ("crps", "min"), ("coverage_0.9", 0.9)),
+    "classification": (("accuracy", "max"), ("nll", "min"), ("ece", "min"), ("brier", "min")),
+}
+#: Cost and MCMC columns of every table.
+COST_COLUMNS = (("wall_time", "min"), ("grad_evals", None), ("budget_used", None), ("peak_memory_mb", None),
+                ("max_rhat", 1.0),
+                ("ess_per_s", "max"), ("divergences", None))
+#: Level of the paired t-tests against the best method of a column.
+SIGNIFICANCE = 0.05
+_DIAGNOSTICS = ("max_rhat", "min_ess_bulk", "min_ess_tail", "ess_per_s", "divergences")
+
+
+def flat_rows(records: list[dict]) -> list[dict]:
+    """One flat dict per cell record: identity, status, error, cost, metrics and diagnostics as columns."""
+    rows = []
+    for r in records:
+        row = {k: r.get(k) for k in ("data_set", "method", "split", "status", "error", "family", "budget", "seed",
+                                     "wall_time", "grad_evals", "peak_memory_mb", "task", "model")}
+        if r.get("grad_evals") and r.get("budget"):
+            row["budget_used"] = r["grad_evals"] / r["budget"]
+        row["load_average"] = (r.get("load_average") or [None])[0]
+        row.update(r.get("metrics") or {})
+        row.update({k: v for k, v in (r.get("diagnostics") or {}).items() if k in _DIAGNOSTICS})
+        rows.append(row)
+    return rows
+
+
+def as_table(rows: list[dict]):
+    """``rows`` as a pandas ``DataFrame`` when pandas is installed, else unchanged."""
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(rows)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard error over the finished splits per data set and method (keys ``<col>`` and
+    ``<col>_se``), with the counts of finished and failed cells and the first error."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["data_set"], row["method"]), []).append(row)
+    summary = []
+    for (data_set, method), cells in groups.items():
+        ok = [c for c in cells if c["status"] == "ok"]
+        failed = [c for c in cells if c["status"] != "ok"]
+        entry = {"data_set": data_set, "method": method, "task": ok[0]["task"] if ok else None, "splits": len(ok),
+                 "failed": len(failed), "error": failed[0]["error"] if failed else None}
+        columns = [c for task in COLUMNS.values() for c, _ in task] + [c for c, _ in COST_COLUMNS]
+        for column in columns:
+            values = [c[column] for c in ok if isinstance(c.get(column), (int, float)) and math.isfinite(c[column])]
+            if values:
+                entry[column], entry[f"{column}_se"] = mean_se(values)
+        summary.append(entry)
+    return summary
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (``sd / sqrt(n)``, ``ddof=1``; NaN for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def markdown(summary: list[dict], rows: list[dict] | None = None) -> str:
+    """One table per data set: ``mean +- se`` per column, the best value of each quality/cost column in bold and,
+    given the per-cell ``rows``, a dagger on the values not significantly different from it (:func:`not_worse`)."""
+    lines = ["# probnets bench", "",
+             "Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: "
+             f"closest to 1); \u2020: not significantly different from the best (two-sided paired t-test over the "
+             f"splits both finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall "
+             "time of the fit, per cell; "
+             "budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an estimated "
+             "trajectory length).", ""]
+    for data_set in dict.fromkeys(s["data_set"] for s in summary):
+        entries = [s for s in summary if s["data_set"] == data_set]
+        task = next((s["task"] for s in entries if s["task"]), "regression")
+        columns = [*COLUMNS[task], *COST_COLUMNS]
+        columns = [(c, rule) for c, rule in columns if any(c in s for s in entries)]
+        best = {c: _best([s.get(c) for s in entries], rule) for c, rule in columns if rule is not None}
+        lines += [f"## {data_set} ({task})", "",
+                  "| method | splits | failed | " + " | ".join(c for c, _ in columns) + " |",
+                  "|---|---|---|" + "---|" * len(columns)]
+        leaders = {c: next(s["method"] for s in entries if s.get(c) == best[c]) for c in best if best[c] is not None}
+        for s in entries:
+            cells = []
+            for c, rule in columns:
+                text = _format(s.get(c), s.get(f"{c}_se"))
+                if c in leaders and s["method"] == leaders[c]:
+                    text = f"**{text}**"
+                elif c in leaders and rows is not None and s.get(c) is not None and not_worse(
+                        rows, data_set, c, rule, s["method"], leaders[c]):
+                    text += " \u2020"
+                cells.append(text)
+            lines.append(f"| {s['method']} | {s['splits']} | {s['failed']} | " + " | ".join(cells) + " |")
+        errors = [s for s in entries if s["error"]]
+        if errors:
+            lines += ["", "Failures: " + "; ".join(f"{s['method']}: {s['error'][:200]}" for s in errors)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def not_worse(rows: list[dict], data_set: str, column: str, rule, method: str, best: str) -> bool:
+    """Whether ``method`` is not significantly worse than ``best`` in ``column`` on ``data_set``: a two-sided paired
+    t-test over the splits both finished (at least 2) gives ``p >= SIGNIFICANCE`` (scores ``|value - target|``
+    for a target rule, e.g. coverage). Fewer than 2 common splits: ``False`` (no evidence either way is shown)."""
+    from scipy import stats
+
+    def by_split(name):
+        return {r["split"]: r[column] for r in rows if r["data_set"] == data_set and r["method"] == name
+                and r["status"] == "ok" and isinstance(r.get(column), (int, float)) and math.isfinite(r[column])}
+
+    a, b = by_split(method), by_split(best)
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return False
+    score = (lambda v: v) if rule in ("min", "max") else (lambda v: abs(v - rule))
+    x, y = [score(a[k]) for k in common], [score(b[k]) for k in common]
+    if x == y:
+        return True
+    p = stats.ttest_rel(x, y).pvalue
+    return bool(math.isnan(p) or p >= SIGNIFICANCE)
+
+
+def _best(values: list, rule) -> float | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    if rule == "min":
+        return min(values)
+    if rule == "max":
+        return max(values)
+    return min(values, key=lambda v: abs(v - rule))
+
+
+def _format(value, se) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.4g}"
+    if se is not None and math.isfinite(se):
+        text += f" +- {se:.2g}"
+    return text
+
+
+def write_report(records: list[dict], out: Path) -> list[Path]:
+    """Write ``results.csv``, ``summary.json``, ``report.md`` and one ``pareto_<data set>.png`` per data set with
+    finished cells; returns the paths written."""
+    from probnets_app.plots import plot_pareto
+
+    rows = flat_rows(records)
+    summary = summarise(rows)
+    written = [out / "results.csv", out / "summary.json", out / "report.md"]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(written[0], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    written[1].write_text(json.dumps(summary, indent=1))
+    text = markdown(summary, rows)
+    loads = [row["load_average"] for row in rows if row.get("load_average") is not None]
+    if loads:
+        text += (f"\nMachine load (1-minute load average when a cell started): {min(loads):.2f} to {max(loads):.2f} "
+                 f"over {len(loads)} cells.\n")
+    for data_set in dict.fromkeys(s["data_set"] for s in summary):
+        points = [{"label": s["method"], "x": s["wall_time"], "y": _nll(s), "x_err": _finite(s.get("wall_time_se")),
+                   "y_err": _finite(s.get("test_ll_se", s.get("nll_se")))}
+                  for s in summary if s["data_set"] == data_set and "wall_time" in s and _nll(s) is not None]
+        if points:
+            path = plot_pareto(points, out / f"pareto_{data_set}.png", title=f"{data_set}: test NLL against wall time")
+            text += f"\n![{data_set}]({path.name})\n"
+            written.append(path)
+    written[2].write_text(text)
+    return written
+
+
+def _nll(entry: dict) -> float | None:
+    if "test_ll" in entry:
+        return -entry["test_ll"]
+    return entry.get("nll")
+
+
+def _finite(value) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
