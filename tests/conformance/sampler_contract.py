@@ -94,6 +94,27 @@ class _Interrupt(Exception):
     pass
 
 
+class InterruptingLikelihood:
+    """Installed as ``model.log_likelihood``: counts the calls and raises ``_Interrupt`` after ``limit`` of them
+    (an interrupted run); ``restart(limit)`` starts a new count, ``remove()`` puts the model's own method back."""
+
+    def __init__(self, model):
+        self.model, self.original, self.calls, self.limit = model, model.log_likelihood, 0, None
+        model.log_likelihood = self
+
+    def __call__(self, theta, batch):
+        self.calls += 1
+        if self.limit is not None and self.calls > self.limit:
+            raise _Interrupt
+        return self.original(theta, batch)
+
+    def restart(self, limit: int | None = None) -> None:
+        self.calls, self.limit = 0, limit
+
+    def remove(self) -> None:
+        self.model.log_likelihood = self.original
+
+
 class _InterruptingGaussian(GaussianTarget):
     """The contract's Gaussian, raising after ``limit`` gradient calls (an interrupted run)."""
 
@@ -217,22 +238,13 @@ class SamplerContract:
             pytest.skip(f"{self.method} is a full-batch sampler")
         path = tmp_path / "run.ckpt"
         model, data, _, _ = conjugate_regression()
-        log_likelihood, calls = model.log_likelihood, []
-
-        def interrupting(theta, batch, limit=None):
-            calls.append(1)
-            if limit is not None and len(calls) > limit:
-                raise _Interrupt
-            return log_likelihood(theta, batch)
-
+        likelihood = InterruptingLikelihood(model)
         settings = dict(self.short, seed=8, checkpoint_every=7, batch_size=10)
-        model.log_likelihood = interrupting
         uninterrupted = self._sample(model, data, **settings)
-        limit, calls[:] = 2 * len(calls) // 3, []
-        model.log_likelihood = lambda theta, batch: interrupting(theta, batch, limit)
+        likelihood.restart(2 * likelihood.calls // 3)
         with pytest.raises(_Interrupt):
             self._sample(model, data, checkpoint=path, **settings)
-        model.log_likelihood = log_likelihood
+        likelihood.remove()
         resumed = self._sample(model, data, checkpoint=path, **settings)
         assert torch.equal(resumed.samples, uninterrupted.samples)
 

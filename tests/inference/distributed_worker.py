@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 import inference
 from inference import distributed
-from sampler_contract import conjugate_regression
+from sampler_contract import InterruptingLikelihood, _Interrupt, conjugate_regression
 
 WORLD_SIZE = 2
 #: Data-parallel runs compared across ranks and with one process: short, minibatches of 10 (5 per rank).
@@ -56,38 +56,26 @@ def _error(fn) -> str:
     return "no error"
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def _interrupted_and_resumed(model, shard, path: Path) -> dict:
     """Data-parallel SGHMC with minibatches, uninterrupted; then stopped two thirds through (every rank at the
     same step, before that step's all-reduce) and resumed from the ranks' checkpoints."""
     settings = dict(method="sghmc", batch_size=10, distributed="data", step_size=1e-2, checkpoint_every=7, **SHORT,
                     **QUIET)
-    log_likelihood, calls = model.log_likelihood, []
-
-    def interrupting(theta, batch, limit=None):
-        calls.append(1)
-        if limit is not None and len(calls) > limit:
-            raise _Interrupt
-        return log_likelihood(theta, batch)
-
-    model.log_likelihood = interrupting
+    likelihood = InterruptingLikelihood(model)
     uninterrupted = inference.sample(model, shard, **settings).samples
-    total_calls = len(calls)
-    limit, calls[:] = 2 * total_calls // 3, []
-    model.log_likelihood = lambda theta, batch: interrupting(theta, batch, limit)
+    total_calls = likelihood.calls
+    likelihood.restart(2 * total_calls // 3)
     try:
         inference.sample(model, shard, checkpoint=path, **settings)
         stopped = False
     except _Interrupt:
         stopped = True
     saved = distributed.rank_path(path).exists()
-    model.log_likelihood, calls[:] = interrupting, []
+    likelihood.restart()
     resumed = inference.sample(model, shard, checkpoint=path, **settings).samples
-    model.log_likelihood = log_likelihood
-    return {"resume_stopped": stopped and saved, "resume_calls": (len(calls), total_calls),
+    resumed_calls = likelihood.calls
+    likelihood.remove()
+    return {"resume_stopped": stopped and saved, "resume_calls": (resumed_calls, total_calls),
             "resume_uninterrupted": uninterrupted, "resume_resumed": resumed}
 
 
