@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from probnets.moment import (MomentNetwork, Moments, expected_log_likelihood, gaussian_predictive, gelu_moments,
-                             linear_moments, predictive_moments, relu_covariance, relu_moments)
+from probnets.moment import (MomentNetwork, Moments, exact_gelu_moments, expected_log_likelihood, gaussian_predictive,
+                             gelu_moments, linear_moments, predictive_moments, relu_covariance, relu_moments)
 from probnets.moment.network import MomentActivation
 
 NUM_MC = 10**6
@@ -22,6 +22,7 @@ DTYPES = (torch.float32, torch.float64)
 FLOOR = {torch.float32: 1e-5, torch.float64: 1e-9}
 MEANS = (-30.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0)
 VARIANCES = (1e-8, 1e-2, 1.0, 100.0, 1e4)
+RULES = {"gelu": gelu_moments, "exact-gelu": exact_gelu_moments, "relu": relu_moments}
 
 
 def mc_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,32 +55,53 @@ def grid_reference(activation):
     return [weighted_reference(float(m), float(v), z, activation) for m, v in zip(mu, var)]
 
 
+def cdf(x):
+    """Phi, accurate in the left tail (torch.special.ndtr is 0 below -8.3)."""
+    return 0.5 * torch.special.erfc(-x / math.sqrt(2))
+
+
+def _weighted_draws(mu, var, z, shift):
+    """Draws of ``N(shift, var)`` and their importance weights for ``N(mu, var)``."""
+    x = shift + math.sqrt(var) * z
+    return x, (((x - shift).square() - (x - mu).square()) / (2 * var)).exp()
+
+
 def weighted_reference(mu, var, z, activation):
     """MC mean and variance of the activation of ``N(mu, var)`` with their MCSEs, from ``E[y | x]`` and
     ``E[y^2 | x]`` (for MP-GELU the gate is averaged out: ``x Phi(x)``, ``x^2 Phi(x)``). Deep in the left tail the
-    draws come from the same normal shifted to where the activation is non-zero (``x ~ N(mu_q, var)`` with
-    ``mu_q = 0`` for ReLU and ``mu / (1 + var)`` for GELU), weighted by ``p / q``; plain MC would see no
-    non-zero draw there."""
+    draws come from the same normal shifted to where the integrand peaks (``x ~ N(mu_q, var)`` with ``mu_q = 0``
+    for ReLU, ``mu / (1 + var)`` for MP-GELU; for the exact GELU ``mu / (1 + var)`` for the mean and
+    ``mu / (1 + 2 var)`` for the second moment), weighted by ``p / q``; plain MC would see no non-zero draw
+    there."""
     sd = math.sqrt(var)
-    if activation == "gelu":
-        shift = mu / (1 + var) if mu / math.sqrt(1 + var) < -2 else mu
+    tail = mu / math.sqrt(1 + var) < -2 if activation != "relu" else mu < -2 * sd
+    if activation == "relu":
+        shifts = (0.0, 0.0) if tail else (mu, mu)
+    elif activation == "gelu":
+        shifts = (mu / (1 + var),) * 2 if tail else (mu, mu)
     else:
-        shift = 0.0 if mu < -2 * sd else mu
-    x = shift + sd * z
-    log_w = ((x - shift).square() - (x - mu).square()) / (2 * var)
-    w = log_w.exp()
-    gate = torch.special.ndtr(x) if activation == "gelu" else (x > 0).double()
-    g1, g2 = w * x * gate, w * x.square() * gate
+        shifts = (mu / (1 + var), mu / (1 + 2 * var)) if tail else (mu, mu)
+    (x1, w1), (x2, w2) = (_weighted_draws(mu, var, z, shift) for shift in shifts)
+    if activation == "relu":
+        g1, g2 = w1 * x1.clamp_min(0), w2 * x2.clamp_min(0).square()
+    elif activation == "gelu":
+        g1, g2 = w1 * x1 * cdf(x1), w2 * x2.square() * cdf(x2)
+    else:
+        g1, g2 = w1 * x1 * cdf(x1), w2 * (x2 * cdf(x2)).square()
     mean, second = g1.mean(), g2.mean()
-    n = math.sqrt(x.shape[0])
-    return mean, second - mean.square(), g1.std() / n, (g2 - 2 * mean * g1).std() / n
+    n = math.sqrt(x1.shape[0])
+    if shifts[0] == shifts[1]:  # one set of draws: the delta-method error of second - mean^2
+        se_var = (g2 - 2 * mean * g1).std() / n
+    else:  # two proposals from the same z: bound the error of the difference by the sum of the two
+        se_var = g2.std() / n + 2 * mean.abs() * g1.std() / n
+    return mean, second - mean.square(), g1.std() / n, se_var
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ["gelu", "relu"])
+@pytest.mark.parametrize("activation", ["gelu", "exact-gelu", "relu"])
 def test_activation_moments_match_monte_carlo(activation, dtype):
     mu, var = grid(dtype)
-    mean, variance = (gelu_moments if activation == "gelu" else relu_moments)(mu, var)
+    mean, variance = RULES[activation](mu, var)
     assert mean.dtype == variance.dtype == dtype and bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
     resolved = 0
     for j in range(mu.shape[0]):  # one cell at a time: 10^6 draws each
@@ -218,7 +240,8 @@ def test_heteroscedastic_output_matches_monte_carlo(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("relu", "diagonal"), ("relu", "full")])
+@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("exact-gelu", "diagonal"),
+                                                     ("relu", "diagonal"), ("relu", "full")])
 def test_one_hidden_layer_network_is_exact(activation, covariance, dtype):
     """Through one hidden layer, the output mean, variances and the mean/log-variance covariance are exact
     (checked against 2.5 x 10^5 networks drawn from q, gates included)."""
@@ -240,7 +263,8 @@ def test_one_hidden_layer_network_is_exact(activation, covariance, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("relu", "diagonal"), ("relu", "full")])
+@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("exact-gelu", "diagonal"),
+                                                     ("relu", "diagonal"), ("relu", "full")])
 def test_stable_for_extreme_inputs(activation, covariance, dtype):
     net = MomentNetwork(2, (16, 16), activation=activation, covariance=covariance, dtype=dtype,
                         generator=torch.Generator().manual_seed(5))
@@ -250,7 +274,7 @@ def test_stable_for_extreme_inputs(activation, covariance, dtype):
     assert bool(torch.isfinite(expected_log_likelihood(out, torch.zeros(3, 1, dtype=dtype))[1]))
     (out.mean.sum() + out.variance.sum()).backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in net.parameters())
-    for rule in (gelu_moments, relu_moments):
+    for rule in RULES.values():
         m, v = rule(torch.tensor([1e30, -1e30, 0.0], dtype=dtype), torch.tensor([1e-30, 1e30, 1e30], dtype=dtype))
         assert bool(torch.isfinite(m).all() & torch.isfinite(v).all() & (v >= 0).all())
 
