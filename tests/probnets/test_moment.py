@@ -132,11 +132,76 @@ def test_gelu_values_from_the_notes():
     torch.testing.assert_close(variance + mean**2, torch.tensor(0.43111, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
+def test_exact_gelu_value_from_the_notes():
+    """The notes' E[(x Phi(x))^2] = 0.366 at N(0.3, 0.5), here to 30-digit quadrature (0.366166379205545)."""
+    mean, variance = exact_gelu_moments(torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    torch.testing.assert_close(mean, torch.tensor(0.337079650709489, dtype=torch.float64), atol=1e-13, rtol=0)
+    torch.testing.assert_close(variance + mean**2, torch.tensor(0.366166379205545, dtype=torch.float64), atol=1e-13,
+                               rtol=0)
+
+
+# (mean, variance): deep left tail (down to 1e-200), tiny and huge variances, the GELU's minimum near -0.75
+TAIL_CELLS = [(-30.0, 0.01), (-30.0, 1.0), (-30.0, 100.0), (-300.0, 100.0), (-12.0, 1.0), (-8.0, 0.01), (-3.0, 1e-5),
+              (-0.75, 1e-8), (-0.75, 3e-6), (0.0, 1e4), (5.0, 1e-3), (1e3, 1e4)]
+
+
+@functools.lru_cache(maxsize=None)
+def quadrature_gelu_moments(mu, var):
+    """Mean and variance of ``x Phi(x)``, ``x ~ N(mu, var)``, by 40-digit adaptive quadrature on intervals of one
+    width around each place where an integrand can peak: ``mu`` (width ``sd``), and in the left tail, where
+    ``Phi(x)^k`` acts like ``exp(-k x^2 / 2)``, ``mu / (1 + k var)`` (width ``sd / sqrt(1 + k var)``), k = 1, 2."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    mu, var = mpmath.mpf(mu), mpmath.mpf(var)
+    sd = mpmath.sqrt(var)
+    peaks = {mu / (1 + k * var): sd / mpmath.sqrt(1 + k * var) for k in (0, 1, 2)}
+    edges = [-mpmath.inf] + sorted({p + k * w for p, w in peaks.items() for k in range(-8, 9)}) + [mpmath.inf]
+
+    def moment(power):
+        return mpmath.quad(lambda x: (x * mpmath.ncdf(x)) ** power * mpmath.npdf(x, mu, sd), edges)
+
+    first = moment(1)
+    return float(first), float(moment(2) - first**2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exact_gelu_matches_quadrature_in_the_tails(dtype):
+    """Where 10^6 draws cannot resolve the moments (the MC grid's tail cells pass by its floor): relative error
+    below 1e-5 against quadrature (the worst case is just above the switch to the Taylor expansion at the GELU's
+    minimum, where E[y^2] - E[y]^2 keeps 11 of 16 digits), for values the dtype represents as normal numbers."""
+    mu = torch.tensor([c[0] for c in TAIL_CELLS], dtype=torch.float32)  # float32 cells: one reference for both
+    var = torch.tensor([c[1] for c in TAIL_CELLS], dtype=torch.float32)
+    mean, variance = exact_gelu_moments(mu.to(dtype), var.to(dtype))
+    tiny = torch.finfo(dtype).tiny
+    for j, (m, v) in enumerate(zip(mu.tolist(), var.tolist())):
+        ref_mean, ref_var = quadrature_gelu_moments(m, v)
+        for got, ref, what in ((mean[j], ref_mean, "mean"), (variance[j], ref_var, "variance")):
+            if abs(ref) < 1e3 * tiny:
+                assert abs(float(got)) < 1e4 * tiny, (what, m, v, float(got), ref)
+            else:
+                assert abs(float(got) - ref) <= 1e-5 * abs(ref), (what, m, v, float(got), ref)
+
+
+def test_exact_gelu_gradients():
+    """Autograd against finite differences (mean 0 included, where the rule reflects), and continuity across
+    the switch to the Taylor expansion at variance 1e-6."""
+    mu = torch.tensor([-3.0, -0.75, 0.0, 0.3, 2.0, -12.0], dtype=torch.float64, requires_grad=True)
+    var = torch.tensor([1.0, 1e-2, 0.5, 2e-5, 4.0, 1.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(exact_gelu_moments, (mu, var))
+    means = torch.linspace(-3, 3, 25, dtype=torch.float64)
+    below = exact_gelu_moments(means, torch.full_like(means, 1e-6 * (1 - 1e-9)))[1]
+    above = exact_gelu_moments(means, torch.full_like(means, 1e-6 * (1 + 1e-9)))[1]
+    assert float(((below - above) / above).abs().max()) < 1e-4
+
+
 def test_limits_are_exact():
     x = torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64)
     zero = torch.zeros_like(x)
     mean, variance = relu_moments(x, zero)
     torch.testing.assert_close(mean, x.clamp_min(0))
+    torch.testing.assert_close(variance, zero)
+    mean, variance = exact_gelu_moments(x, zero)
+    torch.testing.assert_close(mean, x * torch.special.ndtr(x))
     torch.testing.assert_close(variance, zero)
     mean, variance = gelu_moments(x, zero)  # a deterministic input: the GELU, with the gate's Bernoulli variance
     cdf = torch.special.ndtr(x)
