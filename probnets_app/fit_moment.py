@@ -1,4 +1,5 @@
-"""``probnets fit --method mp-gelu|gelu-mp|relu-mp``: a moment-propagation BNN trained by deterministic VI, with its report.
+"""``probnets fit --method mp-gelu|gelu-mp|relu-mp``: a moment-propagation BNN trained by deterministic VI, with its
+report.
 
 Example:
     $ probnets fit --method mp-gelu --data diabetes --out run --steps 3000

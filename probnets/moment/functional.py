@@ -134,8 +134,9 @@ def exact_gelu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
         C = E[phi(x)^2]        = a exp(-a^2 mean^2) / (2 pi)
         D = E[x Phi(x) phi(x)] = phi(t) (mean Phi(a t) + variance a s phi(a t)) / s^3
 
-    The variance is evaluated at ``m = -|mean|``, where no two large terms cancel, and reflected: ``y = x - x Phi(-x)`` gives ``Var(mean) = Var(-mean) + variance (erf(t / sqrt 2) + 2 mean phi(t)
-    / s^3)``, the last term odd in ``mean``. Below an input variance of 1e-6 the variance at ``m`` is the Taylor
+    The variance is evaluated at ``m = -|mean|``, where no two large terms cancel, and reflected: ``y = x -
+    x Phi(-x)`` gives ``Var(mean) = Var(-mean) + variance (erf(t / sqrt 2) + 2 mean phi(t) / s^3)``, the last term
+    odd in ``mean``. Below an input variance of 1e-6 the variance at ``m`` is the Taylor
     expansion ``variance f1^2 + variance^2 (f2^2 / 2 + f1 f3)`` in the derivatives ``f1, f2, f3`` of ``x Phi(x)``.
     ``A`` is evaluated without cancellation (see :func:`_normal_cdf_squared_mean`), so the moments stay accurate
     relative to their size deep in the left tail; the four terms of ``E[y^2]`` there cancel by about a factor
