@@ -28,8 +28,8 @@ from torch import Tensor
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# Gauss-Legendre rule on [0, 1] for E[Phi(x)^2]: 32 nodes give it to 1e-8 relative or better from h = 0 to the
-# underflow near h = -37 (against 60-digit mpmath quadrature).
+# Gauss-Legendre rule on [0, 1] for E[Phi(x)^2]: with 32 nodes its relative error was at most 4e-11 over h = 0..-37
+# (beyond, it underflows) and variances 0..1e8, against 40-digit mpmath quadrature.
 _NODES, _WEIGHTS = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(32))
 _NODES, _WEIGHTS = (_NODES + 1) / 2, _WEIGHTS / 2
 # Below this input variance the deterministic GELU's variance is its second-order Taylor expansion: the exact
