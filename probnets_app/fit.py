@@ -37,7 +37,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              + "; ".join(f"{s.name}: {s.summary}" for s in registry.SAMPLERS.values())
                              + "; or a variational method: "
                              + "; ".join(f"{k}: {v}" for k, v in variational.METHODS.items())
-                             + "; or deterministic VI of a moment-propagation network: mp-gelu, relu-mp"
+                             + "; or deterministic VI of a moment-propagation network: mp-gelu, gelu-mp, relu-mp"
                              + "; for --model pbnn: ohsmc (default) or sgsmc")
     parser.add_argument("--data", required=True, metavar="diabetes|PATH.csv",
                         help="'diabetes' (scikit-learn's diabetes data) or a CSV file with a header row")

@@ -1,4 +1,5 @@
-"""``probnets fit --method mp-gelu|relu-mp``: a moment-propagation BNN trained by deterministic VI, with its report.
+"""``probnets fit --method mp-gelu|gelu-mp|relu-mp``: a moment-propagation BNN trained by deterministic VI, with its
+report.
 
 Example:
     $ probnets fit --method mp-gelu --data diabetes --out run --steps 3000
@@ -15,12 +16,13 @@ from probnets_app import output, variational
 from probnets_app.cli import PROG, DataError
 
 #: The ``--method`` values handled here (the ``inference.vi`` methods of moment-propagation networks).
-METHODS = ("mp-gelu", "relu-mp")
+METHODS = ("mp-gelu", "gelu-mp", "relu-mp")
+_ACTIVATIONS = {"mp-gelu": "gelu", "gelu-mp": "exact-gelu", "relu-mp": "relu"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the deterministic-VI methods (ignored by samplers)."""
-    group = parser.add_argument_group("moment propagation (--method mp-gelu or relu-mp; with --steps, "
+    group = parser.add_argument_group("moment propagation (--method mp-gelu, gelu-mp or relu-mp; with --steps, "
                                       "--batch-size, --lr; --activation, --chains, --warmup and --samples do not "
                                       "apply)")
     group.add_argument("--covariance", choices=["diagonal", "full"], default="diagonal",
@@ -30,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: Path, dtype) -> int:
     """Fit, report and print; ``split`` is the standardised data split, ``out`` the checked output folder."""
-    if args.method == "mp-gelu" and args.covariance == "full":
-        parser.error("argument --covariance: MP-GELU propagates diagonal moments; 'full' is for --method relu-mp")
+    if args.method != "relu-mp" and args.covariance == "full":
+        parser.error(f"argument --covariance: {args.method} propagates diagonal moments; 'full' is for --method "
+                     "relu-mp")
     if not args.kl_weight > 0:
         parser.error(f"argument --kl-weight: must be > 0, got {args.kl_weight}")
     variational.optimiser_defaults(args, parser)
@@ -42,8 +45,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     from probnets_app.report.moment_report import format_moment_report, moment_report
 
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
-    network = MomentNetwork(split.x_train.shape[1], args.widths, activation="gelu" if args.method == "mp-gelu"
-                            else "relu", covariance=args.covariance, dtype=dtype,
+    network = MomentNetwork(split.x_train.shape[1], args.widths, activation=_ACTIVATIONS[args.method],
+                            covariance=args.covariance, dtype=dtype,
                             generator=torch.Generator().manual_seed(args.seed))
     print(f"{PROG}: {network.method} network {list(args.widths)} on {data_name} ({split.x_train.shape[0]} training, "
           f"{split.x_test.shape[0]} test rows); deterministic VI, {args.steps} steps", file=sys.stderr)

@@ -17,6 +17,7 @@ VI_METHODS["mfvi"] = "inference.vi.mfvi:fit"                  # Gaussian VI, mea
 VI_METHODS["ssvi"] = "inference.vi.ssvi:fit"                  # sparse subspace VI of a BNN
 VI_METHODS["mp-gelu"] = "inference.vi.mp_gelu:fit_mp_gelu"   # deterministic VI, MP-GELU network
 VI_METHODS["relu-mp"] = "inference.vi.mp_gelu:fit_relu_mp"   # deterministic VI, ReLU network (diagonal or full)
+VI_METHODS["gelu-mp"] = "inference.vi.mp_gelu:fit_gelu_mp"   # deterministic VI, GELU network (exact moments)
 
 
 def get(name: str) -> Callable[..., Any]:

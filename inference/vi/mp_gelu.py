@@ -1,5 +1,6 @@
 """Deterministic variational inference of moment-propagation networks: MP-GELU (Hirayama and
-Takamaeda-Yamazaki 2022) and the ReLU baselines of Wu et al. (2019), ``fit_vi(network, data, method=...)``.
+Takamaeda-Yamazaki 2022), the deterministic GELU with exact moments (``"gelu-mp"``) and the ReLU baselines of
+Wu et al. (2019), ``fit_vi(network, data, method=...)``.
 
 The objective has no sampling: per minibatch ``B`` of ``N`` data,
 
@@ -132,3 +133,4 @@ def _method_fit(expected: tuple[str, ...]):
 #: ``fit_vi`` entries: each checks that the network is of its kind.
 fit_mp_gelu = _method_fit(("mp-gelu",))
 fit_relu_mp = _method_fit(("relu-mp", "relu-mp-full"))
+fit_gelu_mp = _method_fit(("gelu-mp",))

@@ -7,7 +7,8 @@ maps a data batch to the mean ``n x 2m`` and the covariance of the last layer's 
 are the regression means ``l``, the last ``m`` the log noise variances ``s`` of a heteroscedastic Gaussian
 ``y ~ N(l, exp(s))`` (:mod:`probnets.moment.likelihood`).
 
-Activations: ``"gelu"`` (MP-GELU, diagonal), ``"relu"`` with ``covariance="diagonal"`` (ReLU-DVI, diagonal) or
+Activations: ``"gelu"`` (MP-GELU, the stochastic-gate GELU, diagonal), ``"exact-gelu"`` (the deterministic GELU
+``x Phi(x)`` with its exact moments, diagonal), ``"relu"`` with ``covariance="diagonal"`` (ReLU-DVI, diagonal) or
 ``covariance="full"`` (ReLU-DVI with the full hidden covariance). Moments are exact through the first hidden
 layer; deeper layers treat their (correlated, non-Gaussian) inputs as Gaussian, diagonal or full.
 """
@@ -25,7 +26,8 @@ from probnets.moment import functional as F
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
-ACTIVATIONS = ("gelu", "relu")
+ACTIVATIONS = ("gelu", "exact-gelu", "relu")
+_RULES = {"gelu": F.gelu_moments, "exact-gelu": F.exact_gelu_moments, "relu": F.relu_moments}
 COVARIANCES = ("diagonal", "full")
 
 
@@ -73,7 +75,8 @@ class MomentLinear(nn.Module):
 
 
 class MomentActivation(nn.Module):
-    """MP-GELU (``"gelu"``, diagonal) or the ReLU rule (``"relu"``, diagonal or full covariance)."""
+    """MP-GELU (``"gelu"``, diagonal), the exact GELU rule (``"exact-gelu"``, diagonal) or the ReLU rule
+    (``"relu"``, diagonal or full covariance)."""
 
     def __init__(self, activation: str = "gelu", covariance: str = "diagonal"):
         super().__init__()
@@ -81,8 +84,9 @@ class MomentActivation(nn.Module):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
-        if activation == "gelu" and covariance == "full":
-            raise ValueError("MP-GELU propagates diagonal moments; covariance='full' needs activation='relu'")
+        if activation != "relu" and covariance == "full":
+            raise ValueError(f"activation={activation!r} propagates diagonal moments; covariance='full' needs "
+                             "activation='relu'")
         self.activation, self.covariance = activation, covariance
 
     def forward(self, moments: Moments) -> Moments:
@@ -90,13 +94,14 @@ class MomentActivation(nn.Module):
             if moments.variance.dim() == moments.mean.dim():  # a diagonal input (the first layer's)
                 moments = Moments(moments.mean, torch.diag_embed(moments.variance))
             return Moments(*F.relu_covariance(*moments))
-        rule = F.gelu_moments if self.activation == "gelu" else F.relu_moments
-        return Moments(*rule(*moments))
+        return Moments(*_RULES[self.activation](*moments))
 
     def sample_forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The activation of sampled pre-activations; MP-GELU draws its gates ``u ~ Bernoulli(Phi(x))``."""
         if self.activation == "relu":
             return x.clamp_min(0)
+        if self.activation == "exact-gelu":
+            return x * torch.special.ndtr(x)
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return torch.where(u < torch.special.ndtr(x), x, torch.zeros_like(x))
 
@@ -109,7 +114,7 @@ class MomentNetwork(nn.Module):
         widths: Hidden widths, e.g. ``(50,)``.
         out_features: Number of regression targets ``m`` (the last layer has ``2m`` units: means and log
             noise variances).
-        activation: ``"gelu"`` (MP-GELU) or ``"relu"``.
+        activation: ``"gelu"`` (MP-GELU), ``"exact-gelu"`` (GELU with exact moments) or ``"relu"``.
         covariance: ``"diagonal"`` or ``"full"`` (ReLU only): the hidden covariance kept between layers.
         init_variance: Initial weight variance times fan-in (see :class:`MomentLinear`).
         init_log_noise: Initial bias of the log-variance outputs.
@@ -142,9 +147,11 @@ class MomentNetwork(nn.Module):
 
     @property
     def method(self) -> str:
-        """``"mp-gelu"``, ``"relu-mp"`` (diagonal) or ``"relu-mp-full"``."""
+        """``"mp-gelu"``, ``"gelu-mp"`` (exact GELU), ``"relu-mp"`` (diagonal) or ``"relu-mp-full"``."""
         if self.activation.activation == "gelu":
             return "mp-gelu"
+        if self.activation.activation == "exact-gelu":
+            return "gelu-mp"
         return "relu-mp-full" if self.activation.covariance == "full" else "relu-mp"
 
     def config(self) -> dict:

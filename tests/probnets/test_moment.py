@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from probnets.moment import (MomentNetwork, Moments, expected_log_likelihood, gaussian_predictive, gelu_moments,
-                             linear_moments, predictive_moments, relu_covariance, relu_moments)
+from probnets.moment import (MomentNetwork, Moments, exact_gelu_moments, expected_log_likelihood, gaussian_predictive,
+                             gelu_moments, linear_moments, predictive_moments, relu_covariance, relu_moments)
 from probnets.moment.network import MomentActivation
 
 NUM_MC = 10**6
@@ -22,6 +22,7 @@ DTYPES = (torch.float32, torch.float64)
 FLOOR = {torch.float32: 1e-5, torch.float64: 1e-9}
 MEANS = (-30.0, -3.0, -0.5, 0.0, 0.3, 2.0, 30.0)
 VARIANCES = (1e-8, 1e-2, 1.0, 100.0, 1e4)
+RULES = {"gelu": gelu_moments, "exact-gelu": exact_gelu_moments, "relu": relu_moments}
 
 
 def mc_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,32 +55,53 @@ def grid_reference(activation):
     return [weighted_reference(float(m), float(v), z, activation) for m, v in zip(mu, var)]
 
 
+def cdf(x):
+    """Phi, accurate in the left tail (torch.special.ndtr is 0 below -8.3)."""
+    return 0.5 * torch.special.erfc(-x / math.sqrt(2))
+
+
+def _weighted_draws(mu, var, z, shift):
+    """Draws of ``N(shift, var)`` and their importance weights for ``N(mu, var)``."""
+    x = shift + math.sqrt(var) * z
+    return x, (((x - shift).square() - (x - mu).square()) / (2 * var)).exp()
+
+
 def weighted_reference(mu, var, z, activation):
     """MC mean and variance of the activation of ``N(mu, var)`` with their MCSEs, from ``E[y | x]`` and
     ``E[y^2 | x]`` (for MP-GELU the gate is averaged out: ``x Phi(x)``, ``x^2 Phi(x)``). Deep in the left tail the
-    draws come from the same normal shifted to where the activation is non-zero (``x ~ N(mu_q, var)`` with
-    ``mu_q = 0`` for ReLU and ``mu / (1 + var)`` for GELU), weighted by ``p / q``; plain MC would see no
-    non-zero draw there."""
+    draws come from the same normal shifted to where the integrand peaks (``x ~ N(mu_q, var)`` with ``mu_q = 0``
+    for ReLU, ``mu / (1 + var)`` for MP-GELU; for the exact GELU ``mu / (1 + var)`` for the mean and
+    ``mu / (1 + 2 var)`` for the second moment), weighted by ``p / q``; plain MC would see no non-zero draw
+    there."""
     sd = math.sqrt(var)
-    if activation == "gelu":
-        shift = mu / (1 + var) if mu / math.sqrt(1 + var) < -2 else mu
+    tail = mu / math.sqrt(1 + var) < -2 if activation != "relu" else mu < -2 * sd
+    if activation == "relu":
+        shifts = (0.0, 0.0) if tail else (mu, mu)
+    elif activation == "gelu":
+        shifts = (mu / (1 + var),) * 2 if tail else (mu, mu)
     else:
-        shift = 0.0 if mu < -2 * sd else mu
-    x = shift + sd * z
-    log_w = ((x - shift).square() - (x - mu).square()) / (2 * var)
-    w = log_w.exp()
-    gate = torch.special.ndtr(x) if activation == "gelu" else (x > 0).double()
-    g1, g2 = w * x * gate, w * x.square() * gate
+        shifts = (mu / (1 + var), mu / (1 + 2 * var)) if tail else (mu, mu)
+    (x1, w1), (x2, w2) = (_weighted_draws(mu, var, z, shift) for shift in shifts)
+    if activation == "relu":
+        g1, g2 = w1 * x1.clamp_min(0), w2 * x2.clamp_min(0).square()
+    elif activation == "gelu":
+        g1, g2 = w1 * x1 * cdf(x1), w2 * x2.square() * cdf(x2)
+    else:
+        g1, g2 = w1 * x1 * cdf(x1), w2 * (x2 * cdf(x2)).square()
     mean, second = g1.mean(), g2.mean()
-    n = math.sqrt(x.shape[0])
-    return mean, second - mean.square(), g1.std() / n, (g2 - 2 * mean * g1).std() / n
+    n = math.sqrt(x1.shape[0])
+    if shifts[0] == shifts[1]:  # one set of draws: the delta-method error of second - mean^2
+        se_var = (g2 - 2 * mean * g1).std() / n
+    else:  # two proposals from the same z: bound the error of the difference by the sum of the two
+        se_var = g2.std() / n + 2 * mean.abs() * g1.std() / n
+    return mean, second - mean.square(), g1.std() / n, se_var
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ["gelu", "relu"])
+@pytest.mark.parametrize("activation", ["gelu", "exact-gelu", "relu"])
 def test_activation_moments_match_monte_carlo(activation, dtype):
     mu, var = grid(dtype)
-    mean, variance = (gelu_moments if activation == "gelu" else relu_moments)(mu, var)
+    mean, variance = RULES[activation](mu, var)
     assert mean.dtype == variance.dtype == dtype and bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
     resolved = 0
     for j in range(mu.shape[0]):  # one cell at a time: 10^6 draws each
@@ -110,11 +132,76 @@ def test_gelu_values_from_the_notes():
     torch.testing.assert_close(variance + mean**2, torch.tensor(0.43111, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
+def test_exact_gelu_value_from_the_notes():
+    """The notes' E[(x Phi(x))^2] = 0.366 at N(0.3, 0.5), here to 30-digit quadrature (0.366166379205545)."""
+    mean, variance = exact_gelu_moments(torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    torch.testing.assert_close(mean, torch.tensor(0.337079650709489, dtype=torch.float64), atol=1e-13, rtol=0)
+    torch.testing.assert_close(variance + mean**2, torch.tensor(0.366166379205545, dtype=torch.float64), atol=1e-13,
+                               rtol=0)
+
+
+# (mean, variance): deep left tail (down to 1e-200), tiny and huge variances, the GELU's minimum near -0.75
+TAIL_CELLS = [(-30.0, 0.01), (-30.0, 1.0), (-30.0, 100.0), (-300.0, 100.0), (-12.0, 1.0), (-8.0, 0.01), (-3.0, 1e-5),
+              (-0.75, 1e-8), (-0.75, 3e-6), (0.0, 1e4), (5.0, 1e-3), (1e3, 1e4)]
+
+
+@functools.lru_cache(maxsize=None)
+def quadrature_gelu_moments(mu, var):
+    """Mean and variance of ``x Phi(x)``, ``x ~ N(mu, var)``, by 40-digit adaptive quadrature on intervals of one
+    width around each place where an integrand can peak: ``mu`` (width ``sd``), and in the left tail, where
+    ``Phi(x)^k`` acts like ``exp(-k x^2 / 2)``, ``mu / (1 + k var)`` (width ``sd / sqrt(1 + k var)``), k = 1, 2."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    mu, var = mpmath.mpf(mu), mpmath.mpf(var)
+    sd = mpmath.sqrt(var)
+    peaks = {mu / (1 + k * var): sd / mpmath.sqrt(1 + k * var) for k in (0, 1, 2)}
+    edges = [-mpmath.inf] + sorted({p + k * w for p, w in peaks.items() for k in range(-8, 9)}) + [mpmath.inf]
+
+    def moment(power):
+        return mpmath.quad(lambda x: (x * mpmath.ncdf(x)) ** power * mpmath.npdf(x, mu, sd), edges)
+
+    first = moment(1)
+    return float(first), float(moment(2) - first**2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exact_gelu_matches_quadrature_in_the_tails(dtype):
+    """Where 10^6 draws cannot resolve the moments (the MC grid's tail cells pass by its floor): relative error
+    below 1e-5 against quadrature (the worst case is just above the switch to the Taylor expansion at the GELU's
+    minimum, where E[y^2] - E[y]^2 keeps 11 of 16 digits), for values the dtype represents as normal numbers."""
+    mu = torch.tensor([c[0] for c in TAIL_CELLS], dtype=torch.float32)  # float32 cells: one reference for both
+    var = torch.tensor([c[1] for c in TAIL_CELLS], dtype=torch.float32)
+    mean, variance = exact_gelu_moments(mu.to(dtype), var.to(dtype))
+    tiny = torch.finfo(dtype).tiny
+    for j, (m, v) in enumerate(zip(mu.tolist(), var.tolist())):
+        ref_mean, ref_var = quadrature_gelu_moments(m, v)
+        for got, ref, what in ((mean[j], ref_mean, "mean"), (variance[j], ref_var, "variance")):
+            if abs(ref) < 1e3 * tiny:
+                assert abs(float(got)) < 1e4 * tiny, (what, m, v, float(got), ref)
+            else:
+                assert abs(float(got) - ref) <= 1e-5 * abs(ref), (what, m, v, float(got), ref)
+
+
+def test_exact_gelu_gradients():
+    """Autograd against finite differences (mean 0 included, where the rule reflects), and continuity across
+    the switch to the Taylor expansion at variance 1e-6."""
+    mu = torch.tensor([-3.0, -0.75, 0.0, 0.3, 2.0, -12.0], dtype=torch.float64, requires_grad=True)
+    var = torch.tensor([1.0, 1e-2, 0.5, 2e-5, 4.0, 1.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(exact_gelu_moments, (mu, var))
+    means = torch.linspace(-3, 3, 25, dtype=torch.float64)
+    below = exact_gelu_moments(means, torch.full_like(means, 1e-6 * (1 - 1e-9)))[1]
+    above = exact_gelu_moments(means, torch.full_like(means, 1e-6 * (1 + 1e-9)))[1]
+    assert float(((below - above) / above).abs().max()) < 1e-4
+
+
 def test_limits_are_exact():
     x = torch.tensor([-2.0, 0.0, 1.5], dtype=torch.float64)
     zero = torch.zeros_like(x)
     mean, variance = relu_moments(x, zero)
     torch.testing.assert_close(mean, x.clamp_min(0))
+    torch.testing.assert_close(variance, zero)
+    mean, variance = exact_gelu_moments(x, zero)
+    torch.testing.assert_close(mean, x * torch.special.ndtr(x))
     torch.testing.assert_close(variance, zero)
     mean, variance = gelu_moments(x, zero)  # a deterministic input: the GELU, with the gate's Bernoulli variance
     cdf = torch.special.ndtr(x)
@@ -218,7 +305,8 @@ def test_heteroscedastic_output_matches_monte_carlo(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("relu", "diagonal"), ("relu", "full")])
+@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("exact-gelu", "diagonal"),
+                                                     ("relu", "diagonal"), ("relu", "full")])
 def test_one_hidden_layer_network_is_exact(activation, covariance, dtype):
     """Through one hidden layer, the output mean, variances and the mean/log-variance covariance are exact
     (checked against 2.5 x 10^5 networks drawn from q, gates included)."""
@@ -240,7 +328,8 @@ def test_one_hidden_layer_network_is_exact(activation, covariance, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("relu", "diagonal"), ("relu", "full")])
+@pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("exact-gelu", "diagonal"),
+                                                     ("relu", "diagonal"), ("relu", "full")])
 def test_stable_for_extreme_inputs(activation, covariance, dtype):
     net = MomentNetwork(2, (16, 16), activation=activation, covariance=covariance, dtype=dtype,
                         generator=torch.Generator().manual_seed(5))
@@ -250,7 +339,7 @@ def test_stable_for_extreme_inputs(activation, covariance, dtype):
     assert bool(torch.isfinite(expected_log_likelihood(out, torch.zeros(3, 1, dtype=dtype))[1]))
     (out.mean.sum() + out.variance.sum()).backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in net.parameters())
-    for rule in (gelu_moments, relu_moments):
+    for rule in RULES.values():
         m, v = rule(torch.tensor([1e30, -1e30, 0.0], dtype=dtype), torch.tensor([1e-30, 1e30, 1e30], dtype=dtype))
         assert bool(torch.isfinite(m).all() & torch.isfinite(v).all() & (v >= 0).all())
 
