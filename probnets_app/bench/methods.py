@@ -217,6 +217,9 @@ def _moment_plan(budget: int, problem) -> dict:
     return {"num_steps": max(1, budget), "batch_size": None}
 
 
+_MOMENT_ACTIVATIONS = {"mp-gelu": "gelu", "gelu-mp": "exact-gelu", "relu-mp": "relu"}
+
+
 def _fit_moment(name: str):
     def fit(problem, settings: dict, seed: int) -> Fitted:
         import torch
@@ -225,7 +228,7 @@ def _fit_moment(name: str):
         from probnets.moment import MomentNetwork
 
         network = MomentNetwork(problem.in_features, tuple(settings.get("widths", (50,))),
-                                activation="gelu" if name == "mp-gelu" else "relu", dtype=torch.float64,
+                                activation=_MOMENT_ACTIVATIONS[name], dtype=torch.float64,
                                 generator=torch.Generator().manual_seed(seed))
         posterior = fit_vi(network, _train(problem), method=name, num_steps=settings["num_steps"],
                            batch_size=settings["batch_size"], seed=seed, progress=False)
@@ -353,7 +356,8 @@ _SAMPLER_SUMMARIES = {"nuts": "multinomial NUTS", "hmc": "static HMC", "chees": 
                       "structured-sghmc": "structured SGHMC (full batch)"}
 
 _SUMMARIES = {"mfvi": "mean-field Gaussian VI", "ssvi": "sparse subspace VI (density 0.25)",
-              "mp-gelu": "MP-GELU network, deterministic VI", "relu-mp": "ReLU moment propagation, deterministic VI"}
+              "mp-gelu": "MP-GELU network, deterministic VI", "relu-mp": "ReLU moment propagation, deterministic VI",
+              "gelu-mp": "exact moments of the deterministic GELU, deterministic VI"}
 
 for _name, _family in SAMPLER_FAMILIES.items():
     register(BenchMethod(_name, _family, _fit_sampler(_name), _smc_plan if _family == "smc" else
@@ -362,6 +366,8 @@ register(BenchMethod("mfvi", "vi", _fit_vi("mfvi"), _vi_plan(8), summary=_SUMMAR
 register(BenchMethod("ssvi", "vi", _fit_vi("ssvi"), _vi_plan(4, density=0.25), summary=_SUMMARIES["ssvi"]))
 register(BenchMethod("mp-gelu", "moment", _fit_moment("mp-gelu"), _moment_plan, ("regression",), "moment-gelu",
                      _SUMMARIES["mp-gelu"]))
+register(BenchMethod("gelu-mp", "moment", _fit_moment("gelu-mp"), _moment_plan, ("regression",), "moment-exact-gelu",
+                     _SUMMARIES["gelu-mp"]))
 register(BenchMethod("relu-mp", "moment", _fit_moment("relu-mp"), _moment_plan, ("regression",), "moment-relu",
                      _SUMMARIES["relu-mp"]))
 register(BenchMethod("map", "map", _fit_map, _ensemble_plan(1),
