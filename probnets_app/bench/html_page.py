@@ -12,7 +12,7 @@ _STYLE = """body{font-family:sans-serif;margin:2em;max-width:110em}
 table{border-collapse:collapse;font-size:90%;margin:1em 0}
 th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right}th{background:#eee}td:first-child{text-align:left}
 td.best{font-weight:bold;background:#e6f3e6}figure{display:inline-block;margin:.5em}figcaption{font-size:85%}
-img{max-width:100%}pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}"""
+img{max-width:100%}"""
 
 
 def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Path]]],
