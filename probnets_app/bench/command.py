@@ -25,8 +25,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Default budgets (gradient evaluations per cell): "
                      + ", ".join(f"{k}={v}" for k, v in DEFAULT_BUDGETS.items() if v))
     parser.add_argument("--datasets", type=arguments.names, required=True, metavar="NAME|PATH.csv[,...]",
-                        help="bundled data sets (diabetes, boston, concrete, auto_mpg, cpu_performance, breast_cancer, "
-                             "digits, moons) and/or CSV files with a header row")
+                        help="bundled data sets (diabetes, boston, concrete, auto_mpg, cpu_performance, yacht, wine, "
+                             "power_plant, protein, breast_cancer, digits, moons) and/or CSV files with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of the CSV data sets")
     parser.add_argument("--task", choices=["regression", "classification"], default="regression",
                         help="task of the CSV data sets (default: regression)")

