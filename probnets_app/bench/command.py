@@ -71,11 +71,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 COMMAND = Command(
-    help="benchmark inference methods on data sets (resumable; tables and Pareto figures)",
+    help="benchmark inference methods on data sets (resumable; tables, Pareto, calibration and trace figures)",
     description="Fit every method to every split of every data set (Hernandez-Lobato and Adams protocol: 90/10 "
                 "splits with saved indices, training-set standardisation), score the test rows (log-likelihood, "
                 "RMSE, CRPS, 90% coverage in original units; accuracy, NLL, ECE, Brier for classes) and write one "
-                "JSON per cell, results.csv, report.md and pareto_<data>.png into --out.",
+                "JSON per cell, results.csv, report.md, a self-contained report.html, and per data set "
+                "pareto_<data>.png, calibration_<data>.png, coverage_<data>.png and the MCMC cells' trace and rank "
+                "plots (traces/) into --out.",
     add_arguments=_add_arguments,
     run=_run,
 )

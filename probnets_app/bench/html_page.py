@@ -85,5 +85,6 @@ def _metadata(metadata: dict) -> str:
                       f"</td><td style=\"text-align:left\">{escape(json.dumps(b['settings']))}</td></tr>"
                       for method, b in metadata["budgets"].items())
     return ("<ul>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
-            "<table><tr><th>method</th><th>family</th><th>budget (gradient evaluations)</th><th>settings</th></tr>"
+            "<table><tr><th>data set / method</th><th>family</th><th>budget (gradient evaluations)</th>"
+            "<th>settings</th></tr>"
             + budgets + "</table>")

@@ -1,8 +1,10 @@
-"""The bench's tables and figures: one tidy row per cell, means and standard errors over splits, the markdown
-report with the best value of every column marked, and the Pareto figure of test NLL against wall time.
+"""The bench's tables and reports: one tidy row per cell, means and standard errors over splits, the markdown and
+HTML reports with the best value of every column marked and paired tests against it, the failed cells and the run's
+metadata.
 
 Written into the bench folder: ``results.csv`` (one row per cell), ``summary.json`` (the aggregated table),
-``report.md`` and ``pareto_<data set>.png``.
+``report.md``, the self-contained ``report.html`` (:mod:`probnets_app.bench.html_page`) and the figures of
+:mod:`probnets_app.bench.figures`.
 """
 
 from __future__ import annotations
@@ -242,14 +244,14 @@ def failures(records: list[dict]) -> list[dict]:
 
 
 def run_metadata(records: list[dict]) -> dict:
-    """What the report states about the run: cells, the seed of split 0, the budgets and settings per method, the
-    versions (every distinct set), threads per cell and the range of the 1-minute load average when cells started
-    (keys absent from old records are left out)."""
+    """What the report states about the run: cells, the seed of split 0, the budgets and settings per data set and
+    method, the versions (every distinct set), threads per cell and the range of the 1-minute load average when
+    cells started (keys absent from old records are left out)."""
     seeds = {r["seed"] - r["split"] for r in records if isinstance(r.get("seed"), int)}
     budgets = {}
-    for r in records:
-        budgets.setdefault(r["method"], {"family": r.get("family"), "budget": r.get("budget"),
-                                         "settings": r.get("settings")})
+    for r in records:  # the settings a plan makes of a budget may depend on the data set (e.g. its rows)
+        budgets.setdefault(f"{r['data_set']} / {r['method']}", {"family": r.get("family"), "budget": r.get("budget"),
+                                                                "settings": r.get("settings")})
     versions = list({json.dumps(r["versions"], sort_keys=True): r["versions"] for r in records if r.get("versions")}
                     .values())
     loads = [r["load_average"][0] for r in records if r.get("load_average")]

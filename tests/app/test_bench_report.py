@@ -121,7 +121,7 @@ def test_the_html_report_is_self_contained_with_tables_figures_failures_and_meta
     assert page.count('src="data:image/png;base64,') == 3
     assert '<td class="best">' in page and "&dagger;" in page
     assert "RuntimeError: &lt;boom&gt; &amp; more" in page and "<boom>" not in page  # the failed cell, escaped
-    assert "seed of split 0 (split k uses seed + k): 7" in page and "torch 2.x" in page
+    assert "seed of split 0 (split k uses seed + k): 7" in page and "torch 2.x" in page and "d / a" in page
     assert "0.50 to 2.50" in page and "{&quot;num_steps&quot;: 20}" in page
     text = (tmp_path / "report.md").read_text()
     assert "(calibration_d.png)" in text and "(coverage_d.png)" in text and "![d](pareto_d.png)" in text
