@@ -257,13 +257,16 @@ def _evenly_spaced(num: int, max_count: int) -> list[int]:
 
 
 def _draw_chains(trace_ax: Axes, hist_ax: Axes, values: np.ndarray, name: str) -> None:
-    """Traces and step histograms of one parameter; ``values`` is ``chains x draws``."""
+    """Traces and step histograms of one parameter; ``values`` is ``chains x draws``. The chains share their bins
+    (over the finite draws of all chains), so a stuck chain is one spike on the common scale."""
+    pooled = values[np.isfinite(values)]  # a diverged chain must not break the histograms
+    edges = np.histogram_bin_edges(pooled, bins=30) if pooled.size else None
     for chain, chain_values in enumerate(values):
         color = f"C{chain % 10}"
         trace_ax.plot(chain_values, lw=0.6, alpha=0.8, color=color, label=f"chain {chain}")
-        finite = chain_values[np.isfinite(chain_values)]  # a diverged chain must not break the histogram
+        finite = chain_values[np.isfinite(chain_values)]
         if finite.size:
-            hist_ax.hist(finite, bins=30, density=True, histtype="step", color=color)
+            hist_ax.hist(finite, bins=edges, density=True, histtype="step", color=color)
     trace_ax.set_ylabel(name)
     hist_ax.set_yticks([])
 
