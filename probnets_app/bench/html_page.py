@@ -10,7 +10,7 @@ from pathlib import Path
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:110em}
 table{border-collapse:collapse;font-size:90%;margin:1em 0}
-th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right}th{background:#eee}td:first-child{text-align:left}
+th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right;white-space:nowrap}th{background:#eee}td:first-child{text-align:left}
 td.best{font-weight:bold;background:#e6f3e6}figure{display:inline-block;margin:.5em}figcaption{font-size:85%}
 img{max-width:100%}"""
 
