@@ -10,7 +10,8 @@ from pathlib import Path
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:110em}
 table{border-collapse:collapse;font-size:90%;margin:1em 0}
-th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right;white-space:nowrap}th{background:#eee}td:first-child{text-align:left}
+th,td{border:1px solid #bbb;padding:.25em .5em;text-align:right;white-space:nowrap}th{background:#eee}
+td:first-child{text-align:left}td.text{text-align:left;white-space:normal}
 td.best{font-weight:bold;background:#e6f3e6}figure{display:inline-block;margin:.5em}figcaption{font-size:85%}
 img{max-width:100%}"""
 
@@ -44,7 +45,7 @@ def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Pat
     if failures:
         parts.append("<table><tr><th>data set</th><th>method</th><th>split</th><th>error</th></tr>"
                      + "".join(f"<tr><td>{escape(str(f['data_set']))}</td><td>{escape(str(f['method']))}</td>"
-                               f"<td>{escape(str(f['split']))}</td><td style=\"text-align:left;white-space:normal\">"
+                               f"<td>{escape(str(f['split']))}</td><td class=\"text\">"
                                f"{escape(str(f['error']))}</td></tr>" for f in failures) + "</table>")
     else:
         parts.append("<p>None.</p>")
@@ -82,7 +83,7 @@ def _metadata(metadata: dict) -> str:
     for versions in metadata["versions"]:
         items.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     budgets = "".join(f"<tr><td>{escape(method)}</td><td>{escape(str(b['family']))}</td><td>{escape(str(b['budget']))}"
-                      f"</td><td style=\"text-align:left;white-space:normal\">{escape(json.dumps(b['settings']))}</td></tr>"
+                      f"</td><td class=\"text\">{escape(json.dumps(b['settings']))}</td></tr>"
                       for method, b in metadata["budgets"].items())
     return ("<ul>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
             "<table><tr><th>data set / method</th><th>family</th><th>budget (gradient evaluations)</th>"
