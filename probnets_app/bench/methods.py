@@ -37,6 +37,8 @@ STRUCTURED_GRADS_PER_STEP = 5
 SGMCMC_DRAWS = 100
 #: Monte Carlo draws of the predictive of the Gaussian variational posteriors.
 VI_PREDICTIVE_DRAWS = 200
+#: Test outputs whose draws an MCMC cell keeps for its trace and rank plots (those of the largest R-hat).
+TRACE_POINTS = 3
 
 
 class Fitted(NamedTuple):
@@ -47,12 +49,15 @@ class Fitted(NamedTuple):
         grad_evals: Gradient evaluations made (``None`` where not counted).
         diagnostics: MCMC/SMC cells: ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``divergences``, ...
         info: Further plain values of the run (settings it chose, log evidence, ...).
+        trace: MCMC cells with several unweighted chains: the draws of a few test outputs, see
+            :func:`trace_draws`; ``None`` otherwise.
     """
 
     predictive: Callable[[Any], Any]
     grad_evals: int | None
     diagnostics: dict
     info: dict
+    trace: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,8 @@ def _fit_sampler(name: str):
         posterior = inference.sample(model, _train(problem), method=name, seed=seed, progress=False,
                                      print_summary=False, check_convergence=False, **options)
         return Fitted(lambda x: posterior.predictive(model, x), posterior.info.get("grad_evals"),
-                      sampler_diagnostics(model, posterior, problem.data.x_test), _smc_info(posterior))
+                      sampler_diagnostics(model, posterior, problem.data.x_test), _smc_info(posterior),
+                      trace_draws(model, posterior, problem.data.x_test))
 
     return fit
 
@@ -173,6 +179,37 @@ def sampler_diagnostics(model, posterior, x) -> dict:
         check, _ = function_space_check(model, posterior, x)
         out.update(max_rhat=check["max_rhat"], min_ess_bulk=check["min_ess_bulk"], min_ess_tail=check["min_ess_tail"])
     return out
+
+
+def trace_draws(model, posterior, x, count: int = TRACE_POINTS) -> dict | None:
+    """The draws of the ``count`` test outputs with the largest R-hat among those :func:`sampler_diagnostics`
+    checks (the first ``MAX_POINTS`` test inputs), for trace and rank plots: ``f(x)`` in standardised units, or
+    the class probabilities of a classifier.
+
+    Returns:
+        ``None`` for a single chain or weighted draws (SMC), else ``{"draws": C x S x count array, "labels":
+        [str], "points": [test row], "outputs": [output], "rhat": [float]}`` (worst first; NaN R-hat, e.g. of
+        constant draws, ranks last).
+    """
+    import torch
+
+    from inference import diagnostics
+    from inference.function_space import MAX_POINTS, predictive_draws
+
+    if posterior.num_chains < 2 or posterior.log_weights is not None:
+        return None
+    quantity, f = next(iter(predictive_draws(model, posterior, x[:MAX_POINTS]).items()))
+    m = f.shape[-1]  # outputs per point
+    f = f.detach().reshape(*f.shape[:2], -1)  # C x S x (n m)
+    rhat = diagnostics.split_rhat(f)
+    order = torch.argsort(torch.nan_to_num(rhat, nan=-math.inf), descending=True)[:count].tolist()
+    points, outputs = [k // m for k in order], [k % m for k in order]
+    if quantity == "f(x)":
+        labels = [f"f(x_test[{p}])" + (f"[{o}]" if m > 1 else "") for p, o in zip(points, outputs)]
+    else:  # class probabilities; a Bernoulli's one output is p(y=1)
+        labels = [f"p(y={o if m > 1 else 1} | x_test[{p}])" for p, o in zip(points, outputs)]
+    return {"draws": f[:, :, order].to(torch.float32).numpy(), "labels": labels, "points": points,
+            "outputs": outputs, "rhat": [float(rhat[k]) for k in order]}
 
 
 def _smc_info(posterior) -> dict:

@@ -1,8 +1,10 @@
-"""The bench's tables and figures: one tidy row per cell, means and standard errors over splits, the markdown
-report with the best value of every column marked, and the Pareto figure of test NLL against wall time.
+"""The bench's tables and reports: one tidy row per cell, means and standard errors over splits, the markdown and
+HTML reports with the best value of every column marked and paired tests against it, the failed cells and the run's
+metadata.
 
 Written into the bench folder: ``results.csv`` (one row per cell), ``summary.json`` (the aggregated table),
-``report.md`` and ``pareto_<data set>.png``.
+``report.md``, the self-contained ``report.html`` (:mod:`probnets_app.bench.html_page`) and the figures of
+:mod:`probnets_app.bench.figures`.
 """
 
 from __future__ import annotations
@@ -83,39 +85,57 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def markdown(summary: list[dict], rows: list[dict] | None = None) -> str:
     """One table per data set: ``mean +- se`` per column, the best value of each quality/cost column in bold and,
     given the per-cell ``rows``, a dagger on the values not significantly different from it (:func:`not_worse`)."""
-    lines = ["# probnets bench", "",
-             "Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: "
-             f"closest to 1); \u2020: not significantly different from the best (two-sided paired t-test over the "
-             f"splits both finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall "
-             "time of the fit, per cell; "
-             "budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an estimated "
-             "trajectory length).", ""]
+    lines = ["# probnets bench", "", LEGEND, ""]
+    for table in tables(summary, rows):
+        lines += [f"## {table['data_set']} ({table['task']})", "",
+                  "| method | splits | failed | " + " | ".join(table["columns"]) + " |",
+                  "|---|---|---|" + "---|" * len(table["columns"])]
+        for row in table["rows"]:
+            cells = [f"**{text}**" if mark == "best" else f"{text} \u2020" if mark == "tie" else text
+                     for text, mark in row["cells"]]
+            lines.append(f"| {row['method']} | {row['splits']} | {row['failed']} | " + " | ".join(cells) + " |")
+        if table["errors"]:
+            lines += ["", "Failures: " + "; ".join(f"{method}: {error[:200]}" for method, error in table["errors"])]
+        lines.append("")
+    return "\n".join(lines)
+
+
+#: What the tables show (the markdown and HTML reports).
+LEGEND = ("Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: closest to "
+          f"1); \u2020: not significantly different from the best (two-sided paired t-test over the splits both "
+          f"finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall time of the fit, "
+          "per cell; budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an "
+          "estimated trajectory length).")
+
+
+def tables(summary: list[dict], rows: list[dict] | None = None) -> list[dict]:
+    """The report's tables, one per data set: ``data_set``, ``task``, ``columns``, ``rows`` (``method``,
+    ``splits``, ``failed`` and ``cells``: ``(text, mark)`` per column, ``mark`` ``"best"``, ``"tie"`` (not
+    significantly worse than the best, given the per-cell ``rows``) or ``None``) and ``errors``
+    (``(method, first error)``)."""
+    out = []
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
         entries = [s for s in summary if s["data_set"] == data_set]
         task = next((s["task"] for s in entries if s["task"]), "regression")
         columns = [*COLUMNS[task], *COST_COLUMNS]
         columns = [(c, rule) for c, rule in columns if any(c in s for s in entries)]
         best = {c: _best([s.get(c) for s in entries], rule) for c, rule in columns if rule is not None}
-        lines += [f"## {data_set} ({task})", "",
-                  "| method | splits | failed | " + " | ".join(c for c, _ in columns) + " |",
-                  "|---|---|---|" + "---|" * len(columns)]
         leaders = {c: next(s["method"] for s in entries if s.get(c) == best[c]) for c in best if best[c] is not None}
+        table_rows = []
         for s in entries:
             cells = []
             for c, rule in columns:
-                text = _format(s.get(c), s.get(f"{c}_se"))
+                mark = None
                 if c in leaders and s["method"] == leaders[c]:
-                    text = f"**{text}**"
+                    mark = "best"
                 elif c in leaders and rows is not None and s.get(c) is not None and not_worse(
                         rows, data_set, c, rule, s["method"], leaders[c]):
-                    text += " \u2020"
-                cells.append(text)
-            lines.append(f"| {s['method']} | {s['splits']} | {s['failed']} | " + " | ".join(cells) + " |")
-        errors = [s for s in entries if s["error"]]
-        if errors:
-            lines += ["", "Failures: " + "; ".join(f"{s['method']}: {s['error'][:200]}" for s in errors)]
-        lines.append("")
-    return "\n".join(lines)
+                    mark = "tie"
+                cells.append((_format(s.get(c), s.get(f"{c}_se")), mark))
+            table_rows.append({"method": s["method"], "splits": s["splits"], "failed": s["failed"], "cells": cells})
+        out.append({"data_set": data_set, "task": task, "columns": [c for c, _ in columns], "rows": table_rows,
+                    "errors": [(s["method"], s["error"]) for s in entries if s["error"]]})
+    return out
 
 
 def not_worse(rows: list[dict], data_set: str, column: str, rule, method: str, best: str) -> bool:
@@ -161,13 +181,14 @@ def _format(value, se) -> str:
 
 
 def write_report(records: list[dict], out: Path) -> list[Path]:
-    """Write ``results.csv``, ``summary.json``, ``report.md`` and one ``pareto_<data set>.png`` per data set with
-    finished cells; returns the paths written."""
-    from probnets_app.plots import plot_pareto
+    """Write ``results.csv``, ``summary.json``, ``report.md``, the self-contained ``report.html`` and the figures
+    (:mod:`probnets_app.bench.figures`: ``pareto_``, ``calibration_`` and ``coverage_<data set>.png``,
+    ``traces/trace_<data set>_<method>_<split>.png``); returns the paths written."""
+    from probnets_app.bench import figures, html_page
 
     rows = flat_rows(records)
     summary = summarise(rows)
-    written = [out / "results.csv", out / "summary.json", out / "report.md"]
+    written = [out / "results.csv", out / "summary.json", out / "report.md", out / "report.html"]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with open(written[0], "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
@@ -179,23 +200,62 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     if loads:
         text += (f"\nMachine load (1-minute load average when a cell started): {min(loads):.2f} to {max(loads):.2f} "
                  f"over {len(loads)} cells.\n")
+    traces = figures.trace_figures(records, out)
+    by_data_set, trace_pages = {}, {}
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
-        points = [{"label": s["method"], "x": s["wall_time"], "y": _nll(s), "x_err": _finite(s.get("wall_time_se")),
-                   "y_err": _finite(s.get("test_ll_se", s.get("nll_se")))}
-                  for s in summary if s["data_set"] == data_set and "wall_time" in s and _nll(s) is not None]
-        if points:
-            path = plot_pareto(points, out / f"pareto_{data_set}.png", title=f"{data_set}: test NLL against wall time")
-            text += f"\n![{data_set}]({path.name})\n"
+        by_data_set[data_set] = figures.data_set_figures(data_set, summary, records, out)
+        for caption, path in by_data_set[data_set]:
+            alt = data_set if path.name.startswith("pareto_") else caption
+            text += f"\n![{alt}]({path.name})\n"
             written.append(path)
+        shown = worst_split_traces(data_set, rows, traces)
+        trace_pages[data_set] = [(f"{data_set} / {method}, split {split}: trace, histogram and rank plot of the test "
+                                  "outputs of largest R-hat", traces[data_set, method, split])
+                                 for method, split in shown]
+        cells = [key for key in traces if key[0] == data_set]
+        if cells:
+            text += ("\nTrace and rank plots (test outputs of largest R-hat): "
+                     + ", ".join(f"[{m} split {k}](traces/{traces[d, m, k].name})" for d, m, k in cells) + "\n")
+    written += list(traces.values())
     written[2].write_text(text)
+    written[3].write_text(html_page.page(tables(summary, rows), LEGEND, by_data_set, trace_pages, failures(records),
+                                    run_metadata(records)))
     return written
 
 
-def _nll(entry: dict) -> float | None:
-    if "test_ll" in entry:
-        return -entry["test_ll"]
-    return entry.get("nll")
+def worst_split_traces(data_set: str, rows: list[dict], traces: dict) -> list[tuple[str, int]]:
+    """Per MCMC method of ``data_set`` with trace plots, the split of largest function-space R-hat (the one shown in
+    the HTML report)."""
+    worst: dict[str, tuple[float, int]] = {}
+    for row in rows:
+        key = (row["data_set"], row["method"], row["split"])
+        if row["data_set"] != data_set or key not in traces:
+            continue
+        rhat = row.get("max_rhat")
+        rhat = rhat if isinstance(rhat, (int, float)) and math.isfinite(rhat) else math.inf
+        if row["method"] not in worst or rhat > worst[row["method"]][0]:
+            worst[row["method"]] = (rhat, row["split"])
+    return [(method, split) for method, (_, split) in worst.items()]
 
 
-def _finite(value) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def failures(records: list[dict]) -> list[dict]:
+    """``data_set``, ``method``, ``split`` and ``error`` of every failed cell."""
+    return [{k: r.get(k) for k in ("data_set", "method", "split", "error")} for r in records if r.get("status") != "ok"]
+
+
+def run_metadata(records: list[dict]) -> dict:
+    """What the report states about the run: cells, the seed of split 0, the budgets and settings per data set and
+    method, the versions (every distinct set), threads per cell and the range of the 1-minute load average when
+    cells started (keys absent from old records are left out)."""
+    seeds = {r["seed"] - r["split"] for r in records if isinstance(r.get("seed"), int)}
+    budgets = {}
+    for r in records:  # the settings a plan makes of a budget may depend on the data set (e.g. its rows)
+        budgets.setdefault(f"{r['data_set']} / {r['method']}", {"family": r.get("family"), "budget": r.get("budget"),
+                                                                "settings": r.get("settings")})
+    versions = list({json.dumps(r["versions"], sort_keys=True): r["versions"] for r in records if r.get("versions")}
+                    .values())
+    loads = [r["load_average"][0] for r in records if r.get("load_average")]
+    return {"cells": len(records), "finished": sum(r.get("status") == "ok" for r in records),
+            "seed": sorted(seeds), "budgets": budgets, "versions": versions,
+            "threads": sorted({r["threads"] for r in records if r.get("threads") is not None}),
+            "load_average": [min(loads), max(loads)] if loads else None}

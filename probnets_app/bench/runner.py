@@ -53,7 +53,8 @@ def run(datasets: Sequence[str], methods: Sequence[str], *, out: str | os.PathLi
         widths: Hidden widths of the shared BNN.
         isolate: Run every cell in a process of its own (``False``: in this process, one at a time).
         retry_failed: Run again the cells recorded as failed.
-        report: Write ``report.md``, ``results.csv`` and the Pareto figures into ``out``.
+        report: Write ``report.md``, ``report.html``, ``results.csv`` and the figures into ``out``
+            (:func:`probnets_app.bench.report.write_report`).
         after_cell: Called with each record as its cell finishes (in this process).
         log: Called with one line per finished cell (e.g. ``print``); ``None``: silent.
 

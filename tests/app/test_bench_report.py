@@ -1,8 +1,11 @@
-"""The bench report: means and standard errors over splits, the best value per column, the Pareto front."""
+"""The bench report: means and standard errors over splits, the best value per column, the Pareto front, the
+calibration, coverage and trace figures and the self-contained HTML page."""
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from probnets_app.bench import report
 from probnets_app.plots import pareto_front, plot_pareto
@@ -64,3 +67,109 @@ def test_values_not_significantly_worse_than_the_best_get_a_dagger():
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     test_ll = lambda name: lines[name].split("|")[4]  # noqa: E731
     assert "**" in test_ll("best") and "\u2020" in test_ll("close") and "\u2020" not in test_ll("worse")
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration and coverage figures, trace draws, the HTML page
+
+
+def _calibration_record(method, split, observed, status="ok"):
+    record = {"data_set": "d", "method": method, "split": split, "status": status, "task": "regression",
+              "error": None if status == "ok" else "RuntimeError: <boom> & more", "seed": 7 + split,
+              "family": "map", "budget": 40, "settings": {"num_steps": 20}, "wall_time": 1.0 + split,
+              "metrics": {"test_ll": -1.0 - 0.1 * split, "rmse": 1.0, "crps": 0.5, "coverage_0.9": observed[-1]},
+              "versions": {"python": "3.11", "torch": "2.x"}, "threads": 1, "load_average": [0.5 + split, 0, 0]}
+    if observed is not None:
+        record["calibration"] = {"levels": [0.5, 0.9], "observed": observed}
+    return record
+
+
+def test_regression_curves_average_the_splits_that_recorded_calibration():
+    from probnets_app.bench.figures import regression_curve
+
+    curve = regression_curve("a", [{"levels": [0.1, 0.5, 0.9], "observed": [0.2, 0.4, 0.8]},
+                                   {"levels": [0.5, 0.9], "observed": [0.6, 1.0]}])
+    assert curve["levels"] == [0.5, 0.9]  # only the levels every split has
+    assert curve["observed"] == pytest.approx([0.5, 0.9])
+    assert curve["observed_err"] == pytest.approx([0.1, 0.1])  # sd 0.1414 / sqrt(2)
+    single = regression_curve("a", [{"levels": [0.5], "observed": [0.3]}])
+    assert single["observed_err"] == [None]
+
+
+def test_reliability_bins_of_the_splits_are_pooled_by_their_counts():
+    from probnets_app.bench.figures import reliability_curve
+
+    curve = reliability_curve("a", [{"confidence": [0.6, None], "accuracy": [0.5, None], "counts": [2, 0]},
+                                    {"confidence": [0.7, 0.95], "accuracy": [1.0, 1.0], "counts": [6, 4]}])
+    assert curve["counts"] == [8, 4]
+    assert curve["confidence"] == pytest.approx([(2 * 0.6 + 6 * 0.7) / 8, 0.95])
+    assert curve["accuracy"] == pytest.approx([(2 * 0.5 + 6 * 1.0) / 8, 1.0])
+
+
+def test_the_html_report_is_self_contained_with_tables_figures_failures_and_metadata(tmp_path):
+    import re
+
+    records = [_calibration_record("a", k, [0.4 + 0.05 * k, 0.85]) for k in range(3)]
+    records += [_calibration_record("b", k, [0.5, 0.9]) for k in range(2)] + [_calibration_record("b", 2, [0.5, 0.9],
+                                                                                                  status="failed")]
+    written = report.write_report(records, tmp_path)
+    names = {p.name for p in written}
+    assert {"report.html", "report.md", "pareto_d.png", "calibration_d.png", "coverage_d.png"} <= names
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert not re.search(r"(src|href)=\"(?!data:)", page) and "<script" not in page and "<link" not in page
+    assert page.count('src="data:image/png;base64,') == 3
+    assert '<td class="best">' in page and "&dagger;" in page
+    assert "RuntimeError: &lt;boom&gt; &amp; more" in page and "<boom>" not in page  # the failed cell, escaped
+    assert "seed of split 0 (split k uses seed + k): 7" in page and "torch 2.x" in page and "d / a" in page
+    assert "0.50 to 2.50" in page and "{&quot;num_steps&quot;: 20}" in page
+    text = (tmp_path / "report.md").read_text()
+    assert "(calibration_d.png)" in text and "(coverage_d.png)" in text and "![d](pareto_d.png)" in text
+
+
+def test_cells_written_before_calibration_and_traces_are_reported_without_those_figures(tmp_path):
+    records = [_calibration_record("a", k, [0.5, 0.9]) for k in range(2)]
+    for record in records:
+        del record["calibration"]
+    records[0]["trace"] = {"file": "split0.trace.npz", "labels": ["f"], "rhat": [1.0]}  # its draws file is gone
+    written = {p.name for p in report.write_report(records, tmp_path)}
+    assert "pareto_d.png" in written and "report.html" in written
+    assert not {"calibration_d.png", "coverage_d.png"} & written and not (tmp_path / "traces").exists()
+
+
+class _Posterior:
+    """The parts of a sampled posterior that ``trace_draws`` reads."""
+
+    def __init__(self, f, dim, log_weights=None):
+        self.f, self.log_weights = f, log_weights
+        self.num_chains = f.shape[0]
+        self.samples = torch.zeros(*f.shape[:2], dim, dtype=f.dtype)
+
+    def f_draws(self, model, x):
+        return self.f[:, :, : x.shape[0]]
+
+
+def test_trace_draws_keep_the_test_outputs_of_largest_rhat():
+    from probnets import BNN, Categorical
+    from probnets_app.bench.methods import trace_draws
+
+    g = torch.Generator().manual_seed(0)
+    model = BNN(2, (3,), 1)
+    f = torch.randn(4, 50, 10, 1, generator=g, dtype=torch.float64)
+    f[0, :, 7] += 5.0   # chain 0 far from the others at point 7: the largest R-hat
+    f[1, :, 3] += 1.0   # a smaller shift at point 3: the second largest
+    x = torch.zeros(10, 2, dtype=torch.float64)
+    trace = trace_draws(model, _Posterior(f, model.spec.dim), x)
+    assert trace["points"][:2] == [7, 3] and trace["outputs"] == [0, 0, 0]
+    assert trace["labels"][:2] == ["f(x_test[7])", "f(x_test[3])"]
+    assert trace["draws"].shape == (4, 50, 3)
+    assert trace["rhat"][0] > trace["rhat"][1] > trace["rhat"][2] > 1.0
+    np.testing.assert_array_equal(trace["draws"][:, :, 0], f[:, :, 7, 0].to(torch.float32).numpy())
+    assert trace_draws(model, _Posterior(f[:1], model.spec.dim), x) is None  # one chain: no R-hat
+    assert trace_draws(model, _Posterior(f, model.spec.dim, log_weights=torch.zeros(4, 50)), x) is None
+
+    classifier = BNN(2, (3,), 3, likelihood=Categorical(3))
+    logits = torch.randn(4, 50, 10, 3, generator=g, dtype=torch.float64)
+    logits[2, :, 5, 1] += 6.0  # chain 2 puts class 1 of point 5 far apart
+    trace = trace_draws(classifier, _Posterior(logits, classifier.spec.dim), x)
+    assert trace["labels"][0] == "p(y=1 | x_test[5])"

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from probnets_app.plots import _evenly_spaced, plot_calibration, plot_predictions, plot_trace
+from probnets_app.plots import (_evenly_spaced, plot_calibration, plot_calibration_curves, plot_coverage,
+                                plot_predictions, plot_reliability_curves, plot_trace)
 from probnets import BNN, Bernoulli, Categorical
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -79,13 +80,14 @@ def test_plot_calibration_classification(classification, tmp_path):
     assert_png(plot_calibration(*classification, out, title="reliability"), out)
 
 
+@pytest.mark.parametrize("ranks", [False, True], ids=["histograms", "ranks"])
 @pytest.mark.parametrize("shape", [(2, 50, 10), (50, 3)], ids=["chains", "single-chain"])
-def test_plot_trace(shape, tmp_path):
+def test_plot_trace(shape, ranks, tmp_path):
     draws = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     draws[..., 0, 0] = float("nan")  # a diverged value must not break the histograms
     names = [f"p{k}" for k in range(shape[-1])]
     out = tmp_path / "trace.png"
-    assert_png(plot_trace(draws, out, names=names, max_params=4), out)
+    assert_png(plot_trace(draws, out, names=names, max_params=4, ranks=ranks), out)
 
 
 def test_plot_trace_rejects_bad_input(tmp_path):
@@ -101,3 +103,19 @@ def test_evenly_spaced_includes_both_ends():
     assert _evenly_spaced(3, 6) == [0, 1, 2]
     assert _evenly_spaced(100, 4) == [0, 33, 66, 99]
     assert _evenly_spaced(7, 1) == [0]
+
+
+def test_bench_calibration_reliability_and_coverage_figures(tmp_path):
+    curves = [{"label": "a", "levels": [0.1, 0.5, 0.9], "observed": [0.1, 0.4, 0.8],
+               "observed_err": [0.01, None, 0.02]},
+              {"label": "b", "levels": [0.1, 0.5, 0.9], "observed": [0.2, 0.6, 0.95]}]
+    assert_png(plot_calibration_curves(curves, tmp_path / "c.png"), tmp_path / "c.png")
+    bins = [{"label": "a", "confidence": [0.55, None, 0.9], "accuracy": [0.5, None, 0.85], "counts": [10, 0, 30]}]
+    assert_png(plot_reliability_curves(bins, tmp_path / "r.png"), tmp_path / "r.png")
+    coverage = [{"label": "a", "coverage": {0.5: (0.45, 0.02), 0.9: (0.88, None)}},
+                {"label": "b", "coverage": {0.9: (1.0, 0.0)}}]
+    assert_png(plot_coverage(coverage, tmp_path / "v.png"), tmp_path / "v.png")
+    for plot in (plot_calibration_curves, plot_reliability_curves, plot_coverage):
+        with pytest.raises(ValueError, match="at least one"):
+            plot([], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()

