@@ -15,6 +15,7 @@ status 2 (the status argparse uses for bad options).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Collection, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
@@ -25,6 +26,8 @@ PROG = "probnets"
 COMMAND_GROUP = "probnets.commands"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Iterations a waiting OpenMP thread spins before it sleeps (see :func:`short_openmp_spin`).
+OPENMP_SPIN_COUNT = 1000
 
 
 class DataError(Exception):
@@ -57,6 +60,7 @@ def build_parser(configure: Collection[str] | None = None) -> argparse.ArgumentP
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``probnets`` console script; returns the exit status."""
+    short_openmp_spin()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(configure=[_command_name(argv)])
     args = parser.parse_args(argv)  # exits with status 2 on bad options
@@ -67,6 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def short_openmp_spin() -> None:
+    """Let torch's OpenMP threads spin only briefly before they sleep while waiting (``GOMP_SPINCOUNT=1000``),
+    unless the user chose a wait policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set).
+
+    With libgomp's default (300 000 spins), waiting threads take the cores from the thread they wait for and from
+    other users' processes: with two busy processes on two cores, ChEES sampling took 2.5x as long as with 1 000
+    spins (the count libgomp itself uses when it knows the cores are oversubscribed), which is within the noise
+    of the default on an idle machine (``benchmarks/results/wait_policy.md``). OpenMP reads the variable when
+    torch loads it, so this runs before torch is imported.
+    """
+    if "torch" not in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+        os.environ["GOMP_SPINCOUNT"] = str(OPENMP_SPIN_COUNT)
 
 
 def _command_name(argv: Sequence[str]) -> str | None:

@@ -106,7 +106,8 @@ class _BNNBase(BaseEstimator):
             # function-space check below is what matters for predictions.
             warnings.simplefilter("ignore", ConvergenceWarning)
             posterior = inference.sample(model, (xt, yt), method=self.method, seed=self.seed, dtype=dtype,
-                                         progress=bar, print_summary=False, until_converged=self.until_converged,
+                                         progress=bar, print_summary=False, check_convergence=False,
+                                         until_converged=self.until_converged,
                                          max_time=self.max_time, **settings)
         self.model_, self.posterior_ = model, posterior
         check, f_warnings = function_space_check(model, posterior, xt[:_DIAGNOSTIC_POINTS])

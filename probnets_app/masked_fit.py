@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
                 model, (split.x_train, split.y_train), num_chains=chains, num_warmup=warmup, num_samples=samples,
                 thin=thin, seed=args.seed, num_steps=args.leapfrog_steps, num_mask_updates=args.mask_updates,
                 max_flips=args.max_flips, dtype=dtype, progress=not args.no_progress, print_summary=False,
-                checkpoint=args.checkpoint)
+                check_convergence=False, checkpoint=args.checkpoint)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
         active = {f"layer_{layer}": float(posterior.sample_stats[f"active_fraction_{layer}"].mean())

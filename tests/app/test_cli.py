@@ -1,6 +1,8 @@
 """The ``probnets`` command line core: subcommands come from the ``probnets.commands`` entry points, and the
 top-level parser is built without importing torch."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -45,3 +47,28 @@ def test_top_level_parser_imports_neither_torch_nor_botorch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _spin_setting(env: dict) -> list:
+    code = ("import json, os; from probnets_app import cli; cli.short_openmp_spin(); "
+            "print(json.dumps([os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY')]))")
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**base, **env})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose_a_wait_policy():
+    assert _spin_setting({}) == [str(cli.OPENMP_SPIN_COUNT), None]
+    assert _spin_setting({"OMP_WAIT_POLICY": "ACTIVE"}) == [None, "ACTIVE"]
+    assert _spin_setting({"GOMP_SPINCOUNT": "5"}) == ["5", None]
+
+
+def test_the_spin_count_is_not_changed_once_torch_is_loaded(monkeypatch):
+    import torch  # noqa: F401  (OpenMP has read its settings)
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cli.short_openmp_spin()
+    assert "GOMP_SPINCOUNT" not in os.environ
