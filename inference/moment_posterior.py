@@ -70,7 +70,7 @@ class MomentPosterior:
         return Predictive(out[..., :m], NormalMarginal(), {"scale": (0.5 * out[..., m:]).exp()})
 
     @torch.no_grad()
-    def gaussian(self) -> GaussianPosterior:
+    def to_gaussian_posterior(self) -> GaussianPosterior:
         """``q(W)`` as a one-component mean-field :class:`~inference.gaussian_posterior.GaussianPosterior`
         (mean and scale ``1 x D`` in :attr:`spec` order); the MP-GELU gates are not part of it."""
         mean, variance = self.network.variational_parameters()
@@ -79,7 +79,7 @@ class MomentPosterior:
 
     def sample(self, sample_shape: Sequence[int] = (), *, generator: torch.Generator | None = None) -> Tensor:
         """Weights drawn from ``q``, ``*sample_shape x D`` (in :attr:`spec` order)."""
-        return self.gaussian().sample(sample_shape, generator=generator)
+        return self.to_gaussian_posterior().sample(sample_shape, generator=generator)
 
     @torch.no_grad()
     def to_arviz(self, data: Batch | None = None, *, num_draws: int = 200, generator: torch.Generator | None = None,
@@ -90,7 +90,7 @@ class MomentPosterior:
         draw's network at every point (summed over outputs; MP-GELU draws one set of gates per draw and point,
         so its entries are those of the weights and gates together), and ``observed_data`` (``y`` as ``n x m``).
         """
-        draws = self.gaussian().to_sample_posterior(num_draws, generator=generator)
+        draws = self.to_gaussian_posterior().to_sample_posterior(num_draws, generator=generator)
         if data is None:
             return draws.inference_data()
         x, y = self.network.check_data(data)

@@ -185,13 +185,13 @@ def test_sample_shapes_and_determinism(dtype):
         assert theta.shape == (*shape, dim) and theta.dtype == dtype
         torch.testing.assert_close(theta, post.sample(shape, generator=torch.Generator().manual_seed(3)), rtol=0,
                                    atol=0)
-        torch.testing.assert_close(theta, post.gaussian().sample(shape, generator=torch.Generator().manual_seed(3)),
-                                   rtol=0, atol=0)
+        q = post.to_gaussian_posterior()
+        torch.testing.assert_close(theta, q.sample(shape, generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
 
 
-def test_gaussian_is_q():
+def test_to_gaussian_posterior_is_q():
     post = spread_posterior()
-    q = post.gaussian()
+    q = post.to_gaussian_posterior()
     mean, variance = post.network.variational_parameters()
     assert q.mean.shape == (1, post.spec.dim) and q.spec == post.spec and q.info["method"] == "mp-gelu"
     torch.testing.assert_close(q.mean[0], mean)
