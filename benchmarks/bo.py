@@ -14,7 +14,7 @@ Usage:
     python benchmarks/bo.py --quick              # tiny, to check the script runs
     # the variational surrogates (issue "Variational engines"): rows beside the committed ones, which a run over
     # a subset leaves alone (unzip results/bo_runs.jsonl.gz into --out first to re-summarise every row together)
-    python benchmarks/bo.py --surrogates mfvi-bnn,mp-gelu-bnn,relu-mp-bnn --skip-timing --report bo_vi
+    python benchmarks/bo.py --surrogates mfvi-bnn,mp-gelu-bnn,relu-mp-bnn,gelu-mp-bnn --skip-timing --report bo_vi
     python benchmarks/bo.py --problems bnn-draw --seeds 0-19 --surrogates gp,ibnn --report bo_bnn_draw
     # the study's BnnDraw budget (400-D, 100 initial points, q = 10, 50 iterations): minutes per GP run, tens of
     # minutes per I-BNN run (its 400-D NNGP kernel in qLogNEI dominates)
@@ -135,7 +135,8 @@ def hmc_iteration_section(args) -> list[dict]:
 
 #: Variants of a kind run side by side with it: label -> (kind, options).
 VARIANTS = {"gp-dsp": ("gp", {"prior": "dimension-scaled"}), "ibnn-fitted": ("ibnn", {"fit_variances": True}),
-            "relu-mp-bnn": ("mp-gelu-bnn", {"activation": "relu"})}
+            "relu-mp-bnn": ("mp-gelu-bnn", {"activation": "relu"}),
+            "gelu-mp-bnn": ("mp-gelu-bnn", {"activation": "exact-gelu"})}
 
 
 def _kind_and_options(surrogate: str, quick: bool, overrides: dict | None = None) -> tuple[str, dict]:
@@ -157,7 +158,7 @@ def _kind_and_options(surrogate: str, quick: bool, overrides: dict | None = None
 STOCHASTIC_BNNS = ("hmc-bnn", "sghmc-bnn")
 #: Infinite-width and BNN surrogates, for "one of them beats the GP on the high-dimensional non-stationary problem".
 NETWORK_SURROGATES = ("ibnn", "ibnn-fitted", "student-t", "hmc-bnn", "sghmc-bnn", "ensemble", "mfvi-bnn",
-                      "mp-gelu-bnn", "relu-mp-bnn")
+                      "mp-gelu-bnn", "relu-mp-bnn", "gelu-mp-bnn")
 #: The GPs those are compared with: the study's (BoTorch's former defaults) and BoTorch's current defaults.
 GPS = ("gp", "gp-dsp")
 

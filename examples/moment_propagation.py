@@ -1,12 +1,13 @@
-"""Deterministic variational inference by moment propagation: MP-GELU against ReLU-MP on a 1-D heteroscedastic
-toy problem with a gap in the data.
+"""Deterministic variational inference by moment propagation: MP-GELU against the GELU network with exact moments
+(GELU-MP) and ReLU-MP on a 1-D heteroscedastic toy problem with a gap in the data.
 
-Data: y = sin(3x) + noise with sd 0.05 + 0.15 |x|, 1000 points observed for x in [-2, -0.6] and [0.6, 2]. Two
-networks with one hidden layer of 50 units and a heteroscedastic Gaussian output (a mean and a log noise variance per point) are
-fitted by deterministic VI (``inference.vi.fit_vi``, methods ``"mp-gelu"`` and ``"relu-mp"``): no sampling in
-training or prediction, the predictive mean and variance come from one forward pass. The dashed lines are the same
-variational posterior's Monte Carlo predictive (200 networks drawn from q), a check of the propagation. (With 200
-points the full ELBO's KL term dominates and both networks underfit to a nearly straight line.)
+Data: y = sin(3x) + noise with sd 0.05 + 0.15 |x|, 1000 points observed for x in [-2, -0.6] and [0.6, 2]. Three
+networks with one hidden layer of 50 units and a heteroscedastic Gaussian output (a mean and a log noise variance per
+point) are fitted by deterministic VI (``inference.vi.fit_vi``, methods ``"mp-gelu"`` (stochastic GELU gates),
+``"gelu-mp"`` (the deterministic GELU ``x Phi(x)``) and ``"relu-mp"``): no sampling in training or prediction,
+the predictive mean and variance come from one forward pass. The dashed lines are the same variational posterior's
+Monte Carlo predictive (200 networks drawn from q), a check of the propagation. (With 200 points the full ELBO's KL
+term dominates and the networks underfit to a nearly straight line.)
 
 Outputs in --out (default ``examples_output/``): ``moment_propagation.png`` (predictive mean and 90% band per
 method, split into the latent and the noise part) and ``moment_propagation.json`` (test metrics, training and
@@ -32,7 +33,7 @@ from inference import metrics
 from inference.vi import fit_vi
 from probnets.moment import MomentNetwork
 
-METHODS = {"mp-gelu": "gelu", "relu-mp": "relu"}
+METHODS = {"mp-gelu": "gelu", "gelu-mp": "exact-gelu", "relu-mp": "relu"}
 
 
 def make_data(n_train: int = 1000, n_test: int = 300, seed: int = 0):
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(5.5 * len(METHODS), 4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(METHODS), sharey=True)
     results = {}

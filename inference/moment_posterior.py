@@ -1,7 +1,8 @@
 """The posterior of deterministic variational inference: a trained moment-propagation network.
 
 Its predictive is one deterministic forward pass (mean and variance of ``y`` per point and output) instead of a
-mixture over draws; the variational distribution ``q(W)`` (mean-field Gaussian) can still be sampled.
+mixture over draws; the variational distribution ``q(W)`` (mean-field Gaussian) can still be sampled and
+exported to ArviZ through its :class:`~inference.gaussian_posterior.GaussianPosterior`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from inference.gaussian_posterior import GaussianPosterior
 from probnets.likelihoods import NormalMarginal
-from probnets.moment import MomentNetwork, gaussian_predictive, predictive_moments
+from probnets.model import Batch
+from probnets.moment import MomentNetwork, draw_log_likelihood, gaussian_predictive, predictive_moments
 from probnets.predictive import Predictive
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
@@ -67,11 +70,33 @@ class MomentPosterior:
         return Predictive(out[..., :m], NormalMarginal(), {"scale": (0.5 * out[..., m:]).exp()})
 
     @torch.no_grad()
+    def to_gaussian_posterior(self) -> GaussianPosterior:
+        """``q(W)`` as a one-component mean-field :class:`~inference.gaussian_posterior.GaussianPosterior`
+        (mean and scale ``1 x D`` in :attr:`spec` order); the MP-GELU gates are not part of it."""
+        mean, variance = self.network.variational_parameters()
+        return GaussianPosterior(mean.unsqueeze(0), variance.sqrt().unsqueeze(0), spec=self.spec,
+                                 info={"method": self.network.method, **self.info})
+
     def sample(self, sample_shape: Sequence[int] = (), *, generator: torch.Generator | None = None) -> Tensor:
         """Weights drawn from ``q``, ``*sample_shape x D`` (in :attr:`spec` order)."""
-        mean, variance = self.network.variational_parameters()
-        eps = torch.randn((*sample_shape, mean.shape[0]), generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + variance.sqrt() * eps
+        return self.to_gaussian_posterior().sample(sample_shape, generator=generator)
+
+    @torch.no_grad()
+    def to_arviz(self, data: Batch | None = None, *, num_draws: int = 200, generator: torch.Generator | None = None,
+                 chunk_size: int = 256):
+        """ArviZ ``InferenceData`` of ``num_draws`` weight draws from ``q`` (one chain, named by :attr:`spec`).
+
+        Given ``data`` ``(x, y)``, also the ``log_likelihood`` group: ``log N(y_i | l_i, exp(s_i))`` of every
+        draw's network at every point (summed over outputs; MP-GELU draws one set of gates per draw and point,
+        so its entries are those of the weights and gates together), and ``observed_data`` (``y`` as ``n x m``).
+        """
+        draws = self.to_gaussian_posterior().to_sample_posterior(num_draws, generator=generator)
+        if data is None:
+            return draws.inference_data()
+        x, y = self.network.check_data(data)
+        ll = torch.cat([draw_log_likelihood(self.network.forward_draws(theta, x, generator=generator), y)
+                        for theta in draws.flat_samples().split(check_positive_int(chunk_size, "chunk_size"))])
+        return draws.inference_data(ll.reshape(1, num_draws, -1), y)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the network's configuration, parameters and ``info`` (plain values) to ``path``."""

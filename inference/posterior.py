@@ -132,19 +132,31 @@ class SamplePosterior:
     def to_arviz(self, model: ProbModel | None = None, batch: Batch | None = None, *, chunk_size: int = 256):
         """ArviZ ``InferenceData`` with ``posterior``, ``sample_stats`` and, given a model and its data,
         ``log_likelihood`` and ``observed_data`` groups."""
+        if model is None or batch is None:
+            return self.inference_data()
+        x, y = model.prepare_batch(batch)
+        flat = self.flat_samples()
+        ll = torch.cat([model.log_likelihood(c, (x.to(flat.dtype), y)) for c in flat.split(chunk_size)])
+        return self.inference_data(ll.reshape(self.num_chains, self.num_draws, -1), y)
+
+    def inference_data(self, log_likelihood: Tensor | None = None, observed: Tensor | None = None):
+        """ArviZ ``InferenceData`` with ``posterior`` and ``sample_stats`` and, when given, a ``log_likelihood``
+        group (per draw and datum, ``C x S x n``) and the ``observed_data`` ``y`` it scores (``n x ...``): the
+        export of :meth:`to_arviz` for posteriors that compute their log-likelihood themselves."""
         import arviz as az
 
-        posterior = {k: v.detach().cpu().numpy() for k, v in self._named().items()}
         groups: dict[str, Any] = {
-            "posterior": posterior,
+            "posterior": {k: v.detach().cpu().numpy() for k, v in self._named().items()},
             "sample_stats": {k: v.detach().cpu().numpy() for k, v in self.sample_stats.items()},
         }
-        if model is not None and batch is not None:
-            x, y = model.prepare_batch(batch)
-            flat = self.flat_samples()
-            ll = torch.cat([model.log_likelihood(c, (x.to(flat.dtype), y)) for c in flat.split(chunk_size)])
-            groups["log_likelihood"] = {"y": ll.reshape(self.num_chains, self.num_draws, -1).detach().cpu().numpy()}
-            groups["observed_data"] = {"y": y.detach().cpu().numpy()}
+        if (log_likelihood is None) != (observed is None):
+            raise ValueError("log_likelihood and observed must be given together")
+        if log_likelihood is not None:
+            if log_likelihood.shape[:2] != self.samples.shape[:2] or log_likelihood.dim() != 3:
+                raise ValueError(f"log_likelihood must have shape ({self.num_chains}, {self.num_draws}, n), got "
+                                 f"{tuple(log_likelihood.shape)}")
+            groups["log_likelihood"] = {"y": log_likelihood.detach().cpu().numpy()}
+            groups["observed_data"] = {"y": observed.detach().cpu().numpy()}
         attrs = {"inference_library": "probnets", "inference_library_version": _version(),
                  **{k: (int(v) if isinstance(v, bool) else v) for k, v in self.info.items()
                     if isinstance(v, (int, float, str))}}  # NetCDF attributes have no boolean type

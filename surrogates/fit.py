@@ -50,7 +50,8 @@ def fit_surrogate(train_X: Tensor, train_Y: Tensor, kind: str = "hmc-bnn", *, bo
             (deep ensemble of MAP networks on random subsets), ``"np"`` (a neural process, by default an MPANP
             meta-trained on GP functions, conditioned on the data), ``"pfn"`` (a PFN, likewise), ``"smc-pbnn"``
             (a partial BNN trained by open-horizon SMC), ``"mp-gelu-bnn"`` (an MP-GELU BNN fitted by
-            deterministic VI, one-pass Gaussian predictive), ``"mfvi-bnn"`` (a BNN fitted by mean-field VI,
+            deterministic VI, one-pass Gaussian predictive; ``activation="exact-gelu"``: the GELU network with
+            exact moments, ``"relu"``: the ReLU baseline), ``"mfvi-bnn"`` (a BNN fitted by mean-field VI,
             Gaussian predictive; ``surrogates.vi_bnn``).
         bounds: ``2 x d`` box of the search space used to normalise inputs; the data range if ``None``.
         warm_start: The ``warm_start`` attribute of the surrogate fitted at the previous BO iteration, where
@@ -240,7 +241,7 @@ KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "stude
                                           "np": fit_neural_process, "pfn": fit_pfn}
 KINDS["smc-pbnn"] = fit_smc_pbnn
 KINDS["mfvi-bnn"] = fit_mfvi_bnn
-KINDS["mp-gelu-bnn"] = fit_moment_bnn  # MP-GELU BNN by deterministic VI (activation="relu": the ReLU baseline)
+KINDS["mp-gelu-bnn"] = fit_moment_bnn  # deterministic VI; activation "exact-gelu" / "relu": baselines
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
-"""A moment-propagation BNN (MP-GELU, or the ReLU baseline) as a BoTorch surrogate: trained by deterministic VI
-on normalised inputs and standardised outcomes, its one-pass Gaussian predictive is the posterior."""
+"""A moment-propagation BNN (MP-GELU, the GELU network with exact moments, or the ReLU baseline) as a BoTorch
+surrogate: trained by deterministic VI on normalised inputs and standardised outcomes, its one-pass Gaussian
+predictive is the posterior."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ from probnets.moment import MomentNetwork, predictive_moments
 from surrogates.data_transforms import fitted_transforms
 from surrogates.gaussian_model import GaussianPredictiveModel
 
+#: The ``fit_vi`` method of each activation (``MomentNetwork`` has checked the activation when this is read).
+_VI_METHOD = {"gelu": "mp-gelu", "exact-gelu": "gelu-mp", "relu": "relu-mp"}
+
 
 def fit_moment_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: int = 0,
                    widths: Sequence[int] = (50,), activation: str = "gelu", covariance: str = "diagonal",
                    num_steps: int = 1000, lr: float = 1e-2, batch_size: int | None = None,
                    kl_weight: float = 0.1, progress: bool = False) -> GaussianPredictiveModel:
-    """An MP-GELU BNN (``activation="gelu"``) or a ReLU moment-propagation BNN (``"relu"``, ``covariance``
-    ``"diagonal"`` or ``"full"``) fitted with ``inference.vi.fit_vi``; the posterior is its predictive: latent
-    mean and variance, plus the expected heteroscedastic noise variance with ``observation_noise``.
+    """An MP-GELU BNN (``activation="gelu"``), a GELU BNN with exact moments (``"exact-gelu"``, the
+    ``"gelu-mp"`` method) or a ReLU moment-propagation BNN (``"relu"``, ``covariance`` ``"diagonal"`` or
+    ``"full"``) fitted with ``inference.vi.fit_vi``; the posterior is its predictive: latent mean and variance,
+    plus the expected heteroscedastic noise variance with ``observation_noise``.
 
     Args:
         widths, activation, covariance: The network (see :class:`~probnets.moment.MomentNetwork`).
@@ -34,7 +39,7 @@ def fit_moment_bnn(X: Tensor, Y: Tensor, *, bounds=None, warm_start=None, seed: 
     input_tf, outcome_tf, Xn, Yn = fitted_transforms(X, Y, bounds)
     network = MomentNetwork(X.shape[-1], widths, Y.shape[-1], activation=activation, covariance=covariance,
                             dtype=X.dtype, generator=torch.Generator().manual_seed(seed))
-    posterior = fit_vi(network, (Xn, Yn), method="mp-gelu" if activation == "gelu" else "relu-mp",
+    posterior = fit_vi(network, (Xn, Yn), method=_VI_METHOD[activation],
                        num_steps=num_steps, lr=lr, batch_size=batch_size, kl_weight=kl_weight, seed=seed,
                        progress=progress)
 

@@ -29,7 +29,7 @@ from inference.minibatch import Minibatches
 from inference.moment_posterior import MomentPosterior
 from inference.optim import minimize
 from probnets.moment import MomentNetwork, expected_log_likelihood
-from probnets.validation import check_positive_float, check_positive_int, validate_batch
+from probnets.validation import check_positive_float, check_positive_int
 
 
 def empirical_bayes_kl(mean: Tensor, log_variance: Tensor, concentration: float, rate: float) -> Tensor:
@@ -47,20 +47,6 @@ def network_kl(network: MomentNetwork, concentration: float, rate: float) -> Ten
                for layer in network.linears
                for mean, log_var in ((layer.weight_mean, layer.weight_log_variance),
                                      (layer.bias_mean, layer.bias_log_variance)))
-
-
-def _check_data(network: MomentNetwork, data) -> tuple[Tensor, Tensor]:
-    x, y = validate_batch(data)
-    x = network.check_inputs(x)
-    if not torch.is_floating_point(y):
-        raise TypeError(f"y must be floating point (regression targets), got {y.dtype}")
-    y = y.to(network.dtype)
-    if y.dim() == 1:
-        y = y.unsqueeze(-1)
-    if y.dim() != 2 or y.shape[1] != network.out_features:
-        raise ValueError(f"y must have shape (n,) or (n, {network.out_features}) for this network, got "
-                         f"{tuple(y.shape)}")
-    return x, y
 
 
 def fit(model: MomentNetwork, data, *, num_steps: int = 2000, batch_size: int | None = 128, lr: float = 1e-2,
@@ -91,7 +77,7 @@ def fit(model: MomentNetwork, data, *, num_steps: int = 2000, batch_size: int | 
     """
     if not isinstance(model, MomentNetwork):
         raise TypeError(f"model must be a probnets.moment.MomentNetwork, got {type(model).__name__}")
-    x, y = _check_data(model, data)
+    x, y = model.check_data(data)
     num_steps = check_positive_int(num_steps, "num_steps")
     n = x.shape[0]
     batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)

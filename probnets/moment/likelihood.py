@@ -52,6 +52,15 @@ def expected_log_likelihood(moments: Moments, y: Tensor) -> Tensor:
     return per_output.sum(-1)
 
 
+def draw_log_likelihood(outputs: Tensor, y: Tensor) -> Tensor:
+    """``log N(y | l, exp(s))`` of sampled network outputs (``S x n x 2m``: ``l`` then ``s``, e.g.
+    :meth:`~probnets.moment.MomentNetwork.forward_draws`), summed over outputs, ``S x n``; ``y`` is ``n x m``."""
+    m = outputs.shape[-1] // 2
+    log_noise = outputs[..., m:]
+    per_output = -0.5 * (_LOG_2PI + log_noise + (y - outputs[..., :m]).square() * torch.exp(-log_noise))
+    return per_output.sum(-1)
+
+
 def predictive_moments(moments: Moments) -> tuple[Tensor, Tensor, Tensor]:
     """Predictive mean, latent variance ``S_ll`` and noise variance ``E[exp(s)]`` of ``y``, each ``n x m``."""
     out = output_moments(moments)

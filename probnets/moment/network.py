@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from probnets.moment import functional as F
 from probnets.spec import ParamSpec
-from probnets.validation import check_positive_int
+from probnets.validation import check_positive_int, check_theta, validate_batch
 
 ACTIVATIONS = ("gelu", "exact-gelu", "relu")
 _RULES = {"gelu": F.gelu_moments, "exact-gelu": F.exact_gelu_moments, "relu": F.relu_moments}
@@ -168,6 +168,21 @@ class MomentNetwork(nn.Module):
             raise TypeError(f"x must be floating point, got {x.dtype}")
         return x.to(self.dtype)
 
+    def check_data(self, data) -> tuple[Tensor, Tensor]:
+        """Validate regression data ``(x, y)`` for this network: ``x`` ``n x d``, ``y`` ``n`` or ``n x m``
+        (returned as ``n x m``), both in the network's dtype."""
+        x, y = validate_batch(data)
+        x = self.check_inputs(x)
+        if not torch.is_floating_point(y):
+            raise TypeError(f"y must be floating point (regression targets), got {y.dtype}")
+        y = y.to(self.dtype)
+        if y.dim() == 1:
+            y = y.unsqueeze(-1)
+        if y.dim() != 2 or y.shape[1] != self.out_features:
+            raise ValueError(f"y must have shape (n,) or (n, {self.out_features}) for this network, got "
+                             f"{tuple(y.shape)}")
+        return x, y
+
     def forward(self, x: Tensor) -> Moments:
         """Output moments at deterministic inputs ``x`` (``n x d``): mean ``n x 2m`` and the full covariance
         ``n x 2m x 2m`` of the last layer (its cross terms couple each mean with its log-variance)."""
@@ -190,6 +205,21 @@ class MomentNetwork(nn.Module):
         last = len(self.linears) - 1
         for index, linear in enumerate(self.linears):
             h = linear.sample_forward(h, generator)
+            if index < last:
+                h = self.activation.sample_forward(h, generator)
+        return h
+
+    def forward_draws(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Outputs of the networks whose weights are the draws ``theta`` (``S x D``, in :attr:`spec` order) at
+        ``x`` (``n x d``), ``S x n x 2m``; MP-GELU draws its gates afresh per draw, point and unit."""
+        theta = check_theta(theta, self.spec.dim)
+        if theta.dim() != 2:
+            raise ValueError(f"theta must have shape (S, {self.spec.dim}), got {tuple(theta.shape)}")
+        params = self.spec.unflatten(theta.to(self.dtype))
+        h = self.check_inputs(x).expand(theta.shape[0], *x.shape)
+        last = len(self.linears) - 1
+        for index in range(last + 1):
+            h = torch.baddbmm(params[f"layers.{index}.bias"].unsqueeze(-2), h, params[f"layers.{index}.weight"])
             if index < last:
                 h = self.activation.sample_forward(h, generator)
         return h

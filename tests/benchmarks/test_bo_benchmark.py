@@ -71,12 +71,14 @@ def test_directions_compare_medians_and_count_paired_wins():
 
 def test_variational_surrogates_run_as_their_own_rows(tmp_path):
     bo = _load_bo()
-    argv = ["--quick", "--problems", "branin", "--surrogates", "mfvi-bnn,mp-gelu-bnn,relu-mp-bnn", "--skip-timing",
+    surrogates = ["mfvi-bnn", "mp-gelu-bnn", "relu-mp-bnn", "gelu-mp-bnn"]
+    argv = ["--quick", "--problems", "branin", "--surrogates", ",".join(surrogates), "--skip-timing",
             "--out", str(tmp_path)]
     assert bo.main(argv) == 0
     entries = [json.loads(line) for line in (tmp_path / "bo_quick_runs.jsonl").read_text().splitlines()]
-    assert [e["result"]["surrogate"] for e in entries] == ["mfvi-bnn", "mp-gelu-bnn", "relu-mp-bnn"]
+    assert [e["result"]["surrogate"] for e in entries] == surrogates
     assert entries[2]["settings"]["options"] == {"activation": "relu", "widths": [16], "num_steps": 30}
+    assert entries[3]["settings"]["options"] == {"activation": "exact-gelu", "widths": [16], "num_steps": 30}
     assert all(e["result"]["X"] and len(e["result"]["X"]) == 11 for e in entries)
     markdown = (tmp_path / "bo_quick.md").read_text()
-    assert all(f"| branin | {s} | 1 | 11 |" in markdown for s in ("mfvi-bnn", "mp-gelu-bnn", "relu-mp-bnn"))
+    assert all(f"| branin | {s} | 1 | 11 |" in markdown for s in surrogates)

@@ -144,11 +144,111 @@ def test_save_load_and_sample(tmp_path):
     for a, b in zip(post.moments(x), loaded.moments(x)):
         torch.testing.assert_close(a, b)
     assert loaded.info["method"] == "mp-gelu" and loaded.info["skipped_steps"] == 0
-    theta = post.sample((1000,), generator=torch.Generator().manual_seed(0))
-    assert theta.shape == (1000, post.spec.dim)
+    seed = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(loaded.sample((3,), generator=seed),
+                               post.sample((3,), generator=torch.Generator().manual_seed(0)))
+
+
+def spread_posterior(activation="gelu", dtype=torch.float64) -> MomentPosterior:
+    """An unfitted posterior whose factors have spread means and variances between 0.05 and 5 (so that a scale
+    mistaken for a variance, or a misplaced coordinate, shows)."""
+    net = network(activation, widths=(4,), dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for linear in net.linears:
+            for log_var in (linear.weight_log_variance, linear.bias_log_variance):
+                log_var.copy_(torch.empty_like(log_var).uniform_(math.log(0.05), math.log(5.0), generator=g))
+            for mean in (linear.weight_mean, linear.bias_mean):
+                mean.copy_(torch.empty_like(mean).uniform_(-2.0, 2.0, generator=g))
+    return MomentPosterior(net)
+
+
+def test_sample_has_the_mean_and_variance_of_q():
+    """z-tests of the draws' mean and variance against q's factors, with their Monte Carlo standard errors (18
+    coordinates x 2 statistics; |z| < 4 bounds the largest of 36 standard normals at about 0.2%)."""
+    post = spread_posterior()
+    num = 20_000
+    theta = post.sample((num,), generator=torch.Generator().manual_seed(2))
+    mean, variance = (t.detach() for t in post.network.variational_parameters())
+    centred_sq = (theta - mean).square()
+    z_mean = (theta.mean(0) - mean) / (variance / num).sqrt()
+    z_var = (centred_sq.mean(0) - variance) / (centred_sq.std(0) / math.sqrt(num))
+    assert float(z_mean.abs().max()) < 4.0 and float(z_var.abs().max()) < 4.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_shapes_and_determinism(dtype):
+    post = spread_posterior(dtype=dtype)
+    dim = post.spec.dim
+    for shape in [(), (1,), (5,), (2, 3), (0,)]:
+        theta = post.sample(shape, generator=torch.Generator().manual_seed(3))
+        assert theta.shape == (*shape, dim) and theta.dtype == dtype
+        torch.testing.assert_close(theta, post.sample(shape, generator=torch.Generator().manual_seed(3)), rtol=0,
+                                   atol=0)
+        q = post.to_gaussian_posterior()
+        torch.testing.assert_close(theta, q.sample(shape, generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
+
+
+def test_to_gaussian_posterior_is_q():
+    post = spread_posterior()
+    q = post.to_gaussian_posterior()
     mean, variance = post.network.variational_parameters()
-    z = (theta.mean(0) - mean) / (variance.sqrt() / math.sqrt(1000))
-    assert float(z.abs().max()) < 4.5  # 97 coordinates: max |z| of 97 standard normals
+    assert q.mean.shape == (1, post.spec.dim) and q.spec == post.spec and q.info["method"] == "mp-gelu"
+    torch.testing.assert_close(q.mean[0], mean)
+    torch.testing.assert_close(q.variance[0], variance)
+
+
+@pytest.mark.parametrize("activation", ["exact-gelu", "relu"])
+def test_to_arviz_log_likelihood_and_netcdf(activation, tmp_path):
+    """The exported draws are the named weights, and each draw's log-likelihood is that of the plain network
+    with those weights (recomputed here layer by layer); the export survives a NetCDF round trip."""
+    az = pytest.importorskip("arviz")
+    post = spread_posterior(activation)
+    x, y = heteroscedastic_data(12, 7)
+    idata = post.to_arviz((x, y), num_draws=30, generator=torch.Generator().manual_seed(4), chunk_size=7)
+    assert set(idata.groups()) >= {"posterior", "log_likelihood", "observed_data"}
+    assert set(idata.posterior.data_vars) == set(post.spec.names)
+    assert idata.posterior["layers.0.weight"].shape == (1, 30, 1, 4)
+    assert idata.posterior["layers.1.bias"].shape == (1, 30, 2)
+    assert idata.log_likelihood["y"].shape == (1, 30, 12) and idata.observed_data["y"].shape == (12, 1)
+    assert idata.attrs["method"] == METHOD[activation]
+    w0, b0, w1, b1 = (torch.as_tensor(idata.posterior[f"layers.{i}.{k}"].values[0])
+                      for i in (0, 1) for k in ("weight", "bias"))
+    hidden = x @ w0 + b0.unsqueeze(1)
+    hidden = torch.relu(hidden) if activation == "relu" else torch.nn.functional.gelu(hidden)
+    out = hidden @ w1 + b1.unsqueeze(1)
+    reference = torch.distributions.Normal(out[..., 0], (0.5 * out[..., 1]).exp()).log_prob(y)
+    torch.testing.assert_close(torch.as_tensor(idata.log_likelihood["y"].values[0]), reference)
+    path = tmp_path / "q.nc"
+    idata.to_netcdf(str(path))
+    back = az.from_netcdf(str(path))
+    for name in post.spec.names:
+        assert (back.posterior[name].values == idata.posterior[name].values).all()
+    assert (back.log_likelihood["y"].values == idata.log_likelihood["y"].values).all()
+    assert set(post.to_arviz(num_draws=5).groups()) == {"posterior"}
+
+
+def test_to_arviz_mp_gelu_draws_gates():
+    """MP-GELU's log-likelihood entries score weights and gates together: reproducible from the generator, and
+    not those of the deterministic GELU network at the same weights."""
+    post = spread_posterior("gelu")
+    data = heteroscedastic_data(12, 7)
+    first = post.to_arviz(data, num_draws=10, generator=torch.Generator().manual_seed(5))
+    again = post.to_arviz(data, num_draws=10, generator=torch.Generator().manual_seed(5))
+    assert (first.log_likelihood["y"].values == again.log_likelihood["y"].values).all()
+    gelu = spread_posterior("exact-gelu").to_arviz(data, num_draws=10, generator=torch.Generator().manual_seed(5))
+    assert (first.posterior["layers.0.weight"].values == gelu.posterior["layers.0.weight"].values).all()
+    assert (first.log_likelihood["y"].values != gelu.log_likelihood["y"].values).any()
+
+
+def test_to_arviz_bad_input():
+    post = spread_posterior()
+    with pytest.raises(ValueError, match="num_draws"):
+        post.to_arviz(num_draws=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        post.to_arviz(heteroscedastic_data(5, 0), chunk_size=0)
+    with pytest.raises(ValueError, match=r"y must have shape \(n,\) or \(n, 1\)"):
+        post.to_arviz((torch.zeros(5, 1), torch.zeros(5, 2)))
 
 
 @pytest.mark.parametrize("bad, match, error", [

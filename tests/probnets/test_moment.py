@@ -13,8 +13,9 @@ import math
 import pytest
 import torch
 
-from probnets.moment import (MomentNetwork, Moments, exact_gelu_moments, expected_log_likelihood, gaussian_predictive,
-                             gelu_moments, linear_moments, predictive_moments, relu_covariance, relu_moments)
+from probnets.moment import (MomentNetwork, Moments, draw_log_likelihood, exact_gelu_moments, expected_log_likelihood,
+                             gaussian_predictive, gelu_moments, linear_moments, predictive_moments, relu_covariance,
+                             relu_moments)
 from probnets.moment.network import MomentActivation
 
 NUM_MC = 10**6
@@ -328,6 +329,29 @@ def test_one_hidden_layer_network_is_exact(activation, covariance, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["gelu", "exact-gelu", "relu"])
+def test_networks_at_weight_draws_have_the_exact_moments(activation, dtype):
+    """``forward_draws`` at 2.5 x 10^5 weight draws from q (MP-GELU gates drawn inside) reproduces the exact
+    one-hidden-layer output moments, so it reads the flat weights in spec order; ``draw_log_likelihood`` is the
+    Gaussian log density of those outputs."""
+    g = torch.Generator().manual_seed(6)
+    net = MomentNetwork(2, (8,), activation=activation, init_variance=0.3, dtype=dtype, generator=g)
+    x = torch.tensor([[0.5, -1.0], [3.0, 2.0], [0.0, 0.0]], dtype=dtype)
+    out = net(x)
+    mean, variance = (t.detach() for t in net.variational_parameters())
+    theta = mean + variance.sqrt() * torch.randn(NUM_MC // 4, mean.shape[0], generator=g, dtype=dtype)
+    few = net.forward_draws(theta[:5], x, generator=g)
+    assert few.shape == (5, 3, 2) and few.dtype == dtype
+    draws = net.double().forward_draws(theta.double(), x.double(), generator=g).detach()
+    m, v, se_m, se_v = mc_moments(draws)
+    assert_moment(out.mean, m, se_m, 3.0, dtype, "network mean")
+    assert_moment(torch.diagonal(out.variance, dim1=-2, dim2=-1), v, se_v, 3.0, dtype, "network variance")
+    y = torch.tensor([[0.2], [2.5], [-1.0]], dtype=torch.float64)
+    reference = torch.distributions.Normal(draws[:100, :, 0], (0.5 * draws[:100, :, 1]).exp()).log_prob(y[:, 0])
+    torch.testing.assert_close(draw_log_likelihood(draws[:100], y), reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation, covariance", [("gelu", "diagonal"), ("exact-gelu", "diagonal"),
                                                      ("relu", "diagonal"), ("relu", "full")])
 def test_stable_for_extreme_inputs(activation, covariance, dtype):
@@ -358,3 +382,8 @@ def test_bad_input():
         net(torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="widths"):
         MomentNetwork(2, (0,))
+    dim = net.spec.dim
+    with pytest.raises(ValueError, match=rf"theta must have shape \(S, {dim}\)"):
+        net.forward_draws(torch.zeros(dim), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=rf"theta must have shape \(\.\.\., {dim}\)"):
+        net.forward_draws(torch.zeros(4, dim - 1), torch.zeros(3, 2))

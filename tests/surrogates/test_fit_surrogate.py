@@ -225,3 +225,13 @@ class TestMPGELUBNN(SurrogateContract):
 class TestReLUMomentBNN(SurrogateContract):
     kind = "mp-gelu-bnn"
     options = {"widths": (16,), "num_steps": 500, "activation": "relu"}
+
+
+class TestExactGELUMomentBNN(SurrogateContract):
+    kind = "mp-gelu-bnn"
+    options = {"widths": (16,), "num_steps": 500, "activation": "exact-gelu"}
+
+    def test_fits_the_gelu_mp_method(self):
+        model, _ = self.fitted(torch.float64)
+        assert model.moment_posterior.info["method"] == "gelu-mp"
+        assert model.network.activation.activation == "exact-gelu"
