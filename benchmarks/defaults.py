@@ -24,9 +24,10 @@ Targets (fixed before any full run; printed PASS/FAIL):
 Usage::
 
     python benchmarks/defaults.py [--datasets diabetes,boston,concrete,breast_cancer] [--modes defaults,until-converged]
-                                  [--no-reference] [--max-time 300] [--out benchmarks/results]
+                                  [--no-reference] [--max-time 300] [--fit-options "..."] [--name defaults]
+                                  [--out benchmarks/results]
 
-Writes ``defaults.json`` and ``defaults.md`` into ``--out`` and prints the markdown.
+Writes ``NAME.json`` and ``NAME.md`` into ``--out`` and prints the markdown.
 """
 
 from __future__ import annotations
@@ -160,8 +161,10 @@ def markdown(meta: dict, rows: list[dict], checks: list[dict]) -> str:
              f"at start {meta['loadavg_start']}, at end {meta['loadavg_end']}. `probnets fit` defaults (regression; "
              "R-hat and ESS of f(x_test)) and `BNNClassifier()` defaults (breast cancer, 90/10 stratified split; "
              "f(x_train[:200])); times in seconds (wall_time: the whole command; sampling_time: the sampler, all "
-             "rounds); NLL in original units, +- its standard error over test points.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+             "rounds); NLL in original units, +- its standard error over test points."
+             + (f" Options added to every `probnets fit`: `{meta['fit_options']}`." if meta.get("fit_options") else "")
+             + (f" BNNClassifier options: `{meta['classifier_options']}`." if meta.get("classifier_options") else ""),
+             "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['data']} | {r['mode']} | failed: {r['error'][:200]} |")
@@ -181,6 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fit-options", default="", help="extra `probnets fit` options (smoke tests)")
     parser.add_argument("--classifier-options", type=json.loads, default={}, help="extra BNNClassifier options")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--name", default="defaults", help="stem of the result files (default: defaults)")
     args = parser.parse_args(argv)
     datasets = args.datasets.split(",")
     unknown = [d for d in datasets if d not in REGRESSION and d not in CLASSIFICATION]
@@ -219,13 +223,13 @@ def main(argv=None) -> int:
                 row = {"error": str(exc)}
             rows.append({"data": data, "mode": mode, **row})
             print(json.dumps(rows[-1]), flush=True)
-    meta["loadavg_end"] = os.getloadavg()
+    meta.update(loadavg_end=os.getloadavg(), fit_options=args.fit_options, classifier_options=args.classifier_options)
     checks = targets(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "defaults.json").write_text(json.dumps(dict(meta=meta, runs=rows, targets=checks), indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(dict(meta=meta, runs=rows, targets=checks), indent=2))
     text = markdown(meta, rows, checks)
-    (out / "defaults.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 
