@@ -53,6 +53,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", type=arguments.widths, default=(50,), metavar="W[,W...]",
                         help="hidden layer widths, comma-separated (default: 50)")
     parser.add_argument("--activation", help="hidden activation (default: tanh; relu for masked-bnn)")
+    parser.add_argument("--weight-prior", choices=["normal", "fan-in", "cauchy"],
+                        help="prior of every weight and bias: normal N(0, s^2); fan-in N(0, s^2 / fan_in) on weights "
+                             "and N(0, s^2) on biases (the prior function's scale then does not grow with the width); "
+                             "cauchy (default: normal for bnn, cauchy for masked-bnn; bnn takes all three, masked-bnn "
+                             "normal or cauchy)")
+    parser.add_argument("--prior-scale", type=arguments.positive_float, metavar="S",
+                        help="scale s of the weight prior (default: 1)")
     parser.add_argument("--chains", type=arguments.positive_int, help="number of chains (default: per method)")
     parser.add_argument("--warmup", type=arguments.nonnegative_int,
                         help="warm-up iterations per chain (default: per method)")
@@ -113,6 +120,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                        split_seed=args.split_seed, dtype=dtype, features=args.features, drop=args.drop)
     if args.model != "bnn":
         sampler_options.reject(args, parser)
+    if args.model == "pbnn" or args.method in fit_moment.METHODS:
+        _reject_prior(args, parser)
+    args.prior_scale = args.prior_scale or 1.0
     if args.model == "pbnn":
         args.method = args.method or "ohsmc"
         return pbnn_fit.run(args, parser, split, out, dtype)
@@ -154,9 +164,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             lead = distributed.init_process_group()[0] == 0
         except RuntimeError as exc:
             parser.error(f"argument --distributed: {exc}")
+    args.weight_prior = args.weight_prior or "normal"
     try:
         model = BNN(split.x_train.shape[1], args.widths, activation=args.activation,
-                    prior=dist.Normal(0.0, 1.0), likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
+                    prior=weight_prior(args.weight_prior, args.prior_scale),
+                    likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
     except (ValueError, TypeError) as exc:
         parser.error(f"argument --widths: {exc}")
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)
@@ -164,7 +176,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test "
               f"rows); {plan}", file=sys.stderr)
     extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
-             "activation": args.activation, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
+             "activation": args.activation, "weight_prior": args.weight_prior, "prior_scale": args.prior_scale, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     with warnings.catch_warnings():
         # The report checks convergence in function space and lists the problems (check_convergence=False spares
         # the sampler's own parameter-space check, a third of the demo's time); no warnings on stderr as well.
@@ -194,6 +206,25 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         report = fit_report(model, posterior, split, out_dir=out, level=args.level,
                             extra={**extra, **_until_converged(posterior)})
     return output.finish(out, report, format_report(report), posterior=fitted if args.save_posterior else None)
+
+
+def _reject_prior(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    for flag, value in (("--weight-prior", args.weight_prior), ("--prior-scale", args.prior_scale)):
+        if value is not None:
+            route = "--model pbnn" if args.model == "pbnn" else f"--method {args.method}"
+            parser.error(f"argument {flag}: {route} sets its own prior; the option applies to --model bnn and "
+                         "masked-bnn")
+
+
+def weight_prior(name: str, scale: float):
+    """The BNN weight prior ``--weight-prior name --prior-scale scale``."""
+    import pyro.distributions as dist
+
+    from probnets import priors
+
+    if name == "fan-in":
+        return priors.fan_in_normal(scale)
+    return dist.Cauchy(0.0, scale) if name == "cauchy" else dist.Normal(0.0, scale)
 
 
 def _sampling_plan(args: argparse.Namespace, parser: argparse.ArgumentParser, num_rows: int) -> str:
@@ -243,7 +274,8 @@ def _until_converged(posterior) -> dict:
 
 COMMAND = Command(
     help="sample a BNN posterior on a data set and write a fit report",
-    description="Sample the posterior of a Bayesian neural network (N(0, 1) priors on all weights, Gaussian "
+    description="Sample the posterior of a Bayesian neural network (N(0, 1) priors on all weights unless "
+                "--weight-prior/--prior-scale, Gaussian "
                 "likelihood with noise scale ~ LogNormal(-1, 1), on standardised data), then evaluate it on a "
                 "held-out test split: RMSE, NLL, CRPS, interval coverage (original units), function-space "
                 "R-hat/ESS, figures and report.json in --out.",

@@ -29,9 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       f"iterations, every {DEFAULTS['thin']}th kept; activation relu unless --activation)")
     group.add_argument("--mask-lambda", type=float, default=0.1,
                        help="lambda of the mask prior exp(-(lambda log n)^5 s^2) / C(p, s) (default: 0.1)")
-    group.add_argument("--weight-prior", choices=["cauchy", "normal"], default="cauchy",
-                       help="elementwise weight prior (default: cauchy)")
-    group.add_argument("--prior-scale", type=float, default=1.0, help="scale of the weight prior (default: 1)")
     group.add_argument("--leapfrog-steps", type=arguments.positive_int, default=20,
                        help="leapfrog steps of each HMC update of the weights (default: 20)")
     group.add_argument("--mask-updates", type=arguments.nonnegative_int, default=10,
@@ -56,10 +53,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, split, out: P
     samples = args.samples if args.samples is not None else DEFAULTS["samples"]
     thin = args.thin if args.thin is not None else DEFAULTS["thin"]
     activation = args.activation or "relu"
+    weight_prior = args.weight_prior or "cauchy"
+    if weight_prior not in ("cauchy", "normal"):
+        parser.error(f"argument --weight-prior: --model masked-bnn takes cauchy or normal, not {weight_prior}")
     n_train = int(split.x_train.shape[0])
     try:
         model = MaskedBNN(split.x_train.shape[1], args.widths, num_data=n_train, mask_lambda=args.mask_lambda,
-                          activation=activation, weight_prior=args.weight_prior, prior_scale=args.prior_scale)
+                          activation=activation, weight_prior=weight_prior, prior_scale=args.prior_scale)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     data_name = "diabetes" if args.data == "diabetes" else str(args.data)

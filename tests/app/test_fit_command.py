@@ -120,3 +120,34 @@ def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "probnets_app.cli", "--help"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 0 and "fit" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["normal", "fan-in", "cauchy"])
+def test_weight_prior_option_builds_the_named_prior(name):
+    import torch
+
+    from probnets_app.fit import weight_prior
+
+    prior = weight_prior(name, 2.0)
+    if name == "fan-in":  # N(0, s^2 / fan_in) on weights, N(0, s^2) on biases
+        assert float(prior("w", torch.Size([50, 13])).scale) == pytest.approx(2.0 / 13 ** 0.5)
+        assert float(prior("b", torch.Size([50])).scale) == pytest.approx(2.0)
+    else:
+        assert type(prior).__name__ == name.capitalize() and float(prior.scale) == 2.0
+
+
+def test_fit_with_a_fan_in_prior_records_it(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["fit", "--data", "diabetes", "--out", str(out), "--weight-prior", "fan-in", "--prior-scale",
+                     "1.5", *TINY]) == 0
+    extra = json.loads((out / "report.json").read_text())["extra"]
+    assert (extra["weight_prior"], extra["prior_scale"]) == ("fan-in", 1.5)
+
+
+@pytest.mark.parametrize("route", [["--model", "pbnn"], ["--method", "mp-gelu"]])
+def test_weight_prior_is_refused_where_the_method_sets_its_own(route, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fit", "--data", "diabetes", "--out", str(tmp_path / "out"), *route, "--weight-prior", "normal"])
+    assert exc.value.code == 2
+    assert "argument --weight-prior" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
