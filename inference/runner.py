@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ from probnets.spec import ParamSpec
 from probnets.validation import check_positive_int
 
 _CHECKPOINT_FORMAT = 3
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+class DeadlineReached(RuntimeError):
+    """A :func:`stop_at` deadline passed before the run kept its first draw (during warm-up)."""
+
+
+@contextlib.contextmanager
+def stop_at(deadline: float | None) -> Iterator[None]:
+    """Runs of :func:`run` inside the block stop once ``time.perf_counter()`` passes ``deadline``: with the draws
+    kept so far (``info["stopped_at_deadline"]``), or with :class:`DeadlineReached` when none is kept yet.
+    ``None``: no deadline. (Used by ``inference.until_converged`` to keep a round within the time budget.)"""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 def _position(state: Any) -> Tensor:
@@ -104,6 +123,7 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
 
     bar = ProgressBar(total, initial=start, description=description, enabled=progress)
     divergences = torch.zeros((), dtype=torch.long, device=draws.device)
+    deadline, stopped = _DEADLINE.get(), False
     t0 = time.perf_counter()
     for i in range(start, total):
         state, info = algorithm.step(state, None if batches is None else next(batches), generator)
@@ -130,6 +150,13 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
                 "warmup_stats": {k: v[: min(i + 1, num_warmup)].cpu() for k, v in warmup_stats.items()},
                 "batches": None if batches is None else batches.state_dict(),
             })
+        if deadline is not None and i + 1 < total and time.perf_counter() > deadline:
+            num_kept = bisect.bisect_right(kept_at, i)
+            if num_kept == 0:
+                bar.close()
+                raise DeadlineReached(f"the deadline passed at iteration {i + 1} of {total}, before the first draw")
+            draws, stats, stopped = draws[:num_kept], {k: v[:num_kept] for k, v in stats.items()}, True
+            break
     bar.close()
     elapsed = elapsed_before + time.perf_counter() - t0
     return SamplePosterior(
@@ -137,7 +164,8 @@ def run(algorithm: Algorithm, initial_position: Tensor, num_samples: int, *, num
         sample_stats={k: v.transpose(0, 1).contiguous() for k, v in stats.items()},
         warmup_stats={k: v.transpose(0, 1).contiguous() for k, v in warmup_stats.items()},
         spec=spec,
-        info={**_plain(config), "wall_time": elapsed, **(state.run_info() if hasattr(state, "run_info") else {})},
+        info={**_plain(config), "wall_time": elapsed, **({"stopped_at_deadline": True} if stopped else {}),
+              **(state.run_info() if hasattr(state, "run_info") else {})},
         final_state=state,
     )
 

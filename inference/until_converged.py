@@ -8,8 +8,10 @@ draws of the round before (so its warm-up starts in the typical set), until the 
   parameters;
 
 or the budget runs out: a round is not started when its predicted time (twice the last round's) would
-pass ``max_time`` seconds in total, nor after ``max_rounds`` rounds. The posterior of the last round is
-returned; ``posterior.info["until_converged"]`` says what happened (``converged``, ``reason``, ``rounds``,
+pass ``max_time`` seconds in total, nor after ``max_rounds`` rounds; a later round that runs past ``max_time``
+all the same (its cost can grow more than twice, e.g. with longer adapted trajectories) stops there, keeping its
+draws so far, or, still in warm-up, is dropped (``inference.runner.stop_at``). The first round always runs to
+its end. The posterior of the last round is returned; ``posterior.info["until_converged"]`` says what happened (``converged``, ``reason``, ``rounds``,
 the final R-hat and ESS), and a ``ConvergenceWarning`` is issued when the budget ran out first.
 
 With a checkpoint path, round ``r`` checkpoints to ``<path>.round<r>``: a run stopped midway and started
@@ -29,6 +31,7 @@ from torch import Tensor
 from inference import diagnostics
 from inference.diagnostics import ConvergenceWarning
 from inference.function_space import function_space_check, is_network
+from inference.runner import DeadlineReached, stop_at
 
 DEFAULT_MAX_ROUNDS = 6
 
@@ -64,17 +67,26 @@ def sample_until_converged(run_round: Callable[..., Any], *, num_warmup: int, nu
             reason = "max_time"
             break
         t0 = time.perf_counter()
-        posterior = run_round(num_warmup=num_warmup * 2 ** r, num_samples=num_samples * 2 ** r, init=init,
-                              checkpoint=None if checkpoint is None else f"{checkpoint}.round{r}")
-        last_wall = time.perf_counter() - t0
+        deadline = start + max_time if max_time is not None and r > 0 else None
+        try:
+            with stop_at(deadline):
+                round_posterior = run_round(num_warmup=num_warmup * 2 ** r, num_samples=num_samples * 2 ** r,
+                                            init=init, checkpoint=None if checkpoint is None else f"{checkpoint}.round{r}")
+        except DeadlineReached:
+            reason = "max_time"
+            break
+        posterior, last_wall = round_posterior, time.perf_counter() - t0
         measures = convergence_measures(posterior, model, x)
         history.append({"round": r, "num_warmup": num_warmup * 2 ** r, "num_samples": num_samples * 2 ** r,
-                        **measures})
+                        "num_draws": posterior.num_draws, **measures})
         if progress:
             print(f"round {r}: {measures['quantity']} max R-hat {measures['max_rhat']:.3f}, min ESS bulk "
                   f"{measures['min_ess_bulk']:.0f}, tail {measures['min_ess_tail']:.0f}")
         if has_converged(measures, rhat_threshold, min_ess):
             reason = "converged"
+            break
+        if posterior.info.get("stopped_at_deadline"):
+            reason = "max_time"
             break
         init = posterior.samples[:, -1].clone()
     converged = reason == "converged"

@@ -51,3 +51,54 @@ def test_a_rerun_with_the_same_checkpoint_restores_every_round(tmp_path):
         again = inference.sample(_normal, dim=2, until_converged=True, max_rounds=3, min_ess=10_000,
                                  checkpoint=path, **SHORT)
     assert torch.equal(first.samples, again.samples)
+
+
+class _TickClock:
+    """``time.perf_counter`` advancing one second per call, so that where a deadline falls is deterministic."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_a_run_stops_at_its_deadline_with_the_draws_kept_so_far(monkeypatch):
+    from inference import runner
+
+    full = inference.sample(_normal, dim=2, seed=3, **SHORT)
+    monkeypatch.setattr(runner, "time", _TickClock())
+    with runner.stop_at(16.0):  # tick 1 starts the loop, tick 2 + i checks iteration i: stops after iteration 15
+        cut = inference.sample(_normal, dim=2, seed=3, **SHORT)
+    assert cut.info["stopped_at_deadline"] and cut.num_draws == 6  # iterations 10..15 of 20 kept
+    assert torch.equal(cut.samples, full.samples[:, :6])
+    assert "stopped_at_deadline" not in full.info
+
+
+def test_a_deadline_in_warm_up_raises(monkeypatch):
+    from inference import runner
+
+    monkeypatch.setattr(runner, "time", _TickClock())
+    with runner.stop_at(5.0), pytest.raises(runner.DeadlineReached, match="before the first draw"):
+        inference.sample(_normal, dim=2, **SHORT)
+
+
+@pytest.mark.parametrize("max_time, rounds, draws", [(40.0, 2, "some"), (12.0, 1, 10)])
+def test_a_round_running_past_the_budget_stops_there(monkeypatch, max_time, rounds, draws):
+    """Round 1 (20 + 20 iterations) starts, as its predicted time fits, and meets the budget: in its draws
+    (some kept) or in its warm-up (dropped: round 0's posterior is returned)."""
+    from inference import runner, until_converged
+
+    clock = _TickClock()
+    monkeypatch.setattr(runner, "time", clock)
+    monkeypatch.setattr(until_converged, "time", clock)
+    with pytest.warns(ConvergenceWarning, match="time budget"):
+        post = inference.sample(_normal, dim=2, until_converged=True, max_time=max_time, min_ess=10_000, **SHORT)
+    outcome = post.info["until_converged"]
+    assert outcome["reason"] == "max_time" and outcome["rounds"] == rounds
+    if draws == "some":
+        assert 0 < post.num_draws < 20 and outcome["history"][-1]["num_draws"] == post.num_draws
+        assert post.info["stopped_at_deadline"]
+    else:
+        assert post.num_draws == draws and "stopped_at_deadline" not in post.info
