@@ -55,7 +55,8 @@ def _standardised(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor, Tenso
 
 
 def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_variance: Tensor,
-                   bias_mean: Tensor | None = None, bias_variance: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                   bias_mean: Tensor | None = None, bias_variance: Tensor | None = None, *,
+                   full_output: bool = False) -> tuple[Tensor, Tensor]:
     """Moments of ``y = x W + b``.
 
     Args:
@@ -63,10 +64,11 @@ def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_v
         variance: ``Var[x]``, ``n x d``, or ``Cov[x]``, ``n x d x d``.
         weight_mean, weight_variance: ``M``, ``V``, ``d x k``.
         bias_mean, bias_variance: ``m_b``, ``v_b``, ``k`` (``None``: no bias).
+        full_output: Return ``Cov[y]`` for a diagonal ``variance`` too (without forming ``diag(Var[x])``).
 
     Returns:
-        ``E[y]`` (``n x k``) and ``Var[y]`` (``n x k``) or ``Cov[y]`` (``n x k x k``), matching ``variance``:
-        ``Cov[y] = M^T Cov[x] M + diag((diag Cov[x] + E[x]^2) V + v_b)``.
+        ``E[y]`` (``n x k``) and ``Var[y]`` (``n x k``) or ``Cov[y]`` (``n x k x k``), matching ``variance`` or
+        ``full_output``: ``Cov[y] = M^T Cov[x] M + diag((diag Cov[x] + E[x]^2) V + v_b)``.
     """
     out_mean = mean @ weight_mean
     full = variance.dim() == mean.dim() + 1
@@ -77,6 +79,9 @@ def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_v
         weight_noise = weight_noise + bias_variance
     if full:
         covariance = weight_mean.transpose(-2, -1) @ variance @ weight_mean
+        return out_mean, covariance + torch.diag_embed(weight_noise)
+    if full_output:
+        covariance = torch.einsum("nd,dk,dl->nkl", variance, weight_mean, weight_mean)
         return out_mean, covariance + torch.diag_embed(weight_noise)
     return out_mean, variance @ weight_mean.square() + weight_noise
 

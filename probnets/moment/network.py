@@ -59,10 +59,10 @@ class MomentLinear(nn.Module):
         self.bias_mean = nn.Parameter(torch.zeros(out_features, dtype=dtype))
         self.bias_log_variance = nn.Parameter(torch.full((out_features,), math.log(init_variance), dtype=dtype))
 
-    def forward(self, moments: Moments) -> Moments:
+    def forward(self, moments: Moments, *, full_output: bool = False) -> Moments:
         return Moments(*F.linear_moments(moments.mean, moments.variance, self.weight_mean,
                                          self.weight_log_variance.exp(), self.bias_mean,
-                                         self.bias_log_variance.exp()))
+                                         self.bias_log_variance.exp(), full_output=full_output))
 
     def sample_forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x W + b`` with one weight draw per leading index of ``x`` (``S x n x in -> S x n x out``)."""
@@ -190,9 +190,7 @@ class MomentNetwork(nn.Module):
         moments = Moments(x, torch.zeros_like(x))
         last = len(self.linears) - 1
         for index, linear in enumerate(self.linears):
-            if index == last and moments.variance.dim() == moments.mean.dim():
-                moments = Moments(moments.mean, torch.diag_embed(moments.variance))
-            moments = linear(moments)
+            moments = linear(moments, full_output=index == last)
             if index < last:
                 moments = self.activation(moments)
         return moments
