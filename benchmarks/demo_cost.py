@@ -6,7 +6,9 @@ Configurations (each run a fresh ``probnets fit --data diabetes --no-progress`` 
 
 * ``--dtype float64`` (the default) and ``float32``;
 * threads: as started (torch's default, one per core) and ``OMP_NUM_THREADS=1``;
-* wait policy: OpenMP's default (threads spin while waiting) and ``OMP_WAIT_POLICY=PASSIVE`` (they sleep);
+* wait policy: libgomp's default (threads spin 300 000 times while waiting, set as ``GOMP_SPINCOUNT``, since
+  ``probnets`` otherwise sets 1 000; ``benchmarks/wait_policy.py`` compares spin counts) and
+  ``OMP_WAIT_POLICY=PASSIVE`` (they sleep);
 * load: none, or ``--busy`` processes (default: one per core) spinning in pure Python during the run, as other
   users' jobs would.
 
@@ -25,6 +27,7 @@ machine: its "no load" rows assume so (the load average is recorded).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,14 +49,29 @@ def _spin(stop) -> None:
         sum(range(10_000))
 
 
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes spinning in pure Python while the block runs, as other users' jobs would."""
+    stop = multiprocessing.Event()
+    spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(count)]
+    for p in spinners:
+        p.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in spinners:
+            p.join()
+
+
 def run_fit(dtype: str, threads: str, wait: str, extra: list[str]) -> dict:
     env = dict(os.environ)
-    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         env.pop(key, None)
     if threads == "1":
         env["OMP_NUM_THREADS"] = "1"
-    if wait == "passive":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    # libgomp's own default spins 300 000 times; set explicitly, as probnets otherwise shortens it
+    env.update({"OMP_WAIT_POLICY": "PASSIVE"} if wait == "passive" else {"GOMP_SPINCOUNT": "300000"})
     with tempfile.TemporaryDirectory() as out:
         command = [str(Path(sys.executable).parent / "probnets"), "fit", "--data", "diabetes", "--dtype", dtype,
                    "--no-progress", "--out", out, *extra]
@@ -84,12 +103,7 @@ def main(argv=None) -> int:
                                                          ("default", "passive")):
         if threads == "1" and wait == "passive":
             continue  # one thread never waits for another
-        stop = multiprocessing.Event()
-        spinners = [multiprocessing.Process(target=_spin, args=(stop,)) for _ in range(args.busy if load == "busy"
-                                                                                         else 0)]
-        for p in spinners:
-            p.start()
-        try:
+        with busy_processes(args.busy if load == "busy" else 0):
             for repeat in range(args.repeats):
                 row = dict(load=load, dtype=dtype, threads=threads, wait_policy=wait, repeat=repeat,
                            loadavg=os.getloadavg()[0])
@@ -99,10 +113,6 @@ def main(argv=None) -> int:
                     row["error"] = str(exc)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        finally:
-            stop.set()
-            for p in spinners:
-                p.join()
     meta["loadavg_end"] = os.getloadavg()
     cols = ["load", "dtype", "threads", "wait_policy", "repeat", "wall_time", "sampling_time", "cpu_time",
             "grad_evals", "max_rhat", "nll", "loadavg"]

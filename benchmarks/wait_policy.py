@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import resource
@@ -36,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from demo_cost import _spin  # noqa: E402
+from demo_cost import busy_processes  # noqa: E402
 
 CONFIGS = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin10k": {"GOMP_SPINCOUNT": "10000"},
            "spin1k": {"GOMP_SPINCOUNT": "1000"}, "spin100": {"GOMP_SPINCOUNT": "100"},
@@ -49,18 +48,19 @@ from probnets import BNN, Gaussian
 data = probnets.datasets.diabetes(dtype=torch.float32)
 model = BNN(10, [50], activation="tanh", prior=dist.Normal(0.0, 1.0),
             likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
-post = inference.sample(model, (data.x_train, data.y_train), method="chees", num_warmup=300, num_samples=300, seed=0,
-                        dtype=torch.float32, progress=False, print_summary=False, check_convergence=False)
-print(json.dumps({"sampling_time": post.info["wall_time"], "grad_evals": int(post.info["grad_evals"])}))
+post = inference.sample(model, (data.x_train, data.y_train), method="chees", num_warmup={warmup},
+                        num_samples={samples}, seed=0, dtype=torch.float32, progress=False, print_summary=False,
+                        check_convergence=False)
+print(json.dumps({{"sampling_time": post.info["wall_time"], "grad_evals": int(post.info["grad_evals"])}}))
 """
 
 
-def run_job(config: str) -> dict:
+def run_job(config: str, warmup: int = 300, samples: int = 300) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _THREAD_VARIABLES}
     env.update(CONFIGS[config])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _JOB], env=env, capture_output=True, text=True, cwd=HERE.parent)
+    done = subprocess.run([sys.executable, "-c", _JOB.format(warmup=warmup, samples=samples)], env=env, capture_output=True, text=True, cwd=HERE.parent)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -81,21 +81,12 @@ def main(argv=None) -> int:
                 repeats=args.repeats, loadavg_start=os.getloadavg(), python=platform.python_version())
     rows = []
     for load in ("none", "busy"):
-        stop = multiprocessing.Event()
-        spinners = [multiprocessing.Process(target=_spin, args=(stop,))
-                    for _ in range(args.busy if load == "busy" else 0)]
-        for p in spinners:
-            p.start()
-        try:
+        with busy_processes(args.busy if load == "busy" else 0):
             for repeat in range(args.repeats):  # configurations interleaved, so that drifts in load hit them alike
                 for config in configs:
                     row = dict(load=load, config=config, repeat=repeat, loadavg=os.getloadavg()[0], **run_job(config))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        finally:
-            stop.set()
-            for p in spinners:
-                p.join()
     meta["loadavg_end"] = os.getloadavg()
     text = markdown(meta, rows, configs)
     out = Path(args.out)
