@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from probnets_app.bench.cell import cell_path, trace_path
-from probnets_app.bench.report import mean_se
+from probnets_app.bench.stats import mean_se
 
 #: Nominal levels shown in the coverage figure (a subset of ``probnets_app.bench.cell.CALIBRATION_LEVELS``).
 COVERAGE_LEVELS = (0.5, 0.9)

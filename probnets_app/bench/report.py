@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from probnets_app.bench.stats import mean_se
+
 #: Aggregated columns per task, with how the best value is chosen (min, max, or the value closest to a target).
 COLUMNS = {
     "regression": (("test_ll", "max"), ("rmse", "min"), ("crps", "min"), ("coverage_0.9", 0.9)),
@@ -71,15 +73,6 @@ def summarise(rows: list[dict]) -> list[dict]:
                 entry[column], entry[f"{column}_se"] = mean_se(values)
         summary.append(entry)
     return summary
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (``sd / sqrt(n)``, ``ddof=1``; NaN for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def markdown(summary: list[dict], rows: list[dict] | None = None) -> str:

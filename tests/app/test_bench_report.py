@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from probnets_app.bench import report
+from probnets_app.bench import report, stats
 from probnets_app.plots import pareto_front, plot_pareto
 
 
@@ -18,10 +18,10 @@ def _row(method, split, test_ll, wall, status="ok", coverage=0.9):
 
 
 def test_mean_and_standard_error():
-    mean, se = report.mean_se([1.0, 2.0, 4.0])
+    mean, se = stats.mean_se([1.0, 2.0, 4.0])
     assert mean == pytest.approx(7 / 3)
     assert se == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2 / 3))
-    assert math.isnan(report.mean_se([3.0])[1])
+    assert math.isnan(stats.mean_se([3.0])[1])
 
 
 def test_summary_counts_failures_and_averages_finished_splits_only():
