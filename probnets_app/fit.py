@@ -176,7 +176,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{PROG}: {model} on {data_name} ({split.x_train.shape[0]} training, {split.x_test.shape[0]} test "
               f"rows); {plan}", file=sys.stderr)
     extra = {"data": data_name, "target": split.target_name, "widths": list(args.widths),
-             "activation": args.activation, "weight_prior": args.weight_prior, "prior_scale": args.prior_scale, "test_fraction": args.test_fraction, "split_seed": args.split_seed}
+             "activation": args.activation, "weight_prior": args.weight_prior, "prior_scale": args.prior_scale,
+             "test_fraction": args.test_fraction, "split_seed": args.split_seed}
     with warnings.catch_warnings():
         # The report checks convergence in function space and lists the problems (check_convergence=False spares
         # the sampler's own parameter-space check, a third of the demo's time); no warnings on stderr as well.
@@ -193,8 +194,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     thin=args.thin, batch_size=args.batch_size, num_samples=None if args.epochs else args.samples,
                     epochs=args.epochs, seed=args.seed, dtype=dtype, progress=not args.no_progress,
                     print_summary=False, check_convergence=False, checkpoint=args.checkpoint, run_info=extra,
-                    distributed=args.distributed,
-                    **options)
+                    distributed=args.distributed, **options)
         except ValueError as exc:  # e.g. a checkpoint from another configuration
             raise DataError(str(exc)) from None
         finally:
