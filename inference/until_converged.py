@@ -11,8 +11,8 @@ or the budget runs out: a round is not started when its predicted time (twice th
 pass ``max_time`` seconds in total, nor after ``max_rounds`` rounds; a later round that runs past ``max_time``
 all the same (its cost can grow more than twice, e.g. with longer adapted trajectories) stops there, keeping its
 draws so far, or, still in warm-up, is dropped (``inference.runner.stop_at``). The first round always runs to
-its end. The posterior of the last round is returned; ``posterior.info["until_converged"]`` says what happened (``converged``, ``reason``, ``rounds``,
-the final R-hat and ESS), and a ``ConvergenceWarning`` is issued when the budget ran out first.
+its end. The posterior of the last round is returned; ``posterior.info["until_converged"]`` says what happened
+(``converged``, ``reason``, ``rounds``, the final R-hat and ESS), and a ``ConvergenceWarning`` is issued when the budget ran out first.
 
 With a checkpoint path, round ``r`` checkpoints to ``<path>.round<r>``: a run stopped midway and started
 again with the same arguments redoes the finished rounds from their files (their draws are restored, not
@@ -70,8 +70,9 @@ def sample_until_converged(run_round: Callable[..., Any], *, num_warmup: int, nu
         deadline = start + max_time if max_time is not None and r > 0 else None
         try:
             with stop_at(deadline):
-                round_posterior = run_round(num_warmup=num_warmup * 2 ** r, num_samples=num_samples * 2 ** r,
-                                            init=init, checkpoint=None if checkpoint is None else f"{checkpoint}.round{r}")
+                round_posterior = run_round(
+                    num_warmup=num_warmup * 2 ** r, num_samples=num_samples * 2 ** r, init=init,
+                    checkpoint=None if checkpoint is None else f"{checkpoint}.round{r}")
         except DeadlineReached:
             reason = "max_time"
             break
