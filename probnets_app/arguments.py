@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 
 
 def _integer_at_least(minimum: int, kind: str):
@@ -60,3 +61,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> ``(NAME, VALUE)``; VALUE read as a Python literal (``3``, ``0.1``, ``True``, ``(64, 64)``,
+    ``None``) or else kept as text (``relu``)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return name, value.strip()

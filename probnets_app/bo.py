@@ -2,6 +2,7 @@
 
 Example:
     $ probnets bo --problem hartmann6 --surrogate hmc-bnn --iterations 20 --out bo_run
+    $ probnets bo --problem branin --surrogate mp-gelu-bnn --surrogate-option activation=exact-gelu --out bo_gelu
 
 Runs a loop with a live progress bar (iteration, best value, fit time) and writes ``bo.json`` (every
 evaluation, best value / regret per iteration, timings) and ``regret.png`` to ``--out``. Options are
@@ -24,6 +25,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problem", choices=names.PROBLEMS, required=True)
     parser.add_argument("--surrogate", choices=sorted(names.SURROGATE_KINDS), default="gp",
                         help="surrogate kind (default: gp)")
+    parser.add_argument("--surrogate-option", type=arguments.key_value, action="append", default=[],
+                        metavar="NAME=VALUE", dest="surrogate_options",
+                        help="a fit option of the surrogate kind, repeatable, e.g. activation=exact-gelu, "
+                             "num_steps=500, widths=(32,32)")
     parser.add_argument("--acquisition", choices=names.SINGLE_OBJECTIVE + names.MULTI_OBJECTIVE,
                         help="default: qlognei (single objective) or qlognehvi (multi-objective)")
     parser.add_argument("--q", type=arguments.positive_int, default=1, help="points per iteration (default: 1)")
@@ -41,6 +46,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from probnets_app.regret_plot import plot_regret
     from surrogates.bo import run_bo
+    from surrogates.fit import check_options
     from surrogates.names import MULTI_OBJECTIVE
     from surrogates.problems import get_problem
 
@@ -51,16 +57,24 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--dim applies to bnn-draw and poly-draw only, not {args.problem}")
     if args.n_init < 2:
         parser.error("--n-init must be at least 2")
+    options = dict(args.surrogate_options)
+    if len(options) < len(args.surrogate_options):
+        parser.error("--surrogate-option: each NAME at most once")
+    try:
+        check_options(args.surrogate, options)
+    except ValueError as error:
+        parser.error(f"--surrogate-option: {error}")
     problem = get_problem(args.problem, dim=args.dim, seed=args.seed)
     if args.acquisition is not None and (args.acquisition in MULTI_OBJECTIVE) != (problem.num_objectives > 1):
         kind = "multi" if problem.num_objectives > 1 else "single"
         parser.error(f"--acquisition {args.acquisition} does not fit {args.problem}, a {kind}-objective problem")
     result = run_bo(problem, args.surrogate, args.acquisition, q=args.q, n_init=args.n_init,
-                    iterations=args.iterations, seed=args.seed, checkpoint=args.checkpoint,
+                    iterations=args.iterations, seed=args.seed, surrogate_options=options,
+                    checkpoint=args.checkpoint,
                     progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
     output.remove_known_outputs(out, output.BO_OUTPUTS)
-    (out / "bo.json").write_text(json.dumps(result.to_dict(), indent=1))
+    (out / "bo.json").write_text(json.dumps(dict(result.to_dict(), surrogate_options=options), indent=1))
     figure = plot_regret([result], out / "regret.png")
     what = "hypervolume" if problem.num_objectives > 1 else "best value"
     print(f"{problem.name} with {args.surrogate}: {what} {result.best[-1]:.6g} after {result.X.shape[0]} evaluations"

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from inference import checkpoint as checkpoint_io
 from inference.progress import ProgressBar
-from surrogates.fit import KINDS, fit_surrogate
+from surrogates.fit import KINDS, check_options, fit_surrogate
 from surrogates.names import MULTI_OBJECTIVE, SINGLE_OBJECTIVE
 from surrogates.problems import Problem, get_problem
 
@@ -85,6 +85,7 @@ def run_bo(problem: str | Problem, surrogate: str = "gp", acquisition: str | Non
         raise ValueError(f"acquisition must be one of {allowed} for {problem.name}, got {acquisition!r}")
     if surrogate not in KINDS:
         raise ValueError(f"surrogate must be one of {sorted(KINDS)}, got {surrogate!r}")
+    check_options(surrogate, surrogate_options or {})
     for name, value, low in (("q", q, 1), ("n_init", n_init, 2), ("iterations", iterations, 0),
                              ("num_restarts", num_restarts, 1), ("raw_samples", raw_samples, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:

@@ -7,6 +7,7 @@ posterior is in the units of the observations.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import pyro.distributions as dist
@@ -242,6 +243,25 @@ KINDS: dict[str, Callable[..., Model]] = {"gp": fit_gp, "ibnn": fit_ibnn, "stude
 KINDS["smc-pbnn"] = fit_smc_pbnn
 KINDS["mfvi-bnn"] = fit_mfvi_bnn
 KINDS["mp-gelu-bnn"] = fit_moment_bnn  # deterministic VI; activation "exact-gelu" / "relu": baselines
+
+#: Arguments every kind takes from ``fit_surrogate`` itself, never as options.
+_COMMON = ("bounds", "warm_start", "seed")
+
+
+def option_names(kind: str) -> tuple[str, ...]:
+    """The kind-specific option names ``fit_surrogate(..., kind, **options)`` accepts."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    parameters = inspect.signature(KINDS[kind]).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON)
+
+
+def check_options(kind: str, options: dict) -> None:
+    """Raise a ``ValueError`` naming any option that ``kind`` does not take, before any fit is run."""
+    unknown = sorted(set(options) - set(option_names(kind)))
+    if unknown:
+        raise ValueError(f"surrogate {kind!r} does not take the option(s) {unknown}; its options are "
+                         f"{list(option_names(kind))}")
 
 
 def _check_data(train_X, train_Y) -> tuple[Tensor, Tensor]:

@@ -27,6 +27,34 @@ def test_cli_rejects_bad_options_without_output(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_surrogate_options_reach_the_fit_and_the_record(tmp_path):
+    out = tmp_path / "run"
+    assert main(["bo", "--problem", "branin", "--surrogate", "mp-gelu-bnn", "--surrogate-option",
+                 "activation=exact-gelu", "--surrogate-option", "widths=(8,)", "--surrogate-option", "num_steps=20",
+                 "--iterations", "1", "--n-init", "4", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "bo.json").read_text())
+    assert record["surrogate_options"] == {"activation": "exact-gelu", "widths": [8], "num_steps": 20}
+
+
+@pytest.mark.parametrize("option, message", [("not_an_option=1", "does not take the option(s) ['not_an_option']"),
+                                             ("widths", "expected NAME=VALUE"),
+                                             ("num_steps=1 --surrogate-option num_steps=2", "at most once")])
+def test_bad_surrogate_options_fail_before_any_evaluation(tmp_path, capsys, option, message):
+    out = tmp_path / "run"
+    extra = [part for pair in option.split(" --surrogate-option ") for part in ("--surrogate-option", pair)]
+    with pytest.raises(SystemExit) as exc:
+        main(["bo", "--problem", "branin", "--surrogate", "mp-gelu-bnn", *extra, "--out", str(out)])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_run_bo_checks_options_before_the_design():
+    from surrogates import run_bo
+
+    with pytest.raises(ValueError, match="'gp' does not take the option"):
+        run_bo("branin", "gp", surrogate_options={"widths": (8,)}, iterations=0)
+
+
 def test_bo_help_imports_neither_torch_nor_botorch_and_lists_every_name():
     import subprocess
     import sys
