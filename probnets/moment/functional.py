@@ -47,21 +47,31 @@ def _cdf(t: Tensor) -> Tensor:
     return 0.5 * torch.special.erfc(-_SQRT_HALF * t)
 
 
-def _standardised(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """float64 ``mean``, ``variance`` (clamped at 0) and the standard deviation."""
-    mean, variance = mean.double(), variance.double().clamp_min(0)
-    # sqrt's gradient at 0 is infinite: take it of a safe value so that masked-out zeros give zero gradients
-    return mean, variance, torch.where(variance > 0, variance, 1.0).sqrt() * (variance > 0)
+def _cdf_and_survival(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``Phi(t)`` and ``Phi(-t)``, both accurate in their tails, from one ``erfc`` (the costly op here)."""
+    tail = _cdf(-t.abs())
+    negative = t < 0
+    return torch.where(negative, tail, 1.0 - tail), torch.where(negative, 1.0 - tail, tail)
 
 
-def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_variance: Tensor,
+def _float64(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
+    """float64 ``mean`` and ``variance`` (clamped at 0)."""
+    return mean.double(), variance.double().clamp_min(0)
+
+
+def _standard_deviation(variance: Tensor) -> Tensor:
+    """``sqrt(variance)`` with a zero gradient where ``variance`` is 0 (sqrt's own is infinite there)."""
+    return torch.where(variance > 0, variance, 1.0).sqrt() * (variance > 0)
+
+
+def linear_moments(mean: Tensor, variance: Tensor | None, weight_mean: Tensor, weight_variance: Tensor,
                    bias_mean: Tensor | None = None, bias_variance: Tensor | None = None, *,
                    full_output: bool = False) -> tuple[Tensor, Tensor]:
     """Moments of ``y = x W + b``.
 
     Args:
         mean: ``E[x]``, ``n x d``.
-        variance: ``Var[x]``, ``n x d``, or ``Cov[x]``, ``n x d x d``.
+        variance: ``Var[x]``, ``n x d``, or ``Cov[x]``, ``n x d x d``; ``None`` for a deterministic ``x``.
         weight_mean, weight_variance: ``M``, ``V``, ``d x k``.
         bias_mean, bias_variance: ``m_b``, ``v_b``, ``k`` (``None``: no bias).
         full_output: Return ``Cov[y]`` for a diagonal ``variance`` too (without forming ``diag(Var[x])``).
@@ -71,19 +81,23 @@ def linear_moments(mean: Tensor, variance: Tensor, weight_mean: Tensor, weight_v
         ``full_output``: ``Cov[y] = M^T Cov[x] M + diag((diag Cov[x] + E[x]^2) V + v_b)``.
     """
     out_mean = mean @ weight_mean
-    full = variance.dim() == mean.dim() + 1
-    diag_in = torch.diagonal(variance, dim1=-2, dim2=-1) if full else variance
-    weight_noise = (diag_in + mean.square()) @ weight_variance
+    full = variance is not None and variance.dim() == mean.dim() + 1
+    second = mean.square() if variance is None else (
+        (torch.diagonal(variance, dim1=-2, dim2=-1) if full else variance) + mean.square())
+    weight_noise = second @ weight_variance
     if bias_mean is not None:
         out_mean = out_mean + bias_mean
         weight_noise = weight_noise + bias_variance
+    if variance is None:
+        return out_mean, torch.diag_embed(weight_noise) if full_output else weight_noise
     if full:
         covariance = weight_mean.transpose(-2, -1) @ variance @ weight_mean
-        return out_mean, covariance + torch.diag_embed(weight_noise)
-    if full_output:
-        covariance = torch.einsum("nd,dk,dl->nkl", variance, weight_mean, weight_mean)
-        return out_mean, covariance + torch.diag_embed(weight_noise)
-    return out_mean, variance @ weight_mean.square() + weight_noise
+    elif full_output:  # M^T diag(v_n) M for every row n, as one batched product (n x k x d @ d x k)
+        covariance = (variance.unsqueeze(-2) * weight_mean.transpose(-2, -1)) @ weight_mean
+    else:
+        return out_mean, variance @ weight_mean.square() + weight_noise
+    torch.diagonal(covariance, dim1=-2, dim2=-1).add_(weight_noise)  # a fresh product: safe to add in place
+    return out_mean, covariance
 
 
 def gelu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,11 +112,12 @@ def gelu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
     (``E[y^2] = (mean^2 + variance) Phi(t) + mean variance phi(t) (1/s + 1/s^3)``, rearranged so that no two
     large terms cancel when ``mean >> 1``).
     """
-    mu, var, _ = _standardised(mean, variance)
+    mu, var = _float64(mean, variance)
     s2 = 1.0 + var
     s = s2.sqrt()
     t = mu / s
-    cdf, sf, pdf = _cdf(t), _cdf(-t), _phi(t)
+    cdf, sf = _cdf_and_survival(t)
+    pdf = _phi(t)
     out_mean = mu * cdf + var * pdf / s
     out_var = (mu.square() * cdf * sf + var * cdf + mu * var * pdf * (1.0 + 1.0 / s2 - 2.0 * cdf) / s
                - (var * pdf).square() / s2)
@@ -147,7 +162,7 @@ def exact_gelu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
     relative to their size deep in the left tail; the four terms of ``E[y^2]`` there cancel by about a factor
     ``(1 + 2 variance)^2`` (the ratio of ``mean^2`` to the square of where ``x^2 Phi(x)^2`` peaks).
     """
-    mu, var, _ = _standardised(mean, variance)
+    mu, var = _float64(mean, variance)
     s2 = 1.0 + var
     s = s2.sqrt()
     a = (1.0 + 2.0 * var).rsqrt()
@@ -181,7 +196,8 @@ def relu_moments(mean: Tensor, variance: Tensor) -> tuple[Tensor, Tensor]:
     With ``r = mean / sd`` and ``SR(r) = phi(r) + r Phi(r)``: ``E = sd SR(r)``,
     ``Var = variance (Phi(r) + r SR(r) - SR(r)^2)``; a zero variance gives ``relu(mean)`` and 0.
     """
-    mu, var, sd = _standardised(mean, variance)
+    mu, var = _float64(mean, variance)
+    sd = _standard_deviation(var)
     positive = sd > 0
     r = torch.where(positive, mu / torch.where(positive, sd, 1.0), 0.0)
     cdf, pdf = _cdf(r), _phi(r)
@@ -206,7 +222,8 @@ def relu_covariance(mean: Tensor, covariance: Tensor) -> tuple[Tensor, Tensor]:
     """
     variance = torch.diagonal(covariance, dim1=-2, dim2=-1)
     out_mean, out_var = relu_moments(mean, variance)
-    mu, var, sd = _standardised(mean, variance)
+    mu, var = _float64(mean, variance)
+    sd = _standard_deviation(var)
     cov = covariance.double()
     positive = sd > 0
     safe_sd = torch.where(positive, sd, 1.0)

@@ -32,10 +32,11 @@ COVARIANCES = ("diagonal", "full")
 
 
 class Moments(NamedTuple):
-    """A Gaussian summary: ``mean`` ``n x k`` and ``variance`` ``n x k`` (diagonal) or ``n x k x k`` (full)."""
+    """A Gaussian summary: ``mean`` ``n x k`` and ``variance`` ``n x k`` (diagonal), ``n x k x k`` (full) or ``None``
+    (deterministic, e.g. the network's inputs)."""
 
     mean: Tensor
-    variance: Tensor
+    variance: Tensor | None
 
 
 class MomentLinear(nn.Module):
@@ -187,7 +188,7 @@ class MomentNetwork(nn.Module):
         """Output moments at deterministic inputs ``x`` (``n x d``): mean ``n x 2m`` and the full covariance
         ``n x 2m x 2m`` of the last layer (its cross terms couple each mean with its log-variance)."""
         x = self.check_inputs(x)
-        moments = Moments(x, torch.zeros_like(x))
+        moments = Moments(x, None)  # deterministic inputs
         last = len(self.linears) - 1
         for index, linear in enumerate(self.linears):
             moments = linear(moments, full_output=index == last)

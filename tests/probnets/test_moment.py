@@ -245,6 +245,32 @@ def test_linear_moments_match_monte_carlo(dtype, full):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_moments_shortcuts_equal_the_general_forms(dtype):
+    """A deterministic input (``variance=None``) is a zero variance; ``full_output`` from a diagonal input is the
+    full rule on ``diag(variance)``."""
+    g = torch.Generator().manual_seed(2)
+    mean, variance = torch.randn(4, 3, generator=g, dtype=dtype), torch.rand(4, 3, generator=g, dtype=dtype)
+    weights = (torch.randn(3, 2, generator=g, dtype=dtype), torch.rand(3, 2, generator=g, dtype=dtype),
+               torch.randn(2, generator=g, dtype=dtype), torch.rand(2, generator=g, dtype=dtype))
+    for full_output in (False, True):
+        for got, want in zip(linear_moments(mean, None, *weights, full_output=full_output),
+                             linear_moments(mean, torch.zeros_like(mean), *weights, full_output=full_output)):
+            torch.testing.assert_close(got, want)
+    for got, want in zip(linear_moments(mean, variance, *weights, full_output=True),
+                         linear_moments(mean, torch.diag_embed(variance), *weights)):
+        torch.testing.assert_close(got, want)
+
+
+def test_cdf_and_survival_keep_both_tails():
+    from probnets.moment.functional import _cdf, _cdf_and_survival
+
+    t = torch.tensor([-40.0, -8.5, -1.0, 0.0, 1e-3, 2.0, 8.5, 40.0], dtype=torch.float64)
+    cdf, survival = _cdf_and_survival(t)
+    torch.testing.assert_close(cdf, _cdf(t), rtol=1e-15, atol=0)
+    torch.testing.assert_close(survival, _cdf(-t), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_full_covariance(dtype):
     """Diagonal exact (3.5 MCSE); off-diagonal: Wu et al.'s closed form is an approximation of the bivariate
     integral, held to 0.005 sd_i sd_j (plus 3.5 MCSE; its error here is at most 0.0022) over correlations from
