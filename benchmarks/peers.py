@@ -1,4 +1,4 @@
-"""Peer NUTS runners for benchmark protocol H1 (NumPyro NUTS and Pyro NUTS on the identical BNN).
+"""Peer runners for benchmark protocol H1 on the identical BNN: NumPyro NUTS, Pyro NUTS and BlackJAX ChEES-HMC.
 
 Protocol H1
 -----------
@@ -48,6 +48,11 @@ draws as host arrays.  The posterior predictive ``f_test`` is computed afterward
 * NumPyro: ``MCMC(NUTS(model, target_accept_prob=...), chain_method="parallel", progress_bar=False)``;
   the child sets ``XLA_FLAGS`` to force ``num_chains`` host devices so the chains run under ``pmap``.
   The progress bar is off because it is implemented with host callbacks that slow the sampler.
+* BlackJAX: ``chees_adaptation`` (Adam 0.025 on the trajectory length, dual averaging on the step size from 0.1,
+  Halton jitter; unit metric by default, its ensemble-estimated diagonal metric with ``mass_matrix="diagonal"``)
+  then ``dynamic_hmc`` with the adapted parameters, the chains as one vmapped ensemble under ``jax.jit``, the
+  log joint written directly in JAX over the same unconstrained parameters (``log sigma``); warm-up and sampling
+  integration steps are both counted in the timed run.
 * Pyro: ``pyro.infer.MCMC(..., num_chains=2)`` on a 2-core machine silently runs the chains
   *sequentially* (it reserves one core for the main process: parallel only if
   ``num_chains <= cpu_count() - 1``).  To honour "2 chains in parallel" the child therefore does what
@@ -98,7 +103,11 @@ N_HIDDEN = 50
 PRIOR_SCALE = 1.0
 SIGMA_LOG_LOC = -1.0
 SIGMA_LOG_SCALE = 1.0
-_PEERS = ("numpyro", "pyro")
+_PEERS = ("numpyro", "pyro", "blackjax")
+#: BlackJAX ChEES warm-up optimiser: Adam on the log trajectory length with this learning rate (the ChEES paper's
+#: and TFP's choice), from this initial step size.
+CHEES_LEARNING_RATE = 0.025
+CHEES_INITIAL_STEP_SIZE = 0.1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,6 +137,22 @@ def run_pyro_nuts(split, *, num_chains: int = 2, num_warmup: int = 500, num_samp
     cfg = dict(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
                target_accept=target_accept, seed=seed, jit_compile=jit_compile)
     return _run_in_child("pyro", split, cfg, timeout=timeout)
+
+
+def run_blackjax_chees(split, *, num_chains: int = 16, num_warmup: int = 300, num_samples: int = 1000,
+                       target_accept: float = 0.651, seed: int = 0, mass_matrix: str | None = None,
+                       timeout: float | None = None) -> dict:
+    """BlackJAX ChEES-HMC on protocol H1's BNN: ``chees_adaptation`` (Adam on the trajectory length, dual averaging
+    on the step size, Halton jitter) for ``num_warmup`` steps, then ``dynamic_hmc`` with the adapted parameters,
+    all chains as one vmapped ensemble.
+
+    ``mass_matrix``: ``None`` (BlackJAX's default, unit metric) or ``"diagonal"`` (its ensemble-estimated diagonal
+    metric with the trajectory-length floor). Same returned dict as :func:`run_numpyro_nuts`; ``num_steps`` are
+    the post-warm-up integration steps, and warm-up steps are counted in the timed run itself.
+    """
+    cfg = dict(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
+               target_accept=target_accept, seed=seed, mass_matrix=mass_matrix)
+    return _run_in_child("blackjax", split, cfg, timeout=timeout)
 
 
 def summarise(result: dict, split) -> dict:
@@ -455,11 +480,96 @@ def _pyro_child(data: dict, cfg: dict) -> tuple[dict, dict]:
     return meta, arrays
 
 
+def _jax_log_density(x_train: np.ndarray, y_train: np.ndarray):
+    """H1's log joint in JAX (float32) over one flat unconstrained vector ``(w1, b1, w2, b2, log sigma)``, up to a
+    constant: ``(logdensity, unflatten, D)``; ``unflatten`` maps ``... x D`` to the named arrays."""
+    import jax.numpy as jnp
+
+    x, y = jnp.asarray(x_train, dtype=jnp.float32), jnp.asarray(y_train, dtype=jnp.float32)
+    shapes = dict(w1=(x.shape[1], N_HIDDEN), b1=(N_HIDDEN,), w2=(N_HIDDEN,), b2=(), log_sigma=())
+    sizes = [int(np.prod(shape)) for shape in shapes.values()]
+
+    def unflatten(theta):  # BlackJAX's ChEES criterion wants one (chains, D) leaf
+        parts = jnp.split(theta, np.cumsum(sizes)[:-1], axis=-1)
+        return {k: part.reshape(*theta.shape[:-1], *shape) for (k, shape), part in zip(shapes.items(), parts)}
+
+    def logdensity(theta):
+        # sigma's LogNormal(m, s) prior with the log Jacobian is Normal(m, s) on log sigma
+        p = unflatten(theta)
+        f = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        weights = sum(jnp.sum(jnp.square(p[k])) for k in ("w1", "b1", "w2", "b2")) / PRIOR_SCALE**2
+        log_sigma = p["log_sigma"]
+        prior = -0.5 * weights - 0.5 * jnp.square((log_sigma - SIGMA_LOG_LOC) / SIGMA_LOG_SCALE)
+        return prior - 0.5 * jnp.sum(jnp.square((y - f) * jnp.exp(-log_sigma))) - y.shape[0] * log_sigma
+
+    return logdensity, unflatten, sum(sizes)
+
+
+def _blackjax_child(data: dict, cfg: dict) -> tuple[dict, dict]:
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    chains = cfg["num_chains"]
+    logdensity, unflatten, dim = _jax_log_density(data["x_train"], data["y_train"])
+    load_before = _loadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
+    key_init, key_warmup, key_sample = jax.random.split(jax.random.PRNGKey(cfg["seed"]), 3)
+    positions = jax.random.uniform(key_init, (chains, dim), minval=-2.0, maxval=2.0)  # as init_to_uniform(2)
+    warmup = blackjax.chees_adaptation(logdensity, chains, target_acceptance_rate=cfg["target_accept"],
+                                       mass_matrix_estimation=cfg["mass_matrix"])
+    (states, parameters), warm_info = warmup.run(key_warmup, positions, CHEES_INITIAL_STEP_SIZE,
+                                                 optax.adam(CHEES_LEARNING_RATE), cfg["num_warmup"])
+    step = jax.vmap(blackjax.dynamic_hmc(logdensity, **parameters).step)
+
+    @jax.jit
+    def sample(states, key):
+        def one(states, key):
+            states, info = step(jax.random.split(key, chains), states)
+            return states, (states.position, info.num_integration_steps, info.is_divergent, info.acceptance_rate)
+        return jax.lax.scan(one, states, jax.random.split(key, cfg["num_samples"]))[1]
+
+    draws, num_steps, diverging, accept = jax.block_until_ready(sample(states, key_sample))
+    draws = {k: np.asarray(v) for k, v in unflatten(jnp.swapaxes(draws, 0, 1)).items()}  # (chains, draws, ...)
+    num_steps, diverging, accept = (np.swapaxes(np.asarray(a), 0, 1) for a in (num_steps, diverging, accept))
+    warm_steps = np.asarray(warm_info.info.num_integration_steps).astype(np.int64)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    f_test = _forward_np(np.asarray(data["x_test"], dtype=np.float64), draws["w1"], draws["b1"], draws["w2"],
+                         draws["b2"])
+    meta = dict(
+        peer="blackjax_chees" + ("_diag" if cfg["mass_matrix"] else ""),
+        library_version=f"blackjax {blackjax.__version__} (jax {jax.__version__})",
+        wall_time=wall, cpu_time=cpu,
+        grad_evals=int(warm_steps.sum() + num_steps.sum()), grad_evals_warmup=int(warm_steps.sum()),
+        grad_evals_sampling=int(num_steps.sum()), grad_evals_warmup_exact=True,
+        grad_evals_note="integration steps (1 gradient each), all chains, warm-up + sampling, from the timed run",
+        **_common_stats(num_steps, np.full(chains, float(parameters["step_size"])), diverging, accept),
+        settings=dict(
+            num_chains=chains, num_warmup=cfg["num_warmup"], num_samples=cfg["num_samples"],
+            target_acceptance_rate=cfg["target_accept"], seed=cfg["seed"], mass_matrix=cfg["mass_matrix"] or "unit",
+            optimiser=f"adam({CHEES_LEARNING_RATE})", initial_step_size=CHEES_INITIAL_STEP_SIZE,
+            init_strategy="uniform(-2, 2) on the unconstrained space (as init_to_uniform(radius=2))",
+            chain_method="one vmapped ensemble (ChEES adapts across chains)", dtype="float32",
+            model="BNN 10-50-1 tanh, N(0,1) weights/biases, y ~ N(f, sigma), sigma ~ LogNormal(-1,1)",
+            blackjax=blackjax.__version__, jax=jax.__version__, loadavg_before=load_before,
+            loadavg_after=_loadavg(), timing="inside child; excludes interpreter start-up and imports; "
+            "includes JIT compilation, warm-up, sampling and host transfer of draws",
+        ),
+    )
+    arrays = dict(f_test=f_test, sigma=np.exp(draws["log_sigma"]).astype(np.float64), num_steps=num_steps)
+    return meta, arrays
+
+
+_CHILDREN = {"numpyro": _numpyro_child, "pyro": _pyro_child, "blackjax": _blackjax_child}
+
+
 def _worker_main(peer: str, data_path: str, out_path: str) -> None:
     with np.load(data_path, allow_pickle=False) as z:
         data = {k: z[k] for k in ("x_train", "y_train", "x_test")}
         cfg = json.loads(str(z["cfg"]))
-    meta, arrays = (_numpyro_child if peer == "numpyro" else _pyro_child)(data, cfg)
+    meta, arrays = _CHILDREN[peer](data, cfg)
     tmp = out_path + ".part.npz"
     np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
     os.replace(tmp, out_path)
@@ -489,6 +599,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit-compile", action="store_true", help="Pyro only: NUTS(jit_compile=True)")
     p.add_argument("--no-count-warmup", action="store_true", help="NumPyro only: skip the counting run")
+    p.add_argument("--mass-matrix", choices=["diagonal"], help="BlackJAX only: its diagonal ChEES metric")
     p.add_argument("--out", help="save the result (arrays + JSON metadata) to this .npz file")
     a = p.parse_args(argv)
 
@@ -499,6 +610,8 @@ def main(argv=None) -> int:
               target_accept=a.target_accept, seed=a.seed)
     if a.peer == "numpyro":
         res = run_numpyro_nuts(split, count_warmup=not a.no_count_warmup, **kw)
+    elif a.peer == "blackjax":
+        res = run_blackjax_chees(split, mass_matrix=a.mass_matrix, **kw)
     else:
         res = run_pyro_nuts(split, jit_compile=a.jit_compile, **kw)
     summ = summarise(res, split)

@@ -66,3 +66,36 @@ def test_pyro_peer_smoke(peers, split):
     assert res["grad_evals_all"] >= res["grad_evals"]
     summary = peers.summarise(res, split)
     assert np.isfinite(summary["rmse"]) and np.isfinite(summary["nll"])
+
+
+def test_blackjax_log_density_is_h1s_model(peers, split):
+    """Differences of the JAX log joint between random points equal those of an independent scipy evaluation
+    of the same model (N(0, 1) weights, LogNormal(-1, 1) noise scale with its log Jacobian, Gaussian likelihood)."""
+    pytest.importorskip("jax")
+    from scipy import stats
+
+    x, y = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (split.x_train, split.y_train))
+    logdensity, unflatten, dim = peers._jax_log_density(x, y[:, 0])
+    rng = np.random.default_rng(0)
+    thetas = rng.normal(scale=0.3, size=(3, dim)).astype(np.float32)
+
+    def reference(theta):
+        p = {k: np.asarray(v, dtype=np.float64) for k, v in unflatten(theta).items()}
+        f = np.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        sigma = np.exp(p["log_sigma"])
+        weights = np.concatenate([np.ravel(p[k]) for k in ("w1", "b1", "w2", "b2")])
+        return (stats.norm.logpdf(weights).sum() + stats.lognorm.logpdf(sigma, s=1.0, scale=np.exp(-1.0))
+                + p["log_sigma"] + stats.norm.logpdf(y[:, 0], f, sigma).sum())
+
+    got = np.array([float(logdensity(t)) for t in thetas])
+    want = np.array([reference(t) for t in thetas])
+    np.testing.assert_allclose(got - got[0], want - want[0], rtol=1e-4, atol=1e-2)
+
+
+def test_blackjax_chees_peer_smoke(peers, split):
+    pytest.importorskip("blackjax")
+    res = peers.run_blackjax_chees(split, num_chains=4, num_warmup=10, num_samples=5, seed=1)
+    _check_common(res, split, chains=4, draws=5)
+    assert res["peer"] == "blackjax_chees"
+    summary = peers.summarise(res, split)
+    assert np.isfinite(summary["rmse"]) and np.isfinite(summary["nll"])
