@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,6 +102,7 @@ class MomentPosterior:
     def save(self, path: str | os.PathLike) -> None:
         """Write the network's configuration, parameters and ``info`` (plain values) to ``path``."""
         info = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool, type(None), Tensor))}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": _FORMAT, "config": self.network.config(), "dtype": str(self.network.dtype),
                     "state_dict": self.network.state_dict(), "info": info}, path)
 

@@ -138,8 +138,8 @@ def test_non_finite_steps_are_skipped_and_counted():
 
 def test_save_load_and_sample(tmp_path):
     post = fit_vi(network(), heteroscedastic_data(30, 6), method="mp-gelu", num_steps=5, progress=False)
-    post.save(tmp_path / "post.pt")
-    loaded = MomentPosterior.load(tmp_path / "post.pt")
+    post.save(tmp_path / "new_folder" / "post.pt")  # parent folders are created
+    loaded = MomentPosterior.load(tmp_path / "new_folder" / "post.pt")
     x = torch.randn(4, 1, dtype=torch.float64)
     for a, b in zip(post.moments(x), loaded.moments(x)):
         torch.testing.assert_close(a, b)
