@@ -16,35 +16,12 @@ from inference.diagnostics import ConvergenceWarning
 from inference.function_space import sample_report
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
+from inference.start import CountingLogDensity, check_init, check_initial_density
 from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
-from probnets.model import Batch, LogDensity, ProbModel
-from probnets.spec import ParamSpec
+from probnets.model import Batch, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
 
 METHODS = tuple(registry.SAMPLERS)
-
-
-class CountingLogDensity(LogDensity):
-    """Delegates to a log density and counts gradient evaluations per chain (``grad_evals``).
-
-    ``at(batch)`` (minibatch log densities) returns a counter of the minibatch estimate that adds to this
-    counter's count. ``spec`` is the parameter layout, for samplers that use it (structured SG-MCMC's groups).
-    """
-
-    def __init__(self, inner: LogDensity, parent: CountingLogDensity | None = None, spec: ParamSpec | None = None):
-        super().__init__(inner.__call__, inner.dim)
-        self.inner = inner
-        self.parent = parent
-        self.spec = spec
-        self.uses_own_threads = inner.uses_own_threads
-        self.grad_evals = 0
-
-    def value_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        (self.parent or self).grad_evals += theta.shape[:-1].numel()
-        return self.inner.value_and_grad(theta)
-
-    def at(self, batch: Batch) -> CountingLogDensity:
-        return CountingLogDensity(self.inner.at(batch), self.parent or self)
 
 
 def sample(
@@ -279,12 +256,12 @@ def sample(
             init = target.init_theta(num_chains, generator=generator, dtype=dtype)
         elif init is None:
             init = 4 * torch.rand((num_chains, dim), generator=generator, dtype=dtype) - 2
-    init = _check_init(init, num_chains, logdensity.dim, dtype)
+    init = check_init(init, num_chains, logdensity.dim, dtype)
     if distributed == "data":
         _distributed.check_identical(torch.tensor(int(seed)), "seed")
         _distributed.check_identical(init, "init")
     counter = CountingLogDensity(logdensity, spec=spec)
-    init, value_at_init = _check_initial_density(counter, init, target)
+    init, value_at_init = check_initial_density(counter, init, target)
     config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
               "batch_size": batch_size, **({"epochs": epochs} if epochs is not None else {}), **options,
               "target": fingerprint.describe_target(target), "init": fingerprint.tensor_hash(init),
@@ -341,46 +318,12 @@ def _torch_threads(num: int | None):
         torch.set_num_threads(before)
 
 
-def _check_init(init: Tensor, num_chains: int, dim: int, dtype: torch.dtype) -> Tensor:
-    if not isinstance(init, Tensor):
-        raise TypeError(f"init must be a torch.Tensor, got {type(init).__name__}")
-    if init.shape != (num_chains, dim):
-        raise ValueError(f"init must have shape (num_chains, D) = ({num_chains}, {dim}), got {tuple(init.shape)}")
-    if not bool(torch.isfinite(init).all()):
-        raise ValueError("init contains NaN or infinite values")
-    return init.to(dtype)
-
-
 def _plain_run_info(run_info: dict | None) -> dict:
     if run_info is None:
         return {}
     if not isinstance(run_info, dict) or not all(isinstance(k, str) for k in run_info):
         raise TypeError(f"run_info must be a dict with str keys, got {type(run_info).__name__}")
     return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in run_info.items()}
-
-
-def _check_initial_density(logdensity: LogDensity, init: Tensor, target=None) -> tuple[Tensor, Tensor]:
-    """Fail fast on a non-finite start, saying why when the target knows (a dtype other than its own, an error
-    the model raised); adopt the log density's dtype if it promotes the positions.
-
-    Returns:
-        The starting points and the log density there, ``(C,)``.
-    """
-    value, grad = logdensity.value_and_grad(init)
-    bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
-    if bool(bad.any()):
-        own_dtype = getattr(target, "dtype", None)
-        if isinstance(own_dtype, torch.dtype) and own_dtype != init.dtype:
-            raise TypeError(f"dtype mismatch: the model's tensors are {own_dtype} but the sampler runs in {init.dtype} "
-                            f"(from dtype= or init), and the model fails in that dtype; pass dtype={own_dtype} or "
-                            f"give the model data of dtype {init.dtype}")
-        chains = bad.nonzero().flatten().tolist()
-        error = getattr(target, "last_error", None)
-        raise ValueError(f"the log density or its gradient is not finite at the initial point of chains {chains[:10]}"
-                         f"{'...' if len(chains) > 10 else ''}; choose another init"
-                         + (f" (the model raised {type(error).__name__}: {error})" if error is not None else ""))
-    init = init.to(grad.dtype) if grad.dtype != init.dtype and grad.dtype.is_floating_point else init
-    return init, value.detach()
 
 
 __all__ = ["METHODS", "ConvergenceWarning", "CountingLogDensity", "sample"]

@@ -32,7 +32,7 @@ from inference.mcmc import dual_averaging, hmc, mask_moves
 from inference.mcmc.mass_matrix import identity
 from inference.mcmc.step_size import find_reasonable_step_size
 from inference.posterior import SamplePosterior
-from inference.sample import CountingLogDensity, _check_init, _check_initial_density
+from inference.start import CountingLogDensity, check_init, check_initial_density
 from probnets.masked_bnn import MaskedBNN
 from probnets.model import Batch, LogDensity
 from probnets.priors import rsample
@@ -199,11 +199,11 @@ def sample_masked(model: MaskedBNN, data: Batch, *, num_chains: int = 4, num_war
     counter = CountingLogDensity(model.logdensity(batch))
     if init is None:
         init = model.init_theta(num_chains, generator=generator, dtype=dtype)
-    init = _check_init(init, num_chains, model.spec.dim, dtype)
+    init = check_init(init, num_chains, model.spec.dim, dtype)
     masks = init[:, model.mask_slice]
     if not bool(((masks == 0) | (masks == 1)).all()):
         raise ValueError("init: the mask entries (model.mask_slice) must be 0.0 or 1.0")
-    init, value_at_init = _check_initial_density(counter, init, model)
+    init, value_at_init = check_initial_density(counter, init, model)
     algorithm = masked_gibbs(model, batch, counter, num_warmup, num_steps=num_steps, step_size=step_size,
                              target_accept=target_accept, num_mask_updates=num_mask_updates, max_flips=max_flips)
     config = {"method": "masked_gibbs", "seed": int(seed), "num_steps": num_steps, "step_size": step_size,
