@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,7 +141,8 @@ class SamplePosterior:
         return self.inference_data(ll.reshape(self.num_chains, self.num_draws, -1), y)
 
     def inference_data(self, log_likelihood: Tensor | None = None, observed: Tensor | None = None):
-        """ArviZ ``InferenceData`` with ``posterior`` and ``sample_stats`` and, when given, a ``log_likelihood``
+        """ArviZ ``InferenceData`` with ``posterior`` and ``sample_stats`` (with the importance ``log_weight`` of
+        every draw when the posterior is weighted) and, when given, a ``log_likelihood``
         group (per draw and datum, ``C x S x n``) and the ``observed_data`` ``y`` it scores (``n x ...``): the
         export of :meth:`to_arviz` for posteriors that compute their log-likelihood themselves."""
         import arviz as az
@@ -149,6 +151,8 @@ class SamplePosterior:
             "posterior": {k: v.detach().cpu().numpy() for k, v in self._named().items()},
             "sample_stats": {k: v.detach().cpu().numpy() for k, v in self.sample_stats.items()},
         }
+        if self.log_weights is not None:  # ArviZ's own summaries ignore it: use this posterior's summary()
+            groups["sample_stats"]["log_weight"] = self.log_weights.detach().cpu().numpy()
         if (log_likelihood is None) != (observed is None):
             raise ValueError("log_likelihood and observed must be given together")
         if log_likelihood is not None:
@@ -171,6 +175,7 @@ class SamplePosterior:
         """What ``save`` writes (subclasses add their own entries)."""
         return {
             "format": _FORMAT,
+            "kind": f"{type(self).__module__}.{type(self).__qualname__}",
             "samples": self.samples.detach().cpu(),
             "sample_stats": {k: v.cpu() for k, v in self.sample_stats.items()},
             "warmup_stats": {k: v.cpu() for k, v in self.warmup_stats.items()},
@@ -182,7 +187,16 @@ class SamplePosterior:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SamplePosterior:
-        return cls._from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
+        """A posterior saved by :meth:`save`; a file saved by a subclass of ``cls`` (SMC particles, a partial
+        BNN) loads as that subclass, so its weights and extra state keep their meaning."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved = _saved_class(payload)
+        return (saved if saved is not None and issubclass(saved, cls) else cls)._from_saved(payload, path)
+
+    @classmethod
+    def _from_saved(cls, payload: dict[str, Any], path) -> SamplePosterior:
+        """The posterior of a loaded ``payload`` (subclasses with extra state override this)."""
+        return cls._from_payload(payload, path)
 
     @classmethod
     def _from_payload(cls, payload: dict[str, Any], path, **extra: Any) -> SamplePosterior:
@@ -192,6 +206,16 @@ class SamplePosterior:
         return cls(payload["samples"], payload["sample_stats"], warmup_stats=payload["warmup_stats"],
                    spec=None if spec is None else ParamSpec(tuple(spec["names"]), tuple(torch.Size(s) for s in spec["shapes"])),
                    info=payload["info"], log_weights=payload["log_weights"], **extra)
+
+
+def _saved_class(payload: Any) -> type | None:
+    """The ``SamplePosterior`` class a payload names (only classes of this package), else ``None``."""
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    module, _, name = kind.rpartition(".") if isinstance(kind, str) else ("", "", "")
+    if not module.startswith("inference."):
+        return None
+    saved = getattr(importlib.import_module(module), name, None)
+    return saved if isinstance(saved, type) and issubclass(saved, SamplePosterior) else None
 
 
 def _version() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -64,8 +63,7 @@ class PartialPosterior(SamplePosterior):
                 "trace": {k: v.cpu() for k, v in self.trace.items()}}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PartialPosterior:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+    def _from_saved(cls, payload: dict[str, Any], path) -> PartialPosterior:
         if "psi" not in payload:
             raise ValueError(f"{path} holds no psi: it is a SamplePosterior file, not a PartialPosterior one")
         return cls._from_payload(payload, path, psi=payload["psi"], trace=payload.get("trace"))

@@ -54,6 +54,14 @@ def test_save_load_round_trip(fitted, tmp_path):
     torch.testing.assert_close(loaded.predictive(model, x).mean, post.predictive(model, x).mean)
 
 
+def test_load_ignores_kinds_from_outside_the_package(fitted, tmp_path):
+    _, _, _, post = fitted
+    payload = post._payload()
+    payload["kind"] = "os.system"
+    torch.save(payload, tmp_path / "post.pt")
+    assert type(SamplePosterior.load(tmp_path / "post.pt")) is SamplePosterior
+
+
 def test_load_rejects_other_files(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"format": 99}, path)

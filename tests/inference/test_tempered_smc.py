@@ -194,5 +194,9 @@ def test_posterior_summary_save_and_progress_bar(tmp_path, capsys):
     assert abs(table.row("layers.0.bias[0]")["mean"] - float(mean[3])) < 0.05
     post.save(tmp_path / "post.pt")
     loaded = inference.SamplePosterior.load(tmp_path / "post.pt")
+    assert type(loaded) is type(post)  # the weighted summary, not the unweighted base one, after a reload
+    assert loaded.summary().row("layers.0.bias[0]")["mean"] == table.row("layers.0.bias[0]")["mean"]
     assert torch.equal(loaded.log_weights, post.log_weights)
+    idata = loaded.to_arviz()
+    assert (idata.sample_stats["log_weight"].values == post.log_weights.numpy()).all()
     assert loaded.info["log_evidence"] == post.info["log_evidence"]
