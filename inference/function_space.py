@@ -62,11 +62,16 @@ def function_space_check(model: ProbModel, posterior: Any, x: Tensor, *, rhat_th
         ``({"quantity", "num_points", "max_rhat", "min_ess_bulk", "min_ess_tail"}, warnings)`` (and
         ``noise_scale_rhat`` for a learned Gaussian noise); warnings
         name R-hat above ``rhat_threshold`` or ESS below ``min_total_ess`` (a single chain: R-hat undefined).
+        Weighted draws (SMC: chains are populations, draws their particles) get the cross-population weighted
+        R-hat and the total Kish ESS of the weights as bulk ESS (tail ESS: NaN), as their own summary does.
     """
     x = x[:MAX_POINTS]
     draws = predictive_draws(model, posterior, x)
     quantity = next(iter(draws))
     f = draws[quantity]
+    if getattr(posterior, "log_weights", None) is not None:
+        return _weighted_check(draws, quantity, posterior.log_weights, int(x.shape[0]), rhat_threshold,
+                               min_total_ess)
     rhat, ess_b, ess_t = diagnostics.split_rhat(f), diagnostics.ess_bulk(f), diagnostics.ess_tail(f)
     out = {"quantity": quantity, "num_points": int(x.shape[0]), "max_rhat": _nan_reduce(rhat, torch.max),
            "min_ess_bulk": _nan_reduce(ess_b, torch.min), "min_ess_tail": _nan_reduce(ess_t, torch.min)}
@@ -74,6 +79,25 @@ def function_space_check(model: ProbModel, posterior: Any, x: Tensor, *, rhat_th
         out["noise_scale_rhat"] = float(diagnostics.split_rhat(draws["noise_scale"]))
     warnings = diagnostics.convergence_warnings(draws, num_chains=posterior.num_chains, rhat_threshold=rhat_threshold,
                                                 min_ess_per_chain=min_total_ess / min(posterior.num_chains, 4))
+    return out, warnings
+
+
+def _weighted_check(draws: dict[str, Tensor], quantity: str, log_weights: Tensor, num_points: int,
+                    rhat_threshold: float, min_total_ess: float) -> tuple[dict[str, Any], list[str]]:
+    from inference.smc import estimates
+
+    rhat = {name: estimates.rhat(d.double(), log_weights) for name, d in draws.items()}
+    ess = float(estimates.total_ess(log_weights))
+    out = {"quantity": quantity, "num_points": num_points, "max_rhat": _nan_reduce(rhat[quantity], torch.max),
+           "min_ess_bulk": ess, "min_ess_tail": float("nan")}
+    if "noise_scale" in rhat:
+        out["noise_scale_rhat"] = float(rhat["noise_scale"])
+    warnings = []
+    high = [name for name, r in rhat.items() if _nan_reduce(r, torch.max) > rhat_threshold]
+    if high:
+        warnings.append(f"cross-population R-hat above {rhat_threshold} for {high}: the populations disagree")
+    if ess < min_total_ess:
+        warnings.append(f"the total ESS of the particle weights is only {ess:.0f} (below {min_total_ess:.0f})")
     return out, warnings
 
 

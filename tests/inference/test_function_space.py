@@ -48,3 +48,20 @@ def test_function_space_check_matches_the_draws():
     f = post.f_draws(model, _data()[0])
     assert check["max_rhat"] == pytest.approx(float(inference.diagnostics.split_rhat(f).max()))
     assert check["num_points"] == 30 and "noise_scale_rhat" in check
+
+
+def test_weighted_draws_get_the_weighted_cross_population_check():
+    """SMC populations are not chains: R-hat across populations with the particle weights, Kish ESS."""
+    from inference.smc import estimates
+
+    model = BNN(2, [4])
+    post = inference.sample(model, _data(), method="hmc", num_chains=3, num_warmup=10, num_samples=10,
+                            num_steps=4, progress=False, check_convergence=False)
+    log_weights = torch.randn(3, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weighted = inference.SamplePosterior(post.samples, post.sample_stats, spec=post.spec, log_weights=log_weights)
+    check, messages = function_space.function_space_check(model, weighted, _data()[0])
+    f = weighted.f_draws(model, _data()[0]).double()
+    assert check["max_rhat"] == pytest.approx(float(estimates.rhat(f, log_weights).max()))
+    assert check["max_rhat"] != pytest.approx(function_space.function_space_check(model, post, _data()[0])[0]["max_rhat"])
+    assert check["min_ess_bulk"] == pytest.approx(float(estimates.total_ess(log_weights)))
+    assert any("total ESS of the particle weights" in m for m in messages)
