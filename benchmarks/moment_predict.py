@@ -66,6 +66,7 @@ def run(args) -> dict:
             row = {"dataset": name, "method": method, "test_rows": int(x.shape[0]),
                    "eager": cpu_times(lambda: post.predictive(x), args.repeats)}
             if args.compile:
+                torch._dynamo.reset()  # a fresh cache: the same function object compiled for every network
                 start = time.perf_counter()
                 compiled = torch.compile(lambda z: predictive_moments(network(z)), dynamic=False)
                 with torch.no_grad():
