@@ -54,6 +54,7 @@ def test_an_interrupted_bench_resumes_without_recomputing_and_gives_the_same_tab
     run(out=tmp_path / "cut", after_cell=again.append, **TINY)
     assert again == [] and _cells(tmp_path / "cut") == after  # nothing recomputed, nothing rewritten
     assert (resumed["status"] == "ok").all()
+    assert (resumed["cpu_time"] > 0).all() and "process_cpu_time" not in resumed  # in-process: the fit's only
     np.testing.assert_array_equal(resumed[METRICS].to_numpy(), whole[METRICS].to_numpy())
     report = (tmp_path / "cut" / "report.md").read_text()
     assert "| map | 2 | 0 |" in report and "| mfvi | 2 | 0 |" in report and "**" in report
@@ -178,6 +179,8 @@ def test_isolated_cells_run_in_processes_of_their_own_with_limited_threads(tmp_p
     assert all(r["threads"] == threads_per_cell(2) for r in records)
     assert len({r["pid"] for r in records} | {os.getpid()}) == 3
     assert all(r["peak_memory_mb"] > 10 and r["versions"]["torch"] == torch.__version__ for r in records)
+    # CPU seconds of the fit, and of the whole cell process (imports, data, scoring too)
+    assert all(0 < r["cpu_time"] < r["process_cpu_time"] for r in records)
 
 
 def test_a_cell_over_its_time_limit_is_stopped_and_recorded(tmp_path):
@@ -240,7 +243,7 @@ def test_cells_record_calibration_and_mcmc_trace_draws_and_the_report_draws_them
     for figure in ("calibration", "coverage"):
         assert (tmp_path / f"{figure}_diabetes.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # Pareto, calibration, coverage and one sgld trace
+    assert page.count("data:image/png;base64,") == 5  # Pareto, calibration, coverage and both sgld cells' traces
 
 
 def test_a_bench_resumed_over_cells_without_calibration_or_traces_reports_without_them(tmp_path):
