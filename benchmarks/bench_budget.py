@@ -8,15 +8,17 @@ time). Writes a markdown report (``--out``) with:
   time), gradient evaluations and seconds per gradient, and the estimate at the default budgets
   (``probnets_app.bench.cost.estimate``: seconds times the ratio of the budgets);
 * the old and new budget per family;
-* the estimated total: cell seconds plus a per-cell process overhead (the probe's mean ``process_cpu_time -
-  cpu_time``, else ``--overhead``), divided by ``--jobs``;
+* the estimated total: cell seconds, the deliverable's prediction seconds, and a per-cell process overhead outside
+  fit and predictions (``probnets_app.bench.cost.overhead_seconds`` of the cells in ``--overhead-cells``, a run
+  with the current runner, else ``--overhead``), divided by ``--jobs``;
 * with a probe: the same estimate from the probe's CPU times (per data set and method: the probe's seconds on its
   splits, scaled by the deliverable's ratio of all splits to those splits), and the probe's test log-likelihood
   beside the deliverable's on the same splits.
 
 Usage::
 
-    python benchmarks/bench_budget.py [--cells DIR] [--probe DIR] [--jobs 2] [--out benchmarks/results/bench/budgets.md]
+    python benchmarks/bench_budget.py [--cells DIR] [--probe DIR] [--overhead-cells DIR] [--jobs 2]
+        [--out benchmarks/results/bench/budgets.md]
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--cells", type=Path, default=Path("benchmarks/results/bench"))
     parser.add_argument("--probe", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--overhead-cells", type=Path,
+                        help="a bench folder whose cells ran with the current runner and recorded process CPU time")
     parser.add_argument("--overhead", type=float, default=4.4,
-                        help="seconds per cell process outside its fit when the probe gives none (default: 4.4, the "
-                             "deliverable run's (2 x elapsed - fit - predict time) / cells)")
+                        help="seconds per cell process outside fit and predictions without --overhead-cells "
+                             "(default: 4.4, the deliverable run's (2 x elapsed - fit - predict time) / cells)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -48,9 +52,11 @@ def main(argv: list[str] | None = None) -> str:
     rows = cost.estimate(records)
     old_budgets = {r["family"]: r["budget"] for r in rows}
     probe = load(args.probe) if args.probe else []
-    overhead = cost.overhead_seconds(probe)
-    overhead_note = (f"{overhead:.2f} s (the probe's mean process CPU time outside the fit, {len(probe)} cells)"
-                     if overhead is not None else f"{args.overhead:.2f} s (--overhead)")
+    measured = load(args.overhead_cells) if args.overhead_cells else []
+    overhead = cost.overhead_seconds(measured)
+    overhead_note = (f"{overhead:.2f} s (mean process CPU time outside fit and predictions of the {len(measured)} "
+                     f"cells in `{args.overhead_cells}`)" if overhead is not None
+                     else f"{args.overhead:.2f} s (--overhead)")
     overhead = args.overhead if overhead is None else overhead
     data_sets = list(dict.fromkeys(r["data_set"] for r in rows))
     methods = sorted({r["method"] for r in rows}, key=lambda m: -sum(r["seconds"] for r in rows if r["method"] == m))
@@ -109,7 +115,7 @@ def _probe_section(records: list[dict], probe: list[dict], overhead: float, jobs
     for r in records:
         if r.get("status") == "ok":
             old.setdefault(key(r), []).append(r)
-    total, lines = 0.0, []
+    total, lines = sum(r.get("predict_time") or 0.0 for r in records if r.get("status") == "ok"), []
     rows = ["| data set | method | probe CPU s | deliverable s (same splits) | probe test_ll | deliverable test_ll |",
             "|---|---|---|---|---|---|"]
     for k in sorted(splits):
@@ -127,7 +133,8 @@ def _probe_section(records: list[dict], probe: list[dict], overhead: float, jobs
     estimate = total + overhead * cells
     lines += ["", f"## Probe at the default budgets (`{folder}`, {len(done)} cells, machine load "
               f"{_load_range(probe)})", "",
-              f"From the probe's CPU times{'' if complete else ' (INCOMPLETE: not every method and data set ran)'}: "
+              f"From the probe's CPU times{'' if complete else ' (INCOMPLETE: not every method and data set ran)'}, "
+              "with the deliverable's prediction seconds and the overhead above: "
               f"{estimate:.0f} s of cell time, {estimate / jobs / 60:.1f} min at --jobs {jobs} on a machine where each "
               "cell has a core of its own.", "", *rows]
     return lines

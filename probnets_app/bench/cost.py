@@ -4,8 +4,9 @@ A cell's cost is the CPU time of its fit where recorded (``cpu_time``: the fair 
 wall time (for a one-thread cell at least its CPU time, so an estimate from it errs high). Every method's settings
 are proportional to its budget (``probnets_app.bench.methods``: iterations, steps, particles or epochs are the
 budget divided by a cost per unit), so a cell's cost at another budget is its cost times the ratio of the budgets;
-methods without a budget (the GP baselines) keep their cost. Each cell process also pays a cost outside the fit
-(imports, data, scoring): ``process_cpu_time - cpu_time`` where recorded.
+methods without a budget (the GP baselines) keep their cost. Each cell also pays for its predictions on the test
+rows (``predict_time``, kept as measured) and its process a fixed cost outside the fit and the predictions (data,
+warm-up, scoring): ``process_cpu_time - cpu_time - predict_time`` where recorded.
 
 Example:
     >>> rows = estimate(records, {"hmc": 300_000, "vi": 8_000})
@@ -28,9 +29,9 @@ def cell_seconds(record: dict) -> float | None:
 
 
 def overhead_seconds(records: list[dict]) -> float | None:
-    """Mean CPU seconds of a cell process outside its fit, over the cells that recorded both times (``None``: none
-    did)."""
-    gaps = [r["process_cpu_time"] - r["cpu_time"] for r in records
+    """Mean CPU seconds of a cell process outside its fit and predictions, over the cells that recorded its CPU time
+    (``None``: none did)."""
+    gaps = [r["process_cpu_time"] - r["cpu_time"] - (r.get("predict_time") or 0.0) for r in records
             if isinstance(r.get("process_cpu_time"), (int, float)) and isinstance(r.get("cpu_time"), (int, float))]
     return sum(gaps) / len(gaps) if gaps else None
 
@@ -44,8 +45,9 @@ def estimate(records: list[dict], budget: dict[str, int] | None = None) -> list[
 
     Returns:
         ``data_set``, ``method``, ``family``, ``cells`` (finished), ``seconds`` (measured, summed over the cells),
-        ``grad_evals`` (summed; ``None`` where not counted), ``seconds_per_grad``, ``budget`` (the cells'),
-        ``new_budget`` and ``new_seconds`` (``seconds`` times ``new_budget / budget``; unchanged without a budget).
+        ``grad_evals`` (summed; ``None`` where not counted), ``seconds_per_grad``, ``predict_seconds`` (summed),
+        ``budget`` (the cells'), ``new_budget`` and ``new_seconds`` (``seconds`` times ``new_budget / budget``;
+        unchanged without a budget).
 
     Raises:
         ValueError: Cells of one data set and method written with different budgets.
@@ -67,14 +69,16 @@ def estimate(records: list[dict], budget: dict[str, int] | None = None) -> list[
         grads = sum(grads) if all(isinstance(g, int) for g in grads) else None
         rows.append({"data_set": data_set, "method": method, "family": family, "cells": len(cells),
                      "seconds": seconds, "grad_evals": grads,
-                     "seconds_per_grad": seconds / grads if grads else None, "budget": old, "new_budget": new,
+                     "seconds_per_grad": seconds / grads if grads else None,
+                     "predict_seconds": sum(c.get("predict_time") or 0.0 for c in cells), "budget": old,
+                     "new_budget": new,
                      "new_seconds": seconds * new / old if old else seconds})
     return rows
 
 
 def total_seconds(rows: list[dict], overhead: float, cells: int, new: bool = True) -> float:
-    """The summed cost of ``rows`` (:func:`estimate`; ``new``: at the new budget) plus ``overhead`` seconds for each
-    of ``cells`` cell processes."""
+    """The summed cost of ``rows`` (:func:`estimate`; ``new``: at the new budget) with their predictions, plus
+    ``overhead`` seconds for each of ``cells`` cell processes."""
     if not (isinstance(overhead, (int, float)) and math.isfinite(overhead) and overhead >= 0):
         raise ValueError(f"overhead must be a non-negative number of seconds, got {overhead!r}")
-    return sum(r["new_seconds" if new else "seconds"] for r in rows) + overhead * cells
+    return sum(r["new_seconds" if new else "seconds"] + r["predict_seconds"] for r in rows) + overhead * cells

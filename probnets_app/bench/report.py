@@ -27,8 +27,8 @@ COST_COLUMNS = (("wall_time", "min"), ("cpu_time", "min"), ("grad_evals", None),
                 ("peak_memory_mb", None), ("max_rhat", 1.0), ("ess_per_s", "max"), ("divergences", None))
 #: Columns every table shows, as ``n/a`` where no cell recorded them (cells written before CPU time was recorded).
 ALWAYS_SHOWN = ("cpu_time",)
-#: MCMC cells per data set whose trace and rank plots the reports show: those of largest function-space R-hat.
-TRACE_CELLS = 3
+#: MCMC cells per data set whose trace and rank plots the reports show (:func:`worst_traces`).
+TRACE_CELLS = 4
 #: Level of the paired t-tests against the best method of a column.
 SIGNIFICANCE = 0.05
 _DIAGNOSTICS = ("max_rhat", "min_ess_bulk", "min_ess_tail", "ess_per_s", "divergences")
@@ -213,8 +213,9 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
         trace_pages[data_set] = [(f"{d} / {m}, split {k}: trace, histogram and rank plot of the test outputs of "
                                   "largest R-hat", path) for (d, m, k), path in traces.items() if d == data_set]
         if trace_pages[data_set]:
-            text += (f"\nTrace and rank plots of the {TRACE_CELLS} MCMC cells of largest R-hat (test outputs of largest "
-                     "R-hat; every MCMC cell's draws are in its cells/<data set>/<method>/split<k>.trace.npz): "
+            text += ("\nTrace and rank plots (test outputs of largest R-hat) of the split of largest R-hat of "
+                     f"{', '.join(references.CHECKED_METHODS)} and of the other MCMC methods of largest R-hat, "
+                     f"{TRACE_CELLS} cells (every MCMC cell's draws: cells/<data set>/<method>/split<k>.trace.npz): "
                      + ", ".join(f"[{m} split {k}](traces/{path.name})" for (d, m, k), path in traces.items()
                                  if d == data_set) + "\n")
     written += list(traces.values())
@@ -224,21 +225,29 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def worst_traces(records: list[dict], out: Path, count: int = TRACE_CELLS) -> list[tuple[str, str, int]]:
-    """Per data set, the ``count`` MCMC cells with saved trace draws of largest function-space R-hat (``NaN`` or
-    missing R-hat last), as ``(data set, method, split)``, worst first: the cells whose trace plots the reports show."""
+def worst_traces(records: list[dict], out: Path, count: int = TRACE_CELLS,
+                 always: tuple[str, ...] = references.CHECKED_METHODS) -> list[tuple[str, str, int]]:
+    """The MCMC cells whose trace plots the reports show, as ``(data set, method, split)``: per data set, the split of
+    largest function-space R-hat (``NaN`` or missing last) of each method in ``always`` (the literature check's
+    samplers), then of the other methods of largest R-hat, ``count`` cells in all; only cells with saved draws."""
     from probnets_app.bench.cell import cell_path, trace_path
 
-    ranked: dict[str, list[tuple[float, tuple[str, str, int]]]] = {}
+    worst: dict[str, dict[str, tuple[float, int]]] = {}
     for record in records:
         key = (record["data_set"], record["method"], record["split"])
         if record.get("status") != "ok" or not record.get("trace") or not trace_path(cell_path(out, *key)).exists():
             continue
         rhat = (record.get("diagnostics") or {}).get("max_rhat")
         rhat = rhat if isinstance(rhat, (int, float)) and math.isfinite(rhat) else -math.inf
-        ranked.setdefault(key[0], []).append((rhat, key))
-    return [key for cells in ranked.values()
-            for _, key in sorted(cells, key=lambda item: item[0], reverse=True)[:count]]
+        methods = worst.setdefault(key[0], {})
+        if key[1] not in methods or rhat > methods[key[1]][0]:
+            methods[key[1]] = (rhat, key[2])
+    shown = []
+    for data_set, methods in worst.items():
+        order = [m for m in always if m in methods]
+        order += sorted((m for m in methods if m not in always), key=lambda m: methods[m][0], reverse=True)
+        shown += [(data_set, m, methods[m][1]) for m in order[:count]]
+    return shown
 
 
 def failures(records: list[dict]) -> list[dict]:

@@ -6,9 +6,10 @@ from probnets_app.bench import cost
 from probnets_app.bench.budget import DEFAULT_BUDGETS
 
 
-def _cell(method, family, split, budget, wall, cpu=None, grads=None, process=None, status="ok", data_set="d"):
+def _cell(method, family, split, budget, wall, cpu=None, grads=None, process=None, status="ok", data_set="d",
+          predict=0.0):
     record = {"data_set": data_set, "method": method, "family": family, "split": split, "budget": budget,
-              "wall_time": wall, "grad_evals": grads, "status": status}
+              "wall_time": wall, "grad_evals": grads, "status": status, "predict_time": predict}
     if cpu is not None:
         record["cpu_time"] = cpu
     if process is not None:
@@ -36,14 +37,15 @@ def test_the_estimate_scales_each_method_by_its_family_budget_and_keeps_unbudget
 
 
 def test_process_overhead_and_totals():
-    records = [_cell("map", "map", 0, 10, wall=2.0, cpu=1.5, process=5.5),
-               _cell("map", "map", 1, 10, wall=2.0, cpu=1.0, process=3.0),
-               _cell("map", "map", 2, 10, wall=2.0)]  # an old cell: no process CPU time
-    assert cost.overhead_seconds(records) == pytest.approx(3.0)
+    records = [_cell("map", "map", 0, 10, wall=2.0, cpu=1.5, process=6.0, predict=0.5),
+               _cell("map", "map", 1, 10, wall=2.0, cpu=1.0, process=3.5, predict=0.5),
+               _cell("map", "map", 2, 10, wall=2.0, predict=1.0)]  # an old cell: no process CPU time
+    assert cost.overhead_seconds(records) == pytest.approx(3.0)  # outside the fit and the predictions
     assert cost.overhead_seconds(records[2:]) is None
     rows = cost.estimate(records, {"map": 20})
-    assert cost.total_seconds(rows, overhead=3.0, cells=3) == pytest.approx(2 * 4.5 + 9.0)
-    assert cost.total_seconds(rows, overhead=3.0, cells=3, new=False) == pytest.approx(4.5 + 9.0)
+    assert rows[0]["predict_seconds"] == pytest.approx(2.0)
+    assert cost.total_seconds(rows, overhead=3.0, cells=3) == pytest.approx(2 * 4.5 + 2.0 + 9.0)
+    assert cost.total_seconds(rows, overhead=3.0, cells=3, new=False) == pytest.approx(4.5 + 2.0 + 9.0)
     with pytest.raises(ValueError, match="overhead"):
         cost.total_seconds(rows, overhead=-1.0, cells=3)
 

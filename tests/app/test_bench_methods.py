@@ -72,7 +72,8 @@ def test_unknown_method_is_a_clear_error():
 def test_budget_parsing():
     assert budget.parse_budget("5000") == {"*": 5000}
     assert budget.parse_budget("hmc=1e5, vi=300") == {"hmc": 100000, "vi": 300}
-    assert budget.budget_for("vi", {"*": 7}) == 7 and budget.budget_for("vi", {"hmc": 7}) == budget.DEFAULT_BUDGETS["vi"]
+    assert budget.budget_for("vi", {"*": 7}) == 7
+    assert budget.budget_for("vi", {"hmc": 7}) == budget.DEFAULT_BUDGETS["vi"]
     for bad, message in (("hmc=abc", "positive integer"), ("hmc=0", "positive integer"), ("mcmc=10", "family"),
                          ("", "N or family"), ("1.5", "positive integer")):
         with pytest.raises(ValueError, match=message):

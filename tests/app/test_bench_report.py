@@ -201,19 +201,23 @@ def _mcmc_record(method, split, rhat, out):
     return record
 
 
-def test_the_reports_show_the_traces_of_the_cells_of_largest_rhat_only(tmp_path):
-    rhats = {("a", 0): 1.01, ("a", 1): 1.5, ("b", 0): float("nan"), ("b", 1): 1.2, ("c", 0): 1.3}
+def test_the_reports_show_the_traces_of_the_checked_samplers_and_of_the_cells_of_largest_rhat(tmp_path):
+    nan = float("nan")
+    rhats = {("a", 0): 1.01, ("a", 1): 1.5, ("b", 0): nan, ("b", 1): 1.2, ("c", 0): 1.3, ("e", 0): nan,
+             ("nuts", 0): 1.05, ("nuts", 1): 1.02}
     records = [_mcmc_record(m, k, rhat, tmp_path) for (m, k), rhat in rhats.items()]
     records.append(_calibration_record("map", 0, [0.5, 0.9]))  # no draws
-    assert report.worst_traces(records, tmp_path) == [("d", "a", 1), ("d", "c", 0), ("d", "b", 1)]
-    assert report.worst_traces(records, tmp_path, count=5)[-1] == ("d", "b", 0)  # NaN R-hat last
+    records.append({**_calibration_record("chees", 0, [0.5, 0.9]), "trace": {"file": "gone"}})  # its draws are gone
+    assert report.worst_traces(records, tmp_path, count=3) == [("d", "nuts", 0), ("d", "a", 1), ("d", "c", 0)]
+    assert report.worst_traces(records, tmp_path, count=9)[3:] == [("d", "b", 1), ("d", "e", 0)]  # NaN R-hat last
     report.write_report(records, tmp_path)
-    assert sorted(p.name for p in (tmp_path / "traces").glob("*.png")) == [
-        "trace_d_a_1.png", "trace_d_b_1.png", "trace_d_c_0.png"]
+    shown = sorted(p.name for p in (tmp_path / "traces").glob("*.png"))
+    assert shown == ["trace_d_a_1.png", "trace_d_b_1.png", "trace_d_c_0.png", "trace_d_nuts_0.png"]
+    assert report.TRACE_CELLS == len(shown)
     page = (tmp_path / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3 + report.TRACE_CELLS  # Pareto, calibration, coverage
     text = (tmp_path / "report.md").read_text()
-    assert text.count("](traces/") == report.TRACE_CELLS and "(traces/trace_d_a_1.png)" in text
+    assert text.count("](traces/") == report.TRACE_CELLS and "(traces/trace_d_nuts_0.png)" in text
 
 
 def _reference(test_ll, se, confirmed=True, target=True, data_set="d"):
