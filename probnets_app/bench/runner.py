@@ -51,7 +51,9 @@ def run(datasets: Sequence[str], methods: Sequence[str], *, out: str | os.PathLi
         timeout: Wall seconds after which a cell's process is stopped and the cell recorded as failed.
         seed: Seed of the split indices and of every cell (split ``k`` uses ``seed + k``).
         widths: Hidden widths of the shared BNN.
-        isolate: Run every cell in a process of its own (``False``: in this process, one at a time).
+        isolate: Run every cell in a process of its own (``False``: in this process, one at a time). The processes
+            start as multiprocessing's do under ``forkserver``: a script that calls ``run`` must do so under
+            ``if __name__ == "__main__":``, as a cell process imports the script.
         retry_failed: Run again the cells recorded as failed.
         report: Write ``report.md``, ``report.html``, ``results.csv`` and the figures into ``out``
             (:func:`probnets_app.bench.report.write_report`).
@@ -208,8 +210,14 @@ def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished:
                 del running[process]
                 path = Path(spec["path"])
                 if error is None and not path.exists():
-                    tail = path.with_suffix(".log").read_text()[-1500:].strip()
-                    error = f"the cell's process ended without a record (exit code {process.exitcode}): {tail}"
+                    log = path.with_suffix(".log")
+                    if log.exists():
+                        tail = log.read_text()[-1500:].strip()
+                        error = f"the cell's process ended without a record (exit code {process.exitcode}): {tail}"
+                    else:
+                        error = (f"the cell's process ended before it started the cell (exit code "
+                                 f"{process.exitcode}); a script that starts a bench must call run under "
+                                 "if __name__ == '__main__':")
                 if error is not None:
                     write_json(path, _failure(spec, error, time.monotonic() - start))
                 finished(json.loads(path.read_text()))

@@ -223,6 +223,19 @@ def test_a_cell_process_ends_without_a_record_when_its_bench_is_gone(tmp_path):
     assert orphan.returncode == EXIT_ORPHANED and not (tmp_path / "split0.json").exists()
 
 
+def test_a_script_that_does_not_guard_its_bench_gets_failed_cells_that_say_so(tmp_path):
+    # cell processes start as multiprocessing's forkserver children, which import the main script
+    script = tmp_path / "script.py"
+    script.write_text("from probnets_app.bench import run\n"
+                      f"run(['diabetes'], ['map'], splits=1, out={str(tmp_path / 'out')!r}, budget='map=40', "
+                      "report=False)\n")
+    root = Path(__file__).parents[2]
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, cwd=tmp_path,
+                   env={**os.environ, "PYTHONPATH": str(root)})
+    record = json.loads((tmp_path / "out" / "cells" / "diabetes" / "map" / "split0.json").read_text())
+    assert record["status"] == "failed" and "if __name__ == '__main__'" in record["error"]
+
+
 def test_cells_record_calibration_and_mcmc_trace_draws_and_the_report_draws_them(tmp_path):
     from probnets_app.bench.cell import CALIBRATION_LEVELS
 
