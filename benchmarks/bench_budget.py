@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> str:
                      f"cells in `{args.overhead_cells}`)" if overhead is not None
                      else f"{args.overhead:.2f} s (--overhead)")
     overhead = args.overhead if overhead is None else overhead
-    data_sets = list(dict.fromkeys(r["data_set"] for r in rows))
+    summary = args.cells / "summary.json"  # the report's order of the data sets, which the command reproduces
+    data_sets = list(dict.fromkeys([*(s["data_set"] for s in json.loads(summary.read_text()) if summary.exists()),
+                                    *(r["data_set"] for r in rows)]))
     methods = sorted({r["method"] for r in rows}, key=lambda m: -sum(r["seconds"] for r in rows if r["method"] == m))
     by = {(r["data_set"], r["method"]): r for r in rows}
 
@@ -89,12 +91,28 @@ def main(argv: list[str] | None = None) -> str:
     new_total = cost.total_seconds(rows, overhead, len(records))
     lines += ["", "## Estimated deliverable time", "",
               f"Per-cell process overhead: {overhead_note}.", "",
-              f"- At the old budgets: {old_total:.0f} s of cell time, {old_total / args.jobs / 60:.1f} min at "
-              f"--jobs {args.jobs} (the run took 74 min wall with other work beside it).",
+              f"- At the old budgets with this overhead: {old_total:.0f} s of cell time, "
+              f"{old_total / args.jobs / 60:.1f} min at --jobs {args.jobs}.",
               f"- At the default budgets, from the deliverable's seconds: {new_total:.0f} s, "
               f"{new_total / args.jobs / 60:.1f} min at --jobs {args.jobs}."]
     if probe:
-        lines += _probe_section(records, probe, overhead, args.jobs, args.probe)
+        lines += _probe_section(records, rows, probe, overhead, args.jobs, args.probe)
+    spend = [r for r in rows if r["family"] == "hmc" and r["grad_evals"]]
+    lines += ["", "## The HMC samplers' spend (gradient evaluations made / budget, mean over splits)", "",
+              "| data set | " + " | ".join(sorted({r["method"] for r in spend})) + " |",
+              "|---|" + "---|" * len({r["method"] for r in spend})]
+    for data_set in data_sets:
+        lines.append(f"| {data_set} | " + " | ".join(
+            f"{by[data_set, m]['grad_evals'] / by[data_set, m]['cells'] / by[data_set, m]['budget']:.2f}"
+            for m in sorted({r["method"] for r in spend})) + " |")
+    flags = ",".join(f"{family}={count}" for family, count in old_budgets.items() if count)
+    lines += ["", "ChEES adapts its trajectory length, so its iterations, sized by 48 leapfrog steps per iteration, "
+              "can spend more than the budget where its trajectories grow longer.", "",
+              "## Rewriting the deliverable's report", "",
+              "Its cells record the budgets they ran with; with the defaults changed, the command that rewrites the "
+              "report without recomputing a cell gives them:", "",
+              f"    probnets bench --datasets {','.join(data_sets)} --methods all --splits 5 --budget {flags} "
+              f"--jobs {args.jobs} --out {args.cells}"]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
@@ -102,42 +120,46 @@ def main(argv: list[str] | None = None) -> str:
     return text
 
 
-def _probe_section(records: list[dict], probe: list[dict], overhead: float, jobs: int, folder: Path) -> list[str]:
-    """The estimate from the probe's CPU times and its test log-likelihoods beside the deliverable's."""
+def _probe_section(records: list[dict], rows: list[dict], probe: list[dict], overhead: float, jobs: int,
+                   folder: Path) -> list[str]:
+    """The estimate with the probe's CPU times where it ran (per data set and method: its seconds on its splits,
+    scaled by the deliverable's ratio of all splits to those splits), the deliverable's estimate elsewhere, and the
+    probe's test log-likelihoods beside the deliverable's on the same splits."""
     def key(r):
         return r["data_set"], r["method"]
 
     done = [r for r in probe if r.get("status") == "ok"]
-    splits = {key(r): set() for r in done}
-    for r in done:
-        splits[key(r)].add(r["split"])
     old = {}
     for r in records:
         if r.get("status") == "ok":
             old.setdefault(key(r), []).append(r)
-    total, lines = sum(r.get("predict_time") or 0.0 for r in records if r.get("status") == "ok"), []
-    rows = ["| data set | method | probe CPU s | deliverable s (same splits) | probe test_ll | deliverable test_ll |",
-            "|---|---|---|---|---|---|"]
-    for k in sorted(splits):
+    table = ["| data set | method | probe CPU s | deliverable s (same splits, its budget) | probe test_ll | "
+             "deliverable test_ll (same splits) |", "|---|---|---|---|---|---|"]
+    total, probed = 0.0, 0
+    for row in rows:
+        k = (row["data_set"], row["method"])
         mine = [r for r in done if key(r) == k]
-        theirs = [r for r in old.get(k, []) if r["split"] in splits[k]]
+        total += row["predict_seconds"]
+        if not mine:
+            total += row["new_seconds"]
+            continue
+        probed += 1
+        splits = {r["split"] for r in mine}
+        theirs = [r for r in old[k] if r["split"] in splits]
         probe_s = sum(cost.cell_seconds(r) for r in mine)
         same = sum(cost.cell_seconds(r) for r in theirs)
-        every = sum(cost.cell_seconds(r) for r in old.get(k, []))
-        total += probe_s * every / same if same else probe_s * 5
+        total += probe_s * row["seconds"] / same
         ll = sum(r["metrics"]["test_ll"] for r in mine) / len(mine)
-        ll_old = sum(r["metrics"]["test_ll"] for r in theirs) / len(theirs) if theirs else float("nan")
-        rows.append(f"| {k[0]} | {k[1]} | {probe_s:.1f} | {same:.1f} | {ll:.3f} | {ll_old:.3f} |")
-    cells = len([r for r in records if r.get("status") == "ok"])
-    complete = len(splits) == len(old)
+        ll_old = sum(r["metrics"]["test_ll"] for r in theirs) / len(theirs)
+        table.append(f"| {k[0]} | {k[1]} | {probe_s:.1f} | {same:.1f} | {ll:.3f} | {ll_old:.3f} |")
+    cells = sum(row["cells"] for row in rows)
     estimate = total + overhead * cells
-    lines += ["", f"## Probe at the default budgets (`{folder}`, {len(done)} cells, machine load "
-              f"{_load_range(probe)})", "",
-              f"From the probe's CPU times{'' if complete else ' (INCOMPLETE: not every method and data set ran)'}, "
-              "with the deliverable's prediction seconds and the overhead above: "
-              f"{estimate:.0f} s of cell time, {estimate / jobs / 60:.1f} min at --jobs {jobs} on a machine where each "
-              "cell has a core of its own.", "", *rows]
-    return lines
+    return ["", f"## Probe at the default budgets (`{folder}`, {len(done)} cells, split 0, machine load "
+            f"{_load_range(probe)})", "",
+            f"With the probe's CPU times for the {probed} of {len(rows)} data set / method pairs it ran (the methods "
+            "whose budget changed, and all of diabetes) and the estimate above for the others, the deliverable's "
+            f"prediction seconds and the overhead above: {estimate:.0f} s of cell time, {estimate / jobs / 60:.1f} min "
+            f"at --jobs {jobs} on a machine where each cell has a core of its own.", "", *table]
 
 
 def _load_range(records: list[dict]) -> str:
