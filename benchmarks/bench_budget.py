@@ -159,7 +159,8 @@ def _probe_section(records: list[dict], rows: list[dict], probe: list[dict], ove
             f"With the probe's CPU times for the {probed} of {len(rows)} data set / method pairs it ran (the methods "
             "whose budget changed, and all of diabetes) and the estimate above for the others, the deliverable's "
             f"prediction seconds and the overhead above: {estimate:.0f} s of cell time, {estimate / jobs / 60:.1f} min "
-            f"at --jobs {jobs} on a machine where each cell has a core of its own.", "", *table]
+            f"at --jobs {jobs}. CPU time too grows under contention (the probe's cells of unchanged budgets took up "
+            "to 1.4 times the deliverable's wall time), so on a quiet machine both estimates err high.", "", *table]
 
 
 def _load_range(records: list[dict]) -> str:
