@@ -72,7 +72,8 @@ SEARCHED = (
     "appendix tables; its code (thangbui/deepGP_approxEP) holds no result table. Yao et al. 2019 (Quality of "
     "uncertainty quantification for Bayesian neural network inference, arXiv 1906.09686): abstract and "
     "introduction only. Izmailov et al. 2021 (What are Bayesian neural network posteriors really like?, arXiv "
-    "2104.14421): abstract and the CIFAR/IMDB hyper-parameter table only, no UCI table. Sharma et al. 2023: not "
+    "2104.14421): abstract and the CIFAR/IMDB hyper-parameter table only, no UCI table; its code's README "
+    "(google-research/google-research bnn_hmc) gives commands, no UCI results. Sharma et al. 2023: not "
     "found. Code and issues: UCI result tables (google/uncertainty-baselines baselines/uci, DropoutUncertaintyExps "
     "forks) have no HMC row; exact-string searches for HMC rows of UCI tables found none.")
 
