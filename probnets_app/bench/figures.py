@@ -1,6 +1,6 @@
 """The bench's figures per data set, drawn from the cell records: the Pareto front of test NLL against wall time,
 calibration curves (regression) or reliability diagrams (classification), coverage of central intervals, and the
-trace and rank plots of every MCMC cell.
+trace and rank plots of the MCMC cells the report shows (``probnets_app.bench.report.worst_traces``).
 
 Cells written before the records had calibration arrays or trace draws are left out of those figures (a data set
 whose cells have none gets no such figure).
@@ -16,6 +16,8 @@ from probnets_app.bench.stats import mean_se
 
 #: Nominal levels shown in the coverage figure (a subset of ``probnets_app.bench.cell.CALIBRATION_LEVELS``).
 COVERAGE_LEVELS = (0.5, 0.9)
+#: Resolution of the trace plots (dots per inch): about 150 kB a plot of 16 chains, a third of the default 100's.
+TRACE_DPI = 60
 
 
 def data_set_figures(data_set: str, summary: list[dict], records: list[dict], out: Path) -> list[tuple[str, Path]]:
@@ -73,28 +75,27 @@ def reliability_curve(method: str, calibrations: list[dict]) -> dict:
     return {"label": method, "confidence": pooled("confidence"), "accuracy": pooled("accuracy"), "counts": counts}
 
 
-def trace_figures(records: list[dict], out: Path) -> dict[tuple[str, str, int], Path]:
+def trace_figures(records: list[dict], out: Path, keys: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], Path]:
     """Write ``traces/trace_<data set>_<method>_<split>.png`` (trace, histogram and rank plot of the test outputs
-    of largest R-hat) for every MCMC cell with saved draws, unless it is newer than the draws; returns the paths
-    by ``(data set, method, split)``."""
+    of largest R-hat, at ``TRACE_DPI``) for the MCMC cells ``keys`` (``(data set, method, split)``) that have saved
+    draws, unless it is newer than the draws; returns the paths by key, in the order of ``keys``."""
     import numpy as np
 
     from probnets_app.plots import plot_trace
 
+    by_key = {(r["data_set"], r["method"], r["split"]): r for r in records}
     written = {}
-    for record in records:
+    for key in keys:
+        record = by_key.get(key, {})
         trace = record.get("trace")
-        if record.get("status") != "ok" or not trace:
-            continue
-        key = (record["data_set"], record["method"], record["split"])
         draws_file = trace_path(cell_path(out, *key))
-        if not draws_file.exists():
+        if record.get("status") != "ok" or not trace or not draws_file.exists():
             continue
         png = out / "traces" / "trace_{}_{}_{}.png".format(*key)
         if not png.exists() or png.stat().st_mtime < draws_file.stat().st_mtime:
             with np.load(draws_file) as saved:
                 names = [f"{label}\nR-hat {rhat:.3f}" for label, rhat in zip(trace["labels"], trace["rhat"])]
-                plot_trace(saved["draws"], png, names=names, max_params=len(names), ranks=True)
+                plot_trace(saved["draws"], png, names=names, max_params=len(names), ranks=True, dpi=TRACE_DPI)
         written[key] = png
     return written
 

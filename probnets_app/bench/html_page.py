@@ -17,7 +17,8 @@ img{max-width:100%}"""
 
 
 def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Path]]],
-         traces: dict[str, list[tuple[str, Path]]], failures: list[dict], metadata: dict) -> str:
+         traces: dict[str, list[tuple[str, Path]]], failures: list[dict], metadata: dict,
+         checks: list[dict] | None = None) -> str:
     """The HTML page.
 
     Args:
@@ -27,6 +28,7 @@ def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Pat
         traces: The trace plots shown per data set, as ``(caption, PNG path)`` pairs.
         failures: ``data_set``, ``method``, ``split`` and ``error`` of every failed cell.
         metadata: :func:`probnets_app.bench.report.run_metadata`.
+        checks: :func:`probnets_app.bench.references.check` (``None``: no such section).
     """
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>probnets bench</title>',
              f"<style>{_STYLE}</style></head><body>", "<h1>probnets bench</h1>", f"<p>{escape(legend)}</p>"]
@@ -39,8 +41,10 @@ def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Pat
                          + "</p>")
         parts += [_figure(caption, path) for caption, path in figures.get(data_set, [])]
         if traces.get(data_set):
-            parts.append("<h3>MCMC trace and rank plots (per method, its split of largest R-hat)</h3>")
+            parts.append("<h3>MCMC trace and rank plots (the cells of largest R-hat)</h3>")
             parts += [_figure(caption, path) for caption, path in traces[data_set]]
+    if checks is not None:
+        parts.append(_references(checks))
     parts.append("<h2>Failed cells</h2>")
     if failures:
         parts.append("<table><tr><th>data set</th><th>method</th><th>split</th><th>error</th></tr>"
@@ -51,6 +55,17 @@ def page(tables: list[dict], legend: str, figures: dict[str, list[tuple[str, Pat
         parts.append("<p>None.</p>")
     parts += ["<h2>Run</h2>", _metadata(metadata), "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+def _references(checks: list[dict]) -> str:
+    from probnets_app.bench import references
+
+    head = "".join(f"<th>{escape(c)}</th>" for c in references.HEADER)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
+                   for row in references.table(checks))
+    return ("<h2>Literature reference check</h2>" f"<p>{escape(references.target_status(checks))}</p>"
+            f"<p>Rule: {escape(references.RULE)}.</p><table><tr>{head}</tr>{rows}</table><ul>"
+            + "".join(f"<li>{escape(note)}</li>" for note in references.notes(checks)) + "</ul>")
 
 
 def _table(table: dict) -> str:

@@ -3,8 +3,8 @@ HTML reports with the best value of every column marked and paired tests against
 metadata.
 
 Written into the bench folder: ``results.csv`` (one row per cell), ``summary.json`` (the aggregated table),
-``report.md``, the self-contained ``report.html`` (:mod:`probnets_app.bench.html_page`) and the figures of
-:mod:`probnets_app.bench.figures`.
+``report.md`` with the check against the literature (:mod:`probnets_app.bench.references`), the self-contained
+``report.html`` (:mod:`probnets_app.bench.html_page`) and the figures of :mod:`probnets_app.bench.figures`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from probnets_app.bench import references
 from probnets_app.bench.stats import mean_se
 
 #: Aggregated columns per task, with how the best value is chosen (min, max, or the value closest to a target).
@@ -22,9 +23,12 @@ COLUMNS = {
     "classification": (("accuracy", "max"), ("nll", "min"), ("ece", "min"), ("brier", "min")),
 }
 #: Cost and MCMC columns of every table.
-COST_COLUMNS = (("wall_time", "min"), ("grad_evals", None), ("budget_used", None), ("peak_memory_mb", None),
-                ("max_rhat", 1.0),
-                ("ess_per_s", "max"), ("divergences", None))
+COST_COLUMNS = (("wall_time", "min"), ("cpu_time", "min"), ("grad_evals", None), ("budget_used", None),
+                ("peak_memory_mb", None), ("max_rhat", 1.0), ("ess_per_s", "max"), ("divergences", None))
+#: Columns every table shows, as ``n/a`` where no cell recorded them (cells written before CPU time was recorded).
+ALWAYS_SHOWN = ("cpu_time",)
+#: MCMC cells per data set whose trace and rank plots the reports show (:func:`worst_traces`).
+TRACE_CELLS = 4
 #: Level of the paired t-tests against the best method of a column.
 SIGNIFICANCE = 0.05
 _DIAGNOSTICS = ("max_rhat", "min_ess_bulk", "min_ess_tail", "ess_per_s", "divergences")
@@ -35,7 +39,8 @@ def flat_rows(records: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         row = {k: r.get(k) for k in ("data_set", "method", "split", "status", "error", "family", "budget", "seed",
-                                     "wall_time", "grad_evals", "peak_memory_mb", "task", "model")}
+                                     "wall_time", "cpu_time", "process_cpu_time", "grad_evals",
+                                     "peak_memory_mb", "task", "model")}
         if r.get("grad_evals") and r.get("budget"):
             row["budget_used"] = r["grad_evals"] / r["budget"]
         row["load_average"] = (r.get("load_average") or [None])[0]
@@ -96,9 +101,10 @@ def markdown(summary: list[dict], rows: list[dict] | None = None) -> str:
 #: What the tables show (the markdown and HTML reports).
 LEGEND = ("Mean +- standard error over splits; bold: best in its column (coverage: closest to 0.9, R-hat: closest to "
           f"1); \u2020: not significantly different from the best (two-sided paired t-test over the splits both "
-          f"finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall time of the fit, "
-          "per cell; budget_used: gradient evaluations made / budget (the HMC samplers' iterations are sized by an "
-          "estimated trajectory length).")
+          f"finished, p >= {SIGNIFICANCE}). Regression metrics in the target's original units; wall_time and cpu_time: "
+          "wall and CPU seconds of the fit, per cell (CPU time, all threads of the cell's process, is the fair cost on "
+          "a shared machine; n/a: cells written before it was recorded); budget_used: gradient evaluations made / "
+          "budget (the HMC samplers' iterations are sized by an estimated trajectory length).")
 
 
 def tables(summary: list[dict], rows: list[dict] | None = None) -> list[dict]:
@@ -111,7 +117,7 @@ def tables(summary: list[dict], rows: list[dict] | None = None) -> list[dict]:
         entries = [s for s in summary if s["data_set"] == data_set]
         task = next((s["task"] for s in entries if s["task"]), "regression")
         columns = [*COLUMNS[task], *COST_COLUMNS]
-        columns = [(c, rule) for c, rule in columns if any(c in s for s in entries)]
+        columns = [(c, rule) for c, rule in columns if c in ALWAYS_SHOWN or any(c in s for s in entries)]
         best = {c: _best([s.get(c) for s in entries], rule) for c, rule in columns if rule is not None}
         leaders = {c: next(s["method"] for s in entries if s.get(c) == best[c]) for c in best if best[c] is not None}
         table_rows = []
@@ -124,7 +130,8 @@ def tables(summary: list[dict], rows: list[dict] | None = None) -> list[dict]:
                 elif c in leaders and rows is not None and s.get(c) is not None and not_worse(
                         rows, data_set, c, rule, s["method"], leaders[c]):
                     mark = "tie"
-                cells.append((_format(s.get(c), s.get(f"{c}_se")), mark))
+                text = _format(s.get(c), s.get(f"{c}_se"))
+                cells.append((text or ("n/a" if c in ALWAYS_SHOWN else ""), mark))
             table_rows.append({"method": s["method"], "splits": s["splits"], "failed": s["failed"], "cells": cells})
         out.append({"data_set": data_set, "task": task, "columns": [c for c, _ in columns], "rows": table_rows,
                     "errors": [(s["method"], s["error"]) for s in entries if s["error"]]})
@@ -193,7 +200,9 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
     if loads:
         text += (f"\nMachine load (1-minute load average when a cell started): {min(loads):.2f} to {max(loads):.2f} "
                  f"over {len(loads)} cells.\n")
-    traces = figures.trace_figures(records, out)
+    checks = references.check(summary)
+    text += "\n" + references.markdown(checks)
+    traces = figures.trace_figures(records, out, worst_traces(records, out))
     by_data_set, trace_pages = {}, {}
     for data_set in dict.fromkeys(s["data_set"] for s in summary):
         by_data_set[data_set] = figures.data_set_figures(data_set, summary, records, out)
@@ -201,34 +210,44 @@ def write_report(records: list[dict], out: Path) -> list[Path]:
             alt = data_set if path.name.startswith("pareto_") else caption
             text += f"\n![{alt}]({path.name})\n"
             written.append(path)
-        shown = worst_split_traces(data_set, rows, traces)
-        trace_pages[data_set] = [(f"{data_set} / {method}, split {split}: trace, histogram and rank plot of the test "
-                                  "outputs of largest R-hat", traces[data_set, method, split])
-                                 for method, split in shown]
-        cells = [key for key in traces if key[0] == data_set]
-        if cells:
-            text += ("\nTrace and rank plots (test outputs of largest R-hat): "
-                     + ", ".join(f"[{m} split {k}](traces/{traces[d, m, k].name})" for d, m, k in cells) + "\n")
+        trace_pages[data_set] = [(f"{d} / {m}, split {k}: trace, histogram and rank plot of the test outputs of "
+                                  "largest R-hat", path) for (d, m, k), path in traces.items() if d == data_set]
+        if trace_pages[data_set]:
+            text += ("\nTrace and rank plots (test outputs of largest R-hat) of the split of largest R-hat of "
+                     f"{', '.join(references.CHECKED_METHODS)} and of the other MCMC methods of largest R-hat, "
+                     f"{TRACE_CELLS} cells (every MCMC cell's draws: cells/<data set>/<method>/split<k>.trace.npz): "
+                     + ", ".join(f"[{m} split {k}](traces/{path.name})" for (d, m, k), path in traces.items()
+                                 if d == data_set) + "\n")
     written += list(traces.values())
     written[2].write_text(text)
     written[3].write_text(html_page.page(tables(summary, rows), LEGEND, by_data_set, trace_pages, failures(records),
-                                    run_metadata(records)))
+                                         run_metadata(records), checks))
     return written
 
 
-def worst_split_traces(data_set: str, rows: list[dict], traces: dict) -> list[tuple[str, int]]:
-    """Per MCMC method of ``data_set`` with trace plots, the split of largest function-space R-hat (the one shown in
-    the HTML report)."""
-    worst: dict[str, tuple[float, int]] = {}
-    for row in rows:
-        key = (row["data_set"], row["method"], row["split"])
-        if row["data_set"] != data_set or key not in traces:
+def worst_traces(records: list[dict], out: Path, count: int = TRACE_CELLS,
+                 always: tuple[str, ...] = references.CHECKED_METHODS) -> list[tuple[str, str, int]]:
+    """The MCMC cells whose trace plots the reports show, as ``(data set, method, split)``: per data set, the split of
+    largest function-space R-hat (``NaN`` or missing last) of each method in ``always`` (the literature check's
+    samplers), then of the other methods of largest R-hat, ``count`` cells in all; only cells with saved draws."""
+    from probnets_app.bench.cell import cell_path, trace_path
+
+    worst: dict[str, dict[str, tuple[float, int]]] = {}
+    for record in records:
+        key = (record["data_set"], record["method"], record["split"])
+        if record.get("status") != "ok" or not record.get("trace") or not trace_path(cell_path(out, *key)).exists():
             continue
-        rhat = row.get("max_rhat")
-        rhat = rhat if isinstance(rhat, (int, float)) and math.isfinite(rhat) else math.inf
-        if row["method"] not in worst or rhat > worst[row["method"]][0]:
-            worst[row["method"]] = (rhat, row["split"])
-    return [(method, split) for method, (_, split) in worst.items()]
+        rhat = (record.get("diagnostics") or {}).get("max_rhat")
+        rhat = rhat if isinstance(rhat, (int, float)) and math.isfinite(rhat) else -math.inf
+        methods = worst.setdefault(key[0], {})
+        if key[1] not in methods or rhat > methods[key[1]][0]:
+            methods[key[1]] = (rhat, key[2])
+    shown = []
+    for data_set, methods in worst.items():
+        order = [m for m in always if m in methods]
+        order += sorted((m for m in methods if m not in always), key=lambda m: methods[m][0], reverse=True)
+        shown += [(data_set, m, methods[m][1]) for m in order[:count]]
+    return shown
 
 
 def failures(records: list[dict]) -> list[dict]:

@@ -4,8 +4,9 @@ Every cell is written to ``<out>/cells/<data set>/<method>/split<k>.json`` when 
 folder skips every cell whose file exists (failed cells too, unless ``retry_failed``) and refuses cells written
 with other settings. With ``isolate`` (the default) every cell runs in a process of its own with
 ``OMP_NUM_THREADS`` and torch's threads set to ``cpu_count // jobs`` (at most the caller's ``OMP_NUM_THREADS``),
-at most ``jobs`` at a time; its peak memory
-is then its own, and ``timeout`` can stop it.
+at most ``jobs`` at a time; its peak memory and CPU time are then its own, and ``timeout`` can stop it. The
+processes are forked from a forkserver that has imported torch and the engine once
+(``probnets_app.bench.cell.PRELOAD``), so a cell does not pay those imports.
 
 Example:
     >>> table = run(["diabetes"], ["chees", "mfvi"], splits=2, out="bench_out", jobs=2)
@@ -15,15 +16,14 @@ Example:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from probnets_app.bench import budget as budgets
-from probnets_app.bench.cell import cell_path, run_cell
+from probnets_app.bench.cell import PRELOAD, THREAD_VARIABLES, cell_path, run_cell, run_forked
 from probnets_app.bench.problem import data_source, rows_hash, saved_splits, table_hash, write_json
 
 __all__ = ["run"]
@@ -51,7 +51,9 @@ def run(datasets: Sequence[str], methods: Sequence[str], *, out: str | os.PathLi
         timeout: Wall seconds after which a cell's process is stopped and the cell recorded as failed.
         seed: Seed of the split indices and of every cell (split ``k`` uses ``seed + k``).
         widths: Hidden widths of the shared BNN.
-        isolate: Run every cell in a process of its own (``False``: in this process, one at a time).
+        isolate: Run every cell in a process of its own (``False``: in this process, one at a time). The processes
+            start as multiprocessing's do under ``forkserver``: a script that calls ``run`` must do so under
+            ``if __name__ == "__main__":``, as a cell process imports the script.
         retry_failed: Run again the cells recorded as failed.
         report: Write ``report.md``, ``report.html``, ``results.csv`` and the figures into ``out``
             (:func:`probnets_app.bench.report.write_report`).
@@ -181,10 +183,10 @@ def _pending(spec: dict, retry_failed: bool) -> bool:
 
 
 def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished: Callable[[dict], None]) -> None:
-    """Run every cell in a process of its own (``python -m probnets_app.bench.cell``), ``jobs`` at a time, with
-    ``threads_per_cell(jobs)`` threads each; its output goes to ``<cell>.log`` beside its record."""
-    threads = str(threads_per_cell(jobs))
-    env = {**os.environ, **dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), threads)}
+    """Run every cell in a process of its own, forked from a forkserver with ``PRELOAD`` imported, ``jobs`` at a time,
+    with ``threads_per_cell(jobs)`` threads each; its output goes to ``<cell>.log`` beside its record."""
+    threads = threads_per_cell(jobs)
+    context = _forkserver(threads)
     queue, running = list(specs), {}
     try:
         while queue or running:
@@ -192,27 +194,30 @@ def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished:
                 spec = queue.pop(0)
                 path = Path(spec["path"])
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path.with_suffix(".log"), "w") as log:
-                    process = subprocess.Popen([sys.executable, "-m", "probnets_app.bench.cell", str(os.getpid())],
-                                               stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                               text=True)
-                process.stdin.write(json.dumps(spec))
-                process.stdin.close()
+                process = context.Process(target=run_forked, args=(spec, str(path.with_suffix(".log")), threads),
+                                          daemon=False)
+                process.start()
                 running[process] = (spec, time.monotonic())
             for process, (spec, start) in list(running.items()):
-                alive = process.poll() is None
+                alive = process.is_alive()
                 if alive and (timeout is None or time.monotonic() - start <= timeout):
                     continue
                 error = None
                 if alive:
                     process.kill()
                     error = f"TimeoutError: stopped after the time limit of {timeout:g} s"
-                process.wait()
+                process.join()
                 del running[process]
                 path = Path(spec["path"])
                 if error is None and not path.exists():
-                    tail = path.with_suffix(".log").read_text()[-1500:].strip()
-                    error = f"the cell's process ended without a record (exit code {process.returncode}): {tail}"
+                    log = path.with_suffix(".log")
+                    if log.exists():
+                        tail = log.read_text()[-1500:].strip()
+                        error = f"the cell's process ended without a record (exit code {process.exitcode}): {tail}"
+                    else:
+                        error = (f"the cell's process ended before it started the cell (exit code "
+                                 f"{process.exitcode}); a script that starts a bench must call run under "
+                                 "if __name__ == '__main__':")
                 if error is not None:
                     write_json(path, _failure(spec, error, time.monotonic() - start))
                 finished(json.loads(path.read_text()))
@@ -220,7 +225,28 @@ def _run_isolated(specs: list[dict], jobs: int, timeout: float | None, finished:
     finally:
         for process in running:
             process.kill()
-            process.wait()
+            process.join()
+
+
+def _forkserver(threads: int):
+    """The ``forkserver`` multiprocessing context with ``PRELOAD`` imported in the server. The server starts with the
+    first cell, its thread variables set to ``threads`` (torch's threads are set again in every cell, as the server
+    lives as long as this process and later benches may run other numbers of jobs)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    try:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return context
 
 
 def threads_per_cell(jobs: int) -> int:

@@ -54,6 +54,7 @@ def test_an_interrupted_bench_resumes_without_recomputing_and_gives_the_same_tab
     run(out=tmp_path / "cut", after_cell=again.append, **TINY)
     assert again == [] and _cells(tmp_path / "cut") == after  # nothing recomputed, nothing rewritten
     assert (resumed["status"] == "ok").all()
+    assert (resumed["cpu_time"] > 0).all() and resumed["process_cpu_time"].isna().all()  # in-process: the fit only
     np.testing.assert_array_equal(resumed[METRICS].to_numpy(), whole[METRICS].to_numpy())
     report = (tmp_path / "cut" / "report.md").read_text()
     assert "| map | 2 | 0 |" in report and "| mfvi | 2 | 0 |" in report and "**" in report
@@ -178,6 +179,8 @@ def test_isolated_cells_run_in_processes_of_their_own_with_limited_threads(tmp_p
     assert all(r["threads"] == threads_per_cell(2) for r in records)
     assert len({r["pid"] for r in records} | {os.getpid()}) == 3
     assert all(r["peak_memory_mb"] > 10 and r["versions"]["torch"] == torch.__version__ for r in records)
+    # CPU seconds of the fit, and of the whole cell process (imports, data, scoring too)
+    assert all(0 < r["cpu_time"] + r["predict_cpu_time"] < r["process_cpu_time"] for r in records)
 
 
 def test_a_cell_over_its_time_limit_is_stopped_and_recorded(tmp_path):
@@ -220,6 +223,19 @@ def test_a_cell_process_ends_without_a_record_when_its_bench_is_gone(tmp_path):
     assert orphan.returncode == EXIT_ORPHANED and not (tmp_path / "split0.json").exists()
 
 
+def test_a_script_that_does_not_guard_its_bench_gets_failed_cells_that_say_so(tmp_path):
+    # cell processes start as multiprocessing's forkserver children, which import the main script
+    script = tmp_path / "script.py"
+    script.write_text("from probnets_app.bench import run\n"
+                      f"run(['diabetes'], ['map'], splits=1, out={str(tmp_path / 'out')!r}, budget='map=40', "
+                      "report=False)\n")
+    root = Path(__file__).parents[2]
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=600, cwd=tmp_path,
+                   env={**os.environ, "PYTHONPATH": str(root)})
+    record = json.loads((tmp_path / "out" / "cells" / "diabetes" / "map" / "split0.json").read_text())
+    assert record["status"] == "failed" and "if __name__ == '__main__'" in record["error"]
+
+
 def test_cells_record_calibration_and_mcmc_trace_draws_and_the_report_draws_them(tmp_path):
     from probnets_app.bench.cell import CALIBRATION_LEVELS
 
@@ -236,11 +252,14 @@ def test_cells_record_calibration_and_mcmc_trace_draws_and_the_report_draws_them
         draws = np.load(tmp_path / "cells" / "diabetes" / "sgld" / sgld["trace"]["file"])["draws"]
         assert draws.shape == (methods.CHAINS["sgmcmc"], sgld["diagnostics"]["num_draws"], methods.TRACE_POINTS)
         assert max(sgld["trace"]["rhat"]) == pytest.approx(sgld["diagnostics"]["max_rhat"])
-        assert (tmp_path / "traces" / f"trace_diabetes_sgld_{k}.png").stat().st_size > 1000
+    worst = max(range(2), key=lambda k: json.loads((tmp_path / "cells" / "diabetes" / "sgld" / f"split{k}.json")
+                                                   .read_text())["diagnostics"]["max_rhat"])
+    traces = list((tmp_path / "traces").glob("*.png"))  # the split of largest R-hat of the one MCMC method
+    assert traces == [tmp_path / "traces" / f"trace_diabetes_sgld_{worst}.png"] and traces[0].stat().st_size > 1000
     for figure in ("calibration", "coverage"):
         assert (tmp_path / f"{figure}_diabetes.png").stat().st_size > 1000
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # Pareto, calibration, coverage and one sgld trace
+    assert page.count("data:image/png;base64,") == 4  # Pareto, calibration, coverage and that trace
 
 
 def test_a_bench_resumed_over_cells_without_calibration_or_traces_reports_without_them(tmp_path):

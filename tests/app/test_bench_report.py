@@ -173,3 +173,86 @@ def test_trace_draws_keep_the_test_outputs_of_largest_rhat():
     logits[2, :, 5, 1] += 6.0  # chain 2 puts class 1 of point 5 far apart
     trace = trace_draws(classifier, _Posterior(logits, classifier.spec.dim), x)
     assert trace["labels"][0] == "p(y=1 | x_test[5])"
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU time, the trace plots shown, the literature check
+
+
+def test_cpu_time_is_a_column_of_every_table_and_n_a_for_cells_without_it():
+    rows = [{**_row("new", k, -1.0, 1.0), "cpu_time": 2.0 + k} for k in range(2)]
+    rows += [_row("old", k, -1.2, 1.0) for k in range(2)]  # written before cells recorded CPU time
+    table = report.tables(report.summarise(rows), rows)[0]
+    column = table["columns"].index("cpu_time")
+    cells = {row["method"]: row["cells"][column][0] for row in table["rows"]}
+    assert cells == {"new": "2.5 +- 0.5", "old": "n/a"}
+    old_only = report.tables(report.summarise(rows[2:]), rows[2:])[0]
+    assert "cpu_time" in old_only["columns"]
+
+
+def _mcmc_record(method, split, rhat, out):
+    from probnets_app.bench.cell import cell_path, trace_path
+
+    record = {**_calibration_record(method, split, [0.5, 0.9]), "diagnostics": {"max_rhat": rhat},
+              "trace": {"file": f"split{split}.trace.npz", "labels": ["f(x_test[0])"], "rhat": [rhat]}}
+    path = trace_path(cell_path(out, "d", method, split))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, draws=np.random.default_rng(split).normal(size=(2, 20, 1)).astype(np.float32))
+    return record
+
+
+def test_the_reports_show_the_traces_of_the_checked_samplers_and_of_the_cells_of_largest_rhat(tmp_path):
+    nan = float("nan")
+    rhats = {("a", 0): 1.01, ("a", 1): 1.5, ("b", 0): nan, ("b", 1): 1.2, ("c", 0): 1.3, ("e", 0): nan,
+             ("nuts", 0): 1.05, ("nuts", 1): 1.02}
+    records = [_mcmc_record(m, k, rhat, tmp_path) for (m, k), rhat in rhats.items()]
+    records.append(_calibration_record("map", 0, [0.5, 0.9]))  # no draws
+    records.append({**_calibration_record("chees", 0, [0.5, 0.9]), "trace": {"file": "gone"}})  # its draws are gone
+    assert report.worst_traces(records, tmp_path, count=3) == [("d", "nuts", 0), ("d", "a", 1), ("d", "c", 0)]
+    assert report.worst_traces(records, tmp_path, count=9)[3:] == [("d", "b", 1), ("d", "e", 0)]  # NaN R-hat last
+    report.write_report(records, tmp_path)
+    shown = sorted(p.name for p in (tmp_path / "traces").glob("*.png"))
+    assert shown == ["trace_d_a_1.png", "trace_d_b_1.png", "trace_d_c_0.png", "trace_d_nuts_0.png"]
+    assert report.TRACE_CELLS == len(shown)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 + report.TRACE_CELLS  # Pareto, calibration, coverage
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("](traces/") == report.TRACE_CELLS and "(traces/trace_d_nuts_0.png)" in text
+
+
+def _reference(test_ll, se, confirmed=True, target=True, data_set="d"):
+    from probnets_app.bench.references import Reference
+
+    return Reference(data_set, "HMC", test_ll, se, "a paper", "d-50-1", "20 splits", confirmed, target)
+
+
+def test_the_literature_check_passes_within_one_standard_error_of_the_difference():
+    from probnets_app.bench import references
+
+    ref = _reference(-2.50, 0.03)  # with ours' se 0.04 the tolerance is 0.05
+    summary = [{"data_set": "d", "method": "nuts", "test_ll": -2.50 + 0.049, "test_ll_se": 0.04},
+               {"data_set": "d", "method": "chees", "test_ll": -2.50 - 0.051, "test_ll_se": 0.04},
+               {"data_set": "d", "method": "far", "test_ll": -2.50 + 0.2, "test_ll_se": 0.04},  # better is no match
+               {"data_set": "d", "method": "one", "test_ll": -2.5, "test_ll_se": float("nan")}]  # one split
+    checks = references.check(summary, (ref,), ("nuts", "chees", "far", "one", "absent"))
+    assert [c["verdict"] for c in checks] == ["PASS", "FAIL", "FAIL", "n/a", "n/a"]
+    assert checks[0]["tolerance"] == pytest.approx(0.05) and checks[1]["difference"] == pytest.approx(-0.051)
+    assert references.target_status(checks[:1]).endswith(": PASS.")
+    assert references.target_status(checks[:2]).endswith(": FAIL.")
+    context = references.check(summary, (_reference(-2.5, 0.03, confirmed=False), _reference(-2.5, 0.03,
+                                                                                               target=False)))
+    assert "NOT CHECKED" in references.target_status(context)  # only unconfirmed or context references
+    text = references.markdown(checks)
+    assert "| d | HMC | yes | -2.50 +- 0.03 | nuts | -2.451 +- 0.040 | +0.049 | 0.050 | PASS |" in text
+    assert "Searched for an HMC table" in text
+
+
+def test_the_reports_state_the_literature_check(tmp_path):
+    from probnets_app.bench import references
+
+    records = [{**_calibration_record("nuts", k, [0.5, 0.9]), "data_set": "boston"} for k in range(2)]
+    report.write_report(records, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Literature reference check" in text and references.target_status(references.check([])) in text
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Literature reference check</h2>" in page and "| boston |" in text
