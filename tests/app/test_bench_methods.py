@@ -62,6 +62,8 @@ def test_hmc_plans_size_iterations_by_the_mean_trajectory(name):
     assert iterations == 1_000_000 // (settings["num_chains"] * methods.LEAPFROG_STEPS[name])
     if name == "nuts":  # capped trees: at most 2**depth steps per iteration, so at most the budget
         assert 2 ** settings["max_tree_depth"] == methods.LEAPFROG_STEPS["nuts"]
+    if name == "chees":  # jittered trajectories of at most twice the planned mean
+        assert settings["max_leapfrog_steps"] == 2 * methods.LEAPFROG_STEPS["chees"]
 
 
 def test_unknown_method_is_a_clear_error():
