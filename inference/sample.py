@@ -17,7 +17,7 @@ from inference.function_space import sample_report
 from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
-from probnets.model import Batch, LogDensity, ProbModel
+from probnets.model import Batch, CompiledGradient, LogDensity, ProbModel
 from probnets.spec import ParamSpec
 from probnets.validation import check_positive_float, check_positive_int
 
@@ -42,6 +42,12 @@ class CountingLogDensity(LogDensity):
     def value_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         (self.parent or self).grad_evals += theta.shape[:-1].numel()
         return self.inner.value_and_grad(theta)
+
+    def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
+        return self.inner.compiled_gradient(dtype)
+
+    def count_grad_evals(self, num: int) -> None:
+        (self.parent or self).grad_evals += num
 
     def at(self, batch: Batch) -> CountingLogDensity:
         return CountingLogDensity(self.inner.at(batch), self.parent or self)
