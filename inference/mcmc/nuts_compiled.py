@@ -74,13 +74,15 @@ def _step(grad_fn, grad_args, theta, val, grad, c, q, p, g, inv, weights, eps):
     """
     D = q.shape[0]
     dt = q.dtype.type
+    step = dt(eps)
     value = 0.0
-    b = dt(weights[0] * eps)
+    # weight x step in the state's dtype, as torch multiplies a tensor by a Python float
+    b = dt(weights[0]) * step
     for i in range(D):
         p[i] += b * g[i]
     for s in range(1, weights.shape[0], 2):
-        a = dt(weights[s] * eps)
-        b = dt(weights[s + 1] * eps)
+        a = dt(weights[s]) * step
+        b = dt(weights[s + 1]) * step
         row = theta[c]
         for i in range(D):
             q[i] += a * (inv[i] * p[i])
