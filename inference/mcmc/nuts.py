@@ -5,6 +5,11 @@ multinomial sampling and the generalised U-turn criterion). Every doubling of de
 leapfrog steps for all chains at once; a chain whose trajectory has terminated is held fixed (masked)
 while the others continue, so one gradient call serves every chain. Sub-trajectory U-turn checks use
 ``O(max_tree_depth)`` momentum checkpoints instead of recursion (as in NumPyro's iterative NUTS).
+
+A transition draws all its random numbers up front (momenta, then ``draw_uniforms``). When the log density
+has a compiled gradient (``LogDensity.compiled_gradient``: the fused BNN kernels) and the mass matrix is
+diagonal, the whole transition runs in one numba call instead (``nuts_compiled``; each chain stops at its own
+U-turn there), with the same random numbers and the same result up to floating-point rounding.
 """
 
 from __future__ import annotations

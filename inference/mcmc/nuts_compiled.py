@@ -23,9 +23,11 @@ import numpy as np
 
 # cache=True: the transition is compiled for a signature (a few seconds) once per machine, not per process.
 _JIT = dict(nogil=True, error_model="numpy", cache=True)
+# Sums over D may be reassociated (vectorised); no nnan/ninf, so NaN and inf still propagate.
+_SUM_JIT = dict(_JIT, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_SUM_JIT)
 def _kinetic(p, inv):
     k = 0.0
     for i in range(p.shape[0]):
@@ -53,7 +55,7 @@ def _logaddexp(a, b):
     return hi + math.log1p(math.exp(-abs(a - b)))
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_SUM_JIT)
 def _turning(inv, p_left, p_right, p_sum, offset):
     """Generalised U-turn criterion with ``rho = p_sum - offset - (p_left + p_right) / 2``."""
     dl = 0.0
@@ -69,7 +71,7 @@ def _turning(inv, p_left, p_right, p_sum, offset):
 def _step(grad_fn, grad_args, theta, val, grad, c, q, p, g, inv, weights, eps):
     """One palindromic integrator step of chain ``c`` in place on ``q, p, g``; returns the new log density.
 
-    ``weights`` are the kick/drift coefficients ``(b_1, a_1, ..., b_{k+1})`` in the state's dtype; ``theta``,
+    ``weights`` are the kick/drift coefficients ``(b_1, a_1, ..., b_{k+1})`` (float64); ``theta``,
     ``val`` and ``grad`` are the ``C x D`` / ``C`` buffers the compiled gradient reads and writes.
     """
     D = q.shape[0]
@@ -103,19 +105,20 @@ def transition(grad_fn, grad_args, *arrays) -> None:
     The gradient enters as a first-class function of explicit signature rather than as a dispatcher, so
     the compiled transition depends only on argument types, never on the model, and numba can cache it.
     """
-    chain = numba.typeof(arrays[0])
-    values = numba.typeof(arrays[1])
-    grad_sig = numba.types.none(chain, *(numba.typeof(a) for a in grad_args), values, chain, numba.types.intp,
-                                numba.types.intp)
-    grad_fn.compile(grad_sig.args)
-    signature = numba.types.none(numba.types.FunctionType(grad_sig), numba.typeof(grad_args),
-                                 *(numba.typeof(a) for a in arrays))
-    compiled = _COMPILED.get(signature)
+    key = (grad_fn, arrays[0].dtype)
+    compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = _COMPILED[signature] = numba.njit(signature, **_JIT)(_transition)
+        chain, values = numba.typeof(arrays[0]), numba.typeof(arrays[1])
+        grad_sig = numba.types.none(chain, *(numba.typeof(a) for a in grad_args), values, chain,
+                                    numba.types.intp, numba.types.intp)
+        grad_fn.compile(grad_sig.args)
+        signature = numba.types.none(numba.types.FunctionType(grad_sig), numba.typeof(grad_args),
+                                     *(numba.typeof(a) for a in arrays))
+        compiled = _COMPILED[key] = numba.njit(signature, **_JIT)(_transition)
     compiled(grad_fn, grad_args, *arrays)
 
 
+#: Compiled transitions by (gradient kernel, dtype); the argument types follow from these.
 _COMPILED: dict = {}
 
 

@@ -59,10 +59,12 @@ def _on_cpu(d: torch.distributions.Distribution) -> bool:
 
 
 class _Workspace(threading.local):
-    """Per-Python-thread scratch buffers of one log density (so concurrent callers never share them)."""
+    """Per-Python-thread scratch buffers and compiled gradients of one log density (so concurrent callers
+    never share a workspace)."""
 
     def __init__(self):
         self.buffers = {}
+        self.compiled = {}
 
 
 def _available_cpus() -> int:
@@ -271,10 +273,17 @@ class FusedGaussianMLPLogDensity(LogDensity):
         return value, grad
 
     def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
-        """The single-threaded kernel with this density's data and a workspace of its own (one data block, so
-        work item ``c`` is chain ``c``); None for priors without a closed form (their gradient is autograd)."""
+        """The single-threaded kernel with this density's data and a workspace of the calling thread's own
+        (one data block, so work item ``c`` is chain ``c``); None for priors without a closed form (their
+        gradient is autograd)."""
         if self.analytic_prior is None or dtype not in (torch.float32, torch.float64):
             return None
+        compiled = self._ws.compiled.get(dtype)
+        if compiled is None:
+            compiled = self._ws.compiled[dtype] = self._compiled_gradient(dtype)
+        return compiled
+
+    def _compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient:
         xt, yt = self._prepared(dtype)
         npd = xt.dtype
         module = self._modules.get(dtype)
