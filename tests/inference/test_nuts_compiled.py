@@ -144,3 +144,21 @@ def test_non_normal_prior_has_no_compiled_gradient():
     model = BNN(3, [4], prior=dist.Laplace(0.0, 1.0))
     x, y = torch.randn(10, 3), torch.randn(10)
     assert model.logdensity((x, y)).compiled_gradient(torch.float32) is None
+
+
+def test_compiled_option_must_be_a_bool():
+    model, data = _linear()
+    with pytest.raises(TypeError, match="compiled"):
+        inference.sample(model, data, method="nuts", compiled="yes", num_warmup=5, num_samples=5, progress=False)
+
+
+def test_torch_kernel_is_used_when_compiled_is_off(monkeypatch):
+    model, data = _linear()
+
+    def fail(*args):
+        raise AssertionError("compiled kernel called")
+
+    monkeypatch.setattr(nuts_compiled, "transition", fail)
+    post = inference.sample(model, data, method="nuts", compiled=False, num_chains=2, num_warmup=20,
+                            num_samples=10, progress=False, check_convergence=False)
+    assert torch.isfinite(post.samples).all()
