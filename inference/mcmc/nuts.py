@@ -168,12 +168,11 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
         first_leaf = 2 * max_tree_depth + 2**depth - 1
         for leaf in range(2**depth):
             point = one_step(point, signed_step)
-            # Energy error, NaN counted as +inf (a divergence); a leaf of infinite error has zero weight.
-            delta = ((point.momentum * mass_matrix.velocity(point.momentum)).sum(-1).mul_(0.5)
-                     .sub_(point.logdensity).sub_(initial_energy).nan_to_num_(torch.inf, torch.inf, -torch.inf))
-            divergent = (delta > threshold).logical_and_(building)
+            delta = proposal.energy_error(initial_energy, trajectory.hamiltonian(point, mass_matrix))
+            divergent = proposal.is_divergent(delta, threshold).logical_and_(building)
             totals.num_steps.add_(building)
-            totals.sum_accept.add_(torch.where(building, delta.neg().clamp_max_(0.0).exp_(), 0.0))
+            totals.sum_accept.add_(torch.where(building, proposal.acceptance_probability(delta), 0.0))
+            # a leaf of infinite energy error has zero weight
             leaf_log_weight = delta.neg().nan_to_num_(-torch.inf, -torch.inf, -torch.inf)
             new_log_weight = torch.logaddexp(log_weight, leaf_log_weight)
             take = (log_u[:, first_leaf + leaf] < leaf_log_weight - new_log_weight).logical_and_(building)
