@@ -6,8 +6,7 @@ an empty cache, warm-up and sampling; ArviZ min bulk ESS of f(x_test)). probnets
 compiled transition (``inference.mcmc.nuts_compiled``, loaded from numba's cache: it is compiled once per
 machine and dtype, not per model; ``--cold`` compiles everything in the timed run) and, with
 ``--torch-kernel``, also with the torch kernel (``compiled=False``). NumPyro runs its 2 chains in parallel
-on 2 host devices; probnets runs with ``OMP_NUM_THREADS=1`` (one core) and, with ``--threads 1,2``, also
-with 2 threads (its compiled transition then runs the 2 chains in parallel, as NumPyro does).
+on 2 host devices; probnets runs single-threaded (``OMP_NUM_THREADS=1``: one core).
 
 Pass rule (fixed before the runs): per seed, the ratio probnets / NumPyro of ESS/s measured in the same
 invocation; the target of issue 14 is met when the mean ratio is >= 1 with max R-hat(f) <= 1.01 and
@@ -53,7 +52,7 @@ def _markdown(rows: list[dict], summary: list[dict], ratios: list[dict], verdict
     lines = ["# Protocol H1 like for like: probnets NUTS vs NumPyro NUTS (2 chains x (500 + 500))", "",
              f"Machine: {meta['machine']}; {meta['cpus']} CPUs; load average (1 min) at start {meta['load_start']},"
              f" at end {meta['load_end']}; compiled transition cache: {meta['cache']}. NumPyro: 2 chains in "
-             "parallel on 2 host devices; probnets: one thread unless the label says otherwise. ESS = min bulk ESS of f(x_test) (ArviZ); wall time "
+             "parallel on 2 host devices; probnets: one thread. ESS = min bulk ESS of f(x_test) (ArviZ); wall time "
              "includes compilation, warm-up and sampling; us_per_grad = wall time / gradient evaluations (all "
              "chains, warm-up included).", "",
              "| sampler | runs | wall_time | grad_evals | us_per_grad | min_ess_f | ess_per_s | worst_rhat_f | nll |",
@@ -72,8 +71,6 @@ def _markdown(rows: list[dict], summary: list[dict], ratios: list[dict], verdict
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--threads", default="1",
-                        help="comma-separated thread counts of probnets NUTS runs (chains run in parallel)")
     parser.add_argument("--torch-kernel", action="store_true", help="also run probnets NUTS with compiled=False")
     parser.add_argument("--cold", action="store_true",
                         help="compile the NUTS transition in the timed run (empty NUMBA_CACHE_DIR)")
@@ -86,19 +83,17 @@ def main(argv=None) -> int:
                 load_start=round(os.getloadavg()[0], 2), python=platform.python_version(),
                 omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                 cache="cold (empty NUMBA_CACHE_DIR per run)" if args.cold else "warm (numba cache)")
-    variants = [("probnets NUTS" if t == 1 else f"probnets NUTS, {t} threads", {}, {"OMP_NUM_THREADS": str(t)})
-                for t in (int(t) for t in args.threads.split(","))]
-    if args.torch_kernel:
-        variants.append(("probnets NUTS, torch kernel", {"compiled": False}, {"OMP_NUM_THREADS": "1"}))
+    variants = [("probnets NUTS", {})] + ([("probnets NUTS, torch kernel", {"compiled": False})]
+                                         if args.torch_kernel else [])
     rows, ratios = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         load = os.getloadavg()[0]
         numpyro = _row("NumPyro NUTS", peers.run_numpyro_nuts(split, seed=seed, count_warmup=True), split, load)
         rows.append(numpyro)
         print(numpyro, flush=True)
-        for label, options, env in variants:
+        for label, options in variants:
             with tempfile.TemporaryDirectory(prefix="nuts_h1_numba_") as cache:
-                env = {**env, "NUMBA_CACHE_DIR": cache} if args.cold else env
+                env = {"NUMBA_CACHE_DIR": cache} if args.cold else {}
                 load = os.getloadavg()[0]
                 row = _row(label, hmc_bnn.run_probnets("nuts", CHAINS, WARMUP, DRAWS, seed, options, env), split,
                            load)
