@@ -25,15 +25,13 @@ Batch = tuple[Tensor, Tensor]
 class CompiledGradient(NamedTuple):
     """A log density's gradient as a numba function that compiled samplers call from their own numba code.
 
-    ``kernel(theta, *args, value, grad, start, stop, slot)`` evaluates chains ``start..stop-1`` of ``theta``
+    ``kernel(theta, *args, value, grad, start, stop)`` evaluates chains ``start..stop-1`` of ``theta``
     ``(C, D)`` into ``value[c]`` ``(C,)`` and ``grad[c]`` ``(C, D)`` (all numpy arrays of one dtype), exactly
-    as ``value_and_grad`` would. Calls with different ``slot`` in ``range(num_threads)`` (scratch space) may
-    run concurrently on disjoint chains.
+    as ``value_and_grad`` would.
     """
 
     kernel: Any
     args: tuple
-    num_threads: int = 1
 
 
 class LogDensity:

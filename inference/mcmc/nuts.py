@@ -249,7 +249,7 @@ def build_kernel(max_tree_depth: int = 10, divergence_threshold: float = proposa
                torch.empty((num_chains, dim), dtype=dtype), torch.empty((num_chains, dim), dtype=dtype)]
         stats = torch.empty((num_chains, 6), dtype=torch.float64)
         nuts_compiled.transition(
-            gradient, array(position), array(start.logdensity), array(start.logdensity_grad),
+            gradient.kernel, gradient.args, array(position), array(start.logdensity), array(start.logdensity_grad),
             array(start.momentum), array(mass_matrix.inverse, (num_chains, dim)), array(step_size), array(log_u),
             np.asarray(integrator.coefficients, dtype=np.float64), max_tree_depth, threshold,
             *(t.numpy() for t in out), stats.numpy())

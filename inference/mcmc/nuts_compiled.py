@@ -5,9 +5,8 @@ bookkeeping of every leaf (energy, multinomial sampling, U-turn checks, masking)
 with a fused gradient of ~20 us per chain that bookkeeping dominates. Here the whole transition of every
 chain -- integrator steps, energies, progressive multinomial sampling, the U-turn checks over momentum
 checkpoints and the merges -- runs in one compiled call that evaluates the log density through the model's
-``CompiledGradient`` (``LogDensity.compiled_gradient``) one chain at a time per thread, on as many threads
-as the gradient allows. Each chain stops at its own U-turn: no gradient is spent on chains that have
-finished, unlike in lockstep.
+``CompiledGradient`` (``LogDensity.compiled_gradient``), one chain at a time. Each chain then stops at its
+own U-turn: no gradient is spent on chains that have finished, unlike in lockstep.
 
 It implements exactly the algorithm of ``nuts.build_kernel`` and consumes the same random numbers (the
 momenta and the per-transition uniforms ``nuts.draw_uniforms``), so both kernels give the same transition
@@ -69,7 +68,7 @@ def _turning(inv, p_left, p_right, p_sum, offset):
 
 
 @numba.njit(**_JIT)
-def _step(grad_fn, grad_args, theta, val, grad, c, thread, q, p, g, inv, weights, eps):
+def _step(grad_fn, grad_args, theta, val, grad, c, q, p, g, inv, weights, eps):
     """One palindromic integrator step of chain ``c`` in place on ``q, p, g``; returns the new log density.
 
     ``weights`` are the kick/drift coefficients ``(b_1, a_1, ..., b_{k+1})`` (float64); ``theta``,
@@ -90,7 +89,7 @@ def _step(grad_fn, grad_args, theta, val, grad, c, thread, q, p, g, inv, weights
         for i in range(D):
             q[i] += a * (inv[i] * p[i])
             row[i] = q[i]
-        grad_fn(theta, *grad_args, val, grad, c, c + 1, thread)
+        grad_fn(theta, *grad_args, val, grad, c, c + 1)
         value = np.float64(val[c])
         gc = grad[c]
         for i in range(D):
@@ -99,52 +98,38 @@ def _step(grad_fn, grad_args, theta, val, grad, c, thread, q, p, g, inv, weights
     return value
 
 
-def transition(gradient, *arrays) -> None:
-    """NUTS transitions of all chains (see ``_transition`` for the arguments) with a ``CompiledGradient``,
-    on up to ``gradient.num_threads`` threads (one chain per thread at a time; the result does not depend
-    on the number of threads). Compiled on first use for the argument types.
+def transition(grad_fn, grad_args, *arrays) -> None:
+    """NUTS transitions of all chains (see ``_transition`` for the arguments), compiled on first use for
+    the argument types, with the gradient called through a function pointer.
 
     The gradient enters as a first-class function of explicit signature rather than as a dispatcher, so
     the compiled transition depends only on argument types, never on the model, and numba can cache it.
     """
-    grad_fn, grad_args = gradient.kernel, gradient.args
-    threads = min(gradient.num_threads, arrays[0].shape[0])
-    key = (grad_fn, arrays[0].dtype, threads > 1)
+    key = (grad_fn, arrays[0].dtype)
     compiled = _COMPILED.get(key)
     if compiled is None:
         chain, values = numba.typeof(arrays[0]), numba.typeof(arrays[1])
         grad_sig = numba.types.none(chain, *(numba.typeof(a) for a in grad_args), values, chain,
-                                    numba.types.intp, numba.types.intp, numba.types.intp)
+                                    numba.types.intp, numba.types.intp)
         grad_fn.compile(grad_sig.args)
         signature = numba.types.none(numba.types.FunctionType(grad_sig), numba.typeof(grad_args),
-                                     numba.types.intp, *(numba.typeof(a) for a in arrays))
-        # The serial variant never starts numba's thread pool (which is not fork-safe).
-        compiled = _COMPILED[key] = numba.njit(signature, parallel=threads > 1, **_JIT)(_transition)
-    if threads > 1:
-        before = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            compiled(grad_fn, grad_args, threads, *arrays)
-        finally:
-            numba.set_num_threads(before)
-    else:
-        compiled(grad_fn, grad_args, 1, *arrays)
+                                     *(numba.typeof(a) for a in arrays))
+        compiled = _COMPILED[key] = numba.njit(signature, **_JIT)(_transition)
+    compiled(grad_fn, grad_args, *arrays)
 
 
-#: Compiled transitions by (gradient kernel, dtype, parallel); the argument types follow from these.
+#: Compiled transitions by (gradient kernel, dtype); the argument types follow from these.
 _COMPILED: dict = {}
 
 
-def _transition(grad_fn, grad_args, threads, position, logdensity, logdensity_grad, momentum, inverse_mass, step_size,
-                log_u, weights, max_tree_depth, divergence_threshold, out_position, out_logdensity, out_grad,
-                out_momentum, out_stats):
+def _transition(grad_fn, grad_args, position, logdensity, logdensity_grad, momentum, inverse_mass, step_size,
+               log_u, weights, max_tree_depth, divergence_threshold, out_position, out_logdensity, out_grad,
+               out_momentum, out_stats):
     """NUTS transitions of all chains, in place into the ``out_*`` arrays.
 
     Args:
-        grad_fn, grad_args: The model's compiled gradient: ``grad_fn(theta, *grad_args, val, grad, c, c + 1,
-            thread)`` evaluates chain ``c`` of ``theta`` ``C x D`` into ``val[c]`` and ``grad[c]`` using the
-            scratch slot ``thread``.
-        threads: Number of work items run in parallel (at most the gradient's ``num_threads``).
+        grad_fn, grad_args: The model's compiled gradient: ``grad_fn(theta, *grad_args, val, grad, c, c + 1)``
+            evaluates chain ``c`` of ``theta`` ``C x D`` into ``val[c]`` and ``grad[c]``.
         position, logdensity, logdensity_grad, momentum: The start ``C x D`` / ``C`` (momenta drawn).
         inverse_mass: Diagonal inverse mass matrix per chain ``C x D``.
         step_size: ``C``.
@@ -155,27 +140,11 @@ def _transition(grad_fn, grad_args, threads, position, logdensity, logdensity_gr
             energy of the chosen point.
     """
     C, D = position.shape
-    theta = np.empty((C, D), dtype=position.dtype)
-    val = np.empty(C, dtype=position.dtype)
-    grad = np.empty((C, D), dtype=position.dtype)
-    # Chains go round-robin to ``threads`` work items; item t uses scratch slot t (a prange index, unlike a
-    # thread id, needs no thread pool in the serial variant).
-    for t in numba.prange(threads):
-        for c in range(t, C, threads):
-            _chain(grad_fn, grad_args, c, t, theta, val, grad, position, logdensity, logdensity_grad, momentum,
-                   inverse_mass, step_size, log_u, weights, max_tree_depth, divergence_threshold, out_position,
-                   out_logdensity, out_grad, out_momentum, out_stats)
-
-
-@numba.njit(**_JIT)
-def _chain(grad_fn, grad_args, c, thread, theta, val, grad, position, logdensity, logdensity_grad, momentum,
-           inverse_mass, step_size, log_u, weights, max_tree_depth, divergence_threshold, out_position,
-           out_logdensity, out_grad, out_momentum, out_stats):
-    """The transition of chain ``c`` (row ``c`` of every array; ``theta``, ``val`` and ``grad`` are the
-    gradient's buffers, ``thread`` its scratch slot)."""
-    D = position.shape[1]
     dt = position.dtype
     log_half = log_u.dtype.type(-math.log(2.0))  # compared in the uniforms' dtype, as the torch kernel does
+    theta = np.empty((C, D), dtype=dt)
+    val = np.empty(C, dtype=dt)
+    grad = np.empty((C, D), dtype=dt)
     # Phase-space points: 0 left end, 1 right end, 2 proposal, 3 moving point, 4 sub-tree proposal.
     qs = np.empty((5, D), dtype=dt)
     ps = np.empty((5, D), dtype=dt)
@@ -186,105 +155,106 @@ def _chain(grad_fn, grad_args, c, thread, theta, val, grad, position, logdensity
     ck_p = np.empty((max_tree_depth, D), dtype=dt)
     ck_psum = np.empty((max_tree_depth, D))
     offset = np.empty(D)
-    inv = inverse_mass[c]
-    eps = np.float64(step_size[c])
-    lu = log_u[c]
-    for i in range(D):
-        qs[0, i] = position[c, i]
-        ps[0, i] = momentum[c, i]
-        gs[0, i] = logdensity_grad[c, i]
-        psum[i] = momentum[c, i]
-    lps[0] = logdensity[c]
-    _copy_point(qs, ps, gs, lps, 1, 0)
-    _copy_point(qs, ps, gs, lps, 2, 0)
-    h0 = -np.float64(logdensity[c]) + _kinetic(momentum[c], inv)
-    log_w = 0.0
-    num_steps = 0
-    sum_accept = 0.0
-    diverging = False
-    active = True
-    depth = 0
-    for j in range(max_tree_depth):
-        forward = lu[j] < log_half
-        end = 1 if forward else 0
-        signed = eps if forward else -eps
-        _copy_point(qs, ps, gs, lps, 3, end)
-        _copy_point(qs, ps, gs, lps, 4, end)
-        sub_log_w = -np.inf
+    for c in range(C):
+        inv = inverse_mass[c]
+        eps = np.float64(step_size[c])
+        lu = log_u[c]
         for i in range(D):
-            sub_psum[i] = 0.0
-        turning_any = False
-        first_leaf = 2 * max_tree_depth + (1 << j) - 1
-        for leaf in range(1 << j):
-            lps[3] = _step(grad_fn, grad_args, theta, val, grad, c, thread, qs[3], ps[3], gs[3], inv, weights,
-                           signed)
-            delta = -lps[3] + _kinetic(ps[3], inv) - h0
-            if math.isnan(delta):
-                delta = np.inf
-            divergent = delta > divergence_threshold
-            num_steps += 1
-            sum_accept += math.exp(-max(delta, 0.0))
-            leaf_log_w = -delta if math.isfinite(delta) else -np.inf
-            new_log_w = _logaddexp(sub_log_w, leaf_log_w)
-            if lu[first_leaf + leaf] < leaf_log_w - new_log_w:
-                _copy_point(qs, ps, gs, lps, 4, 3)
-            sub_log_w = new_log_w
+            qs[0, i] = position[c, i]
+            ps[0, i] = momentum[c, i]
+            gs[0, i] = logdensity_grad[c, i]
+            psum[i] = momentum[c, i]
+        lps[0] = logdensity[c]
+        _copy_point(qs, ps, gs, lps, 1, 0)
+        _copy_point(qs, ps, gs, lps, 2, 0)
+        h0 = -np.float64(logdensity[c]) + _kinetic(momentum[c], inv)
+        log_w = 0.0
+        num_steps = 0
+        sum_accept = 0.0
+        diverging = False
+        active = True
+        depth = 0
+        for j in range(max_tree_depth):
+            forward = lu[j] < log_half
+            end = 1 if forward else 0
+            signed = eps if forward else -eps
+            _copy_point(qs, ps, gs, lps, 3, end)
+            _copy_point(qs, ps, gs, lps, 4, end)
+            sub_log_w = -np.inf
             for i in range(D):
-                sub_psum[i] += ps[3, i]
-            stop = divergent
-            if leaf % 2 == 0:
-                slot = 0
-                m = leaf >> 1
-                while m:
-                    slot += m & 1
-                    m >>= 1
+                sub_psum[i] = 0.0
+            turning_any = False
+            first_leaf = 2 * max_tree_depth + (1 << j) - 1
+            for leaf in range(1 << j):
+                lps[3] = _step(grad_fn, grad_args, theta, val, grad, c, qs[3], ps[3], gs[3], inv, weights,
+                               signed)
+                delta = -lps[3] + _kinetic(ps[3], inv) - h0
+                if math.isnan(delta):
+                    delta = np.inf
+                divergent = delta > divergence_threshold
+                num_steps += 1
+                sum_accept += math.exp(-max(delta, 0.0))
+                leaf_log_w = -delta if math.isfinite(delta) else -np.inf
+                new_log_w = _logaddexp(sub_log_w, leaf_log_w)
+                if lu[first_leaf + leaf] < leaf_log_w - new_log_w:
+                    _copy_point(qs, ps, gs, lps, 4, 3)
+                sub_log_w = new_log_w
                 for i in range(D):
-                    ck_p[slot, i] = ps[3, i]
-                    ck_psum[slot, i] = sub_psum[i]
-            else:
-                hi = 0
-                m = leaf >> 1
-                while m:
-                    hi += m & 1
-                    m >>= 1
-                trailing_ones = 0
-                m = leaf
-                while m & 1:
-                    trailing_ones += 1
-                    m >>= 1
-                for slot in range(hi - trailing_ones + 1, hi + 1):
-                    # the sub-tree's momentum sum is sub_psum - ck_psum + p_start
+                    sub_psum[i] += ps[3, i]
+                stop = divergent
+                if leaf % 2 == 0:
+                    slot = 0
+                    m = leaf >> 1
+                    while m:
+                        slot += m & 1
+                        m >>= 1
                     for i in range(D):
-                        offset[i] = ck_psum[slot, i] - np.float64(ck_p[slot, i])
-                    if _turning(inv, ck_p[slot], ps[3], sub_psum, offset):
-                        turning_any = True
-                        stop = True
-                        break
-            diverging = diverging or divergent
-            if stop:
-                break
-        merge = not turning_any and not diverging
-        if merge:
-            _copy_point(qs, ps, gs, lps, end, 3)
-            if lu[max_tree_depth + j] < sub_log_w - log_w:
-                _copy_point(qs, ps, gs, lps, 2, 4)
-            log_w = _logaddexp(log_w, sub_log_w)
+                        ck_p[slot, i] = ps[3, i]
+                        ck_psum[slot, i] = sub_psum[i]
+                else:
+                    hi = 0
+                    m = leaf >> 1
+                    while m:
+                        hi += m & 1
+                        m >>= 1
+                    trailing_ones = 0
+                    m = leaf
+                    while m & 1:
+                        trailing_ones += 1
+                        m >>= 1
+                    for slot in range(hi - trailing_ones + 1, hi + 1):
+                        # the sub-tree's momentum sum is sub_psum - ck_psum + p_start
+                        for i in range(D):
+                            offset[i] = ck_psum[slot, i] - np.float64(ck_p[slot, i])
+                        if _turning(inv, ck_p[slot], ps[3], sub_psum, offset):
+                            turning_any = True
+                            stop = True
+                            break
+                diverging = diverging or divergent
+                if stop:
+                    break
+            merge = not turning_any and not diverging
+            if merge:
+                _copy_point(qs, ps, gs, lps, end, 3)
+                if lu[max_tree_depth + j] < sub_log_w - log_w:
+                    _copy_point(qs, ps, gs, lps, 2, 4)
+                log_w = _logaddexp(log_w, sub_log_w)
+                for i in range(D):
+                    psum[i] += sub_psum[i]
+            depth = j + 1
             for i in range(D):
-                psum[i] += sub_psum[i]
-        depth = j + 1
+                offset[i] = 0.0
+            active = merge and not _turning(inv, ps[0], ps[1], psum, offset)
+            if not active:
+                break
         for i in range(D):
-            offset[i] = 0.0
-        active = merge and not _turning(inv, ps[0], ps[1], psum, offset)
-        if not active:
-            break
-    for i in range(D):
-        out_position[c, i] = qs[2, i]
-        out_momentum[c, i] = ps[2, i]
-        out_grad[c, i] = gs[2, i]
-    out_logdensity[c] = lps[2]
-    out_stats[c, 0] = sum_accept
-    out_stats[c, 1] = 1.0 if diverging else 0.0
-    out_stats[c, 2] = num_steps
-    out_stats[c, 3] = depth
-    out_stats[c, 4] = 1.0 if active else 0.0
-    out_stats[c, 5] = -lps[2] + _kinetic(ps[2], inv)
+            out_position[c, i] = qs[2, i]
+            out_momentum[c, i] = ps[2, i]
+            out_grad[c, i] = gs[2, i]
+        out_logdensity[c] = lps[2]
+        out_stats[c, 0] = sum_accept
+        out_stats[c, 1] = 1.0 if diverging else 0.0
+        out_stats[c, 2] = num_steps
+        out_stats[c, 3] = depth
+        out_stats[c, 4] = 1.0 if active else 0.0
+        out_stats[c, 5] = -lps[2] + _kinetic(ps[2], inv)

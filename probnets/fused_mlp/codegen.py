@@ -21,7 +21,7 @@ from probnets.fused_mlp import helpers
 #   backward  one pass per hidden unit j: e = sum_o W_{l+1}[o, j] da_{l+1}[o], da = e act'(z),
 #             the gradients of b_l[j], W_l[j, :] (and of W_out[:, j]) as register reductions.
 
-_GEN_VERSION = 5
+_GEN_VERSION = 4
 UNROLL = 16      # feature dimensions up to this are unrolled into scalars
 BLOCK = 8        # wider dimensions: runtime blocks of this many features
 FUSE_OUT = 4     # the output layer is fused into the last hidden layer's passes for m <= FUSE_OUT
@@ -122,14 +122,12 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
         with c.block("for t in prange(nthreads):"):
             c("lo = t * per", "hi = min(items, lo + per)")
             with c.block("if lo < hi:"):
-                c("kernel(theta, xt, yt, prm_i, prm_f, prior_loc, prior_prec, blocks, wz, wd, wg, wt, "
-                  "part_g, part_sse, out_val, out_grad, lo, hi, t)")
+                c("kernel(theta, xt, yt, prm_i, prm_f, prior_loc, prior_prec, blocks, wz[t], wd[t], wg[t], wt[t], "
+                  "part_g, part_sse, out_val, out_grad, lo, hi)")
     c("", "")
     c("@njit(**_JIT)")
-    with c.block("def kernel(theta, xt, yt, prm_i, prm_f, prior_loc, prior_prec, blocks, wz_all, wd_all, wg_all, "
-                 "wt_all, part_g, part_sse, out_val, out_grad, i_start, i_end, slot):"):
-        c("# workspaces are stacked over slots; concurrent callers use different slots",
-          "wz = wz_all[slot]", "wd = wd_all[slot]", "wg = wg_all[slot]", "wt = wt_all[slot]")
+    with c.block("def kernel(theta, xt, yt, prm_i, prm_f, prior_loc, prior_prec, blocks, wz, wd, wg, wt, "
+                 "part_g, part_sse, out_val, out_grad, i_start, i_end):"):
         c("D = theta.shape[1]", "nreal = prm_i[0]", "learned = prm_i[1] != 0", "need_grad = prm_i[3] != 0",
           "nblk = blocks.shape[0] - 1", "tr = wt[0]")
         # row views of the workspace that unrolled loops use by name

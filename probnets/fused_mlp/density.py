@@ -248,7 +248,7 @@ class FusedGaussianMLPLogDensity(LogDensity):
             outs = (part_g, part_sse, out_val, out_grad)
             items = C * nblk
             if nthreads == 1:
-                module.kernel(*args, wz, wd, wg, wt, *outs, 0, items, 0)
+                module.kernel(*args, wz[0], wd[0], wg[0], wt[0], *outs, 0, items)
             else:
                 numba.set_num_threads(nthreads)
                 module.kernel_parallel(*args, wz, wd, wg, wt, *outs, items, nthreads)
@@ -273,9 +273,9 @@ class FusedGaussianMLPLogDensity(LogDensity):
         return value, grad
 
     def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
-        """The kernel with this density's data and workspaces (one data block, so work item ``c`` is chain
-        ``c``; one workspace slot per thread it may use), owned by the calling Python thread; None for priors
-        without a closed form (their gradient is autograd)."""
+        """The single-threaded kernel with this density's data and a workspace of the calling thread's own
+        (one data block, so work item ``c`` is chain ``c``); None for priors without a closed form (their
+        gradient is autograd)."""
         if self.analytic_prior is None or dtype not in (torch.float32, torch.float64):
             return None
         compiled = self._ws.compiled.get(dtype)
@@ -290,12 +290,11 @@ class FusedGaussianMLPLogDensity(LogDensity):
         if module is None:
             module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name)
         rows = (self._zrows, self._zrows, self.num_latent, 1)
-        workspace = tuple(np.zeros((self.num_threads, r, self.n_padded), dtype=npd) for r in rows)
+        workspace = tuple(np.zeros((r, self.n_padded), dtype=npd) for r in rows)
         blocks = np.asarray([0, self.n_padded], dtype=np.int64)
         part_g, part_sse = self._dummies[npd][:2]
         return CompiledGradient(module.kernel, (xt, yt, self._prm_i, self._prm_f, self._prior_loc,
-                                                self._prior_prec, blocks, *workspace, part_g, part_sse),
-                                min(self.num_threads, _available_cpus(), numba.config.NUMBA_NUM_THREADS))
+                                                self._prior_prec, blocks, *workspace, part_g, part_sse))
 
     def __call__(self, theta: Tensor) -> Tensor:
         if not self._usable(theta) or (theta.requires_grad and torch.is_grad_enabled()):

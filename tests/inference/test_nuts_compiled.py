@@ -162,27 +162,3 @@ def test_torch_kernel_is_used_when_compiled_is_off(monkeypatch):
     post = inference.sample(model, data, method="nuts", compiled=False, num_chains=2, num_warmup=20,
                             num_samples=10, progress=False, check_convergence=False)
     assert torch.isfinite(post.samples).all()
-
-
-def test_threads_do_not_change_the_transition():
-    """Chains run in parallel when the density may use several threads; each chain's arithmetic is the same."""
-    model, data = _tanh_bnn()
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        threaded = model.logdensity(data)
-    finally:
-        torch.set_num_threads(before)
-    serial = model.logdensity(data)
-    if threaded.compiled_gradient(torch.float32).num_threads < 2:
-        pytest.skip("one CPU")
-    g = torch.Generator().manual_seed(4)
-    state = init(model.init_theta(5, generator=g, dtype=torch.float32), serial)
-    metric = mass_matrix.identity(serial.dim, dtype=torch.float32)
-    kernel = nuts.build_kernel(7)
-    for seed in range(3):
-        a, info_a = kernel(state, torch.Generator().manual_seed(seed), threaded, torch.tensor(0.02), metric)
-        b, info_b = kernel(state, torch.Generator().manual_seed(seed), serial, torch.tensor(0.02), metric)
-        for x, y in zip((*a, *info_a), (*b, *info_b)):
-            assert torch.equal(x, y)
-        state = a
