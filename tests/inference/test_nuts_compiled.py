@@ -9,7 +9,7 @@ regression, whose BNN has a compiled gradient (asserted here).
 import pytest
 import torch
 import torch.distributions as dist
-from sampler_contract import conjugate_regression
+from sampler_contract import conjugate_regression, moment_violations
 
 import inference
 from inference.mcmc import mass_matrix, nuts, nuts_compiled
@@ -132,6 +132,17 @@ def test_interrupted_compiled_run_resumes_bit_identically(tmp_path, monkeypatch)
         for name, value in getattr(uninterrupted, stats).items():
             assert torch.equal(getattr(resumed, stats)[name], value), (stats, name)
     assert resumed.info["grad_evals"] > 0
+
+
+def test_float32_conjugate_regression_within_mcse():
+    """The contract's regression runs in float64; the H1 set-up runs the compiled kernel in float32."""
+    model, data, mean, cov = conjugate_regression(torch.float32)
+    assert model.logdensity(data).compiled_gradient(torch.float32) is not None
+    post = inference.sample(model, data, method="nuts", num_chains=4, num_warmup=400, num_samples=600, seed=23,
+                            progress=False, check_convergence=False)
+    assert post.samples.dtype == torch.float32
+    assert moment_violations(post.samples.double(), mean.double(), cov.double(), 0.0) == {}
+    assert post.num_divergences == 0
 
 
 def test_contract_regression_runs_the_compiled_kernel():
