@@ -50,13 +50,16 @@ PROBNETS_CONFIGS = [
 QUICK_CONFIGS = [("probnets ChEES-HMC", "chees", 4, 20, 20), ("probnets NUTS", "nuts", 2, 20, 20)]
 
 
-def run_probnets(method: str, num_chains: int, num_warmup: int, num_samples: int, seed: int) -> dict:
-    """One probnets run in a child process with an empty numba kernel cache (compilation included)."""
+def run_probnets(method: str, num_chains: int, num_warmup: int, num_samples: int, seed: int,
+                 options: dict | None = None, env: dict | None = None) -> dict:
+    """One probnets run in a child process with an empty numba kernel cache (compilation included);
+    ``options`` go to ``inference.sample``, ``env`` adds environment variables for the child."""
     with tempfile.TemporaryDirectory(prefix="h1_probnets_") as tmp:
         out = os.path.join(tmp, "out.npz")
-        env = {**os.environ, "PROBNETS_KERNEL_DIR": os.path.join(tmp, "kernels"), "PYTHONPATH": str(HERE.parent)}
+        env = {**os.environ, "PROBNETS_KERNEL_DIR": os.path.join(tmp, "kernels"), "PYTHONPATH": str(HERE.parent),
+               **(env or {})}
         cmd = [sys.executable, str(Path(__file__).resolve()), "_worker", method, str(num_chains), str(num_warmup),
-               str(num_samples), str(seed), out]
+               str(num_samples), str(seed), out, json.dumps(options or {})]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"probnets worker failed:\n{proc.stderr[-3000:]}")
@@ -66,7 +69,8 @@ def run_probnets(method: str, num_chains: int, num_warmup: int, num_samples: int
     return result
 
 
-def _worker(method: str, num_chains: int, num_warmup: int, num_samples: int, seed: int, out: str) -> None:
+def _worker(method: str, num_chains: int, num_warmup: int, num_samples: int, seed: int, out: str,
+            options: dict) -> None:
     import torch
 
     import inference
@@ -78,7 +82,7 @@ def _worker(method: str, num_chains: int, num_warmup: int, num_samples: int, see
     model = BNN(10, [50], activation="tanh")  # N(0, 1) priors, sigma ~ LogNormal(-1, 1): protocol H1
     post = inference.sample(model, (split.x_train, split.y_train), method=method, num_chains=num_chains,
                             num_warmup=num_warmup, num_samples=num_samples, seed=seed, progress=False,
-                            print_summary=False, check_convergence=False)
+                            print_summary=False, check_convergence=False, **options)
     wall = time.perf_counter() - start
     f_test = post.f_draws(model, split.x_test)[..., 0].double().numpy()
     sigma = post.params()["likelihood.log_noise_scale"].exp().double().numpy()
@@ -88,7 +92,7 @@ def _worker(method: str, num_chains: int, num_warmup: int, num_samples: int, see
         num_divergences=post.num_divergences, step_size=float(stats["step_size"].float().mean()),
         mean_steps_per_draw=float(stats["n_steps"].float().mean()),
         mean_accept_prob=float(stats["acceptance_rate"].float().mean()),
-        settings=dict(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, seed=seed,
+        settings=dict(num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples, seed=seed, options=options,
                       dtype="float32", torch_threads=torch.get_num_threads(),
                       fused_kernel=type(model.logdensity((split.x_train, split.y_train))).__name__),
         library_version=probnets.__version__,
@@ -193,6 +197,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
-        _worker(sys.argv[2], *map(int, sys.argv[3:7]), sys.argv[7])
+        _worker(sys.argv[2], *map(int, sys.argv[3:7]), sys.argv[7], json.loads(sys.argv[8]))
     else:
         sys.exit(main())

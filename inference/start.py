@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from probnets.model import Batch, LogDensity
+from probnets.model import Batch, CompiledGradient, LogDensity
 from probnets.spec import ParamSpec
 
 
@@ -27,6 +27,12 @@ class CountingLogDensity(LogDensity):
     def value_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         (self.parent or self).grad_evals += theta.shape[:-1].numel()
         return self.inner.value_and_grad(theta)
+
+    def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
+        return self.inner.compiled_gradient(dtype)
+
+    def count_grad_evals(self, num: int) -> None:
+        (self.parent or self).grad_evals += num
 
     def at(self, batch: Batch) -> CountingLogDensity:
         return CountingLogDensity(self.inner.at(batch), self.parent or self)

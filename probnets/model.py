@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,6 +20,18 @@ from probnets.spec import ParamSpec
 from probnets.validation import check_theta, validate_batch
 
 Batch = tuple[Tensor, Tensor]
+
+
+class CompiledGradient(NamedTuple):
+    """A log density's gradient as a numba function that compiled samplers call from their own numba code.
+
+    ``kernel(theta, *args, value, grad, start, stop)`` evaluates chains ``start..stop-1`` of ``theta``
+    ``(C, D)`` into ``value[c]`` ``(C,)`` and ``grad[c]`` ``(C, D)`` (all numpy arrays of one dtype), exactly
+    as ``value_and_grad`` would.
+    """
+
+    kernel: Any
+    args: tuple
 
 
 class LogDensity:
@@ -51,6 +64,14 @@ class LogDensity:
             value = self.fn(theta)
             (grad,) = torch.autograd.grad(value.sum(), theta)
         return value.detach(), grad
+
+    def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
+        """The gradient for ``theta`` of ``dtype`` as a numba kernel, or None (the default: none exists)."""
+        return None
+
+    def count_grad_evals(self, num: int) -> None:
+        """Samplers that evaluate ``compiled_gradient`` report their ``num`` evaluations (chain-gradients)
+        here, for wrappers that count them."""
 
 
 class ProbModel(ABC):

@@ -11,8 +11,7 @@ DIVERGENCE_THRESHOLD = 1000.0
 
 def energy_error(initial_energy: Tensor, new_energy: Tensor) -> Tensor:
     """``H_new - H_initial`` with NaN mapped to ``+inf``: a NaN energy is a divergence, never an exception."""
-    delta = new_energy - initial_energy
-    return torch.where(torch.isnan(delta), torch.full_like(delta, float("inf")), delta)
+    return (new_energy - initial_energy).nan_to_num_(torch.inf, torch.inf, -torch.inf)
 
 
 def is_divergent(delta_energy: Tensor, threshold: float = DIVERGENCE_THRESHOLD) -> Tensor:

@@ -19,7 +19,8 @@ from probnets.validation import check_positive_float, check_positive_int, check_
 
 
 def nuts(logdensity: LogDensity, num_warmup: int, *, max_tree_depth: int = 10, target_accept: float = 0.8,
-         dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet") -> Algorithm:
+         dense_mass: bool = False, step_size: float = 0.1, integrator: str | Integrator = "velocity_verlet",
+         compiled: bool = True) -> Algorithm:
     """Multinomial NUTS with Stan's windowed warm-up.
 
     Args:
@@ -30,8 +31,14 @@ def nuts(logdensity: LogDensity, num_warmup: int, *, max_tree_depth: int = 10, t
             when ``num_warmup=0``).
         integrator: ``"velocity_verlet"`` (leapfrog), ``"mclachlan"`` (two-stage minimal-norm, 2 gradients per
             step) or ``"yoshida"`` (4th order, 3 gradients), or an ``Integrator``; ``n_steps`` counts gradients.
+        compiled: Run each transition as one compiled call when the model has a compiled gradient (fused
+            BNN kernels) and the mass matrix is diagonal; ``False`` forces the torch kernel (the same
+            algorithm and random numbers: transitions agree up to floating-point rounding).
     """
-    return window_adaptation(nuts_lib.build_kernel(max_tree_depth, integrator=integrator), logdensity, num_warmup,
+    if not isinstance(compiled, bool):
+        raise TypeError(f"compiled must be a bool, got {compiled!r}")
+    kernel = nuts_lib.build_kernel(max_tree_depth, integrator=integrator, compiled=compiled)
+    return window_adaptation(kernel, logdensity, num_warmup,
                              dense=dense_mass, target_accept=check_probability(target_accept, "target_accept"),
                              initial_step_size=check_positive_float(step_size, "step_size"), integrator=integrator)
 

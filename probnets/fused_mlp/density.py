@@ -13,7 +13,7 @@ from torch import Tensor
 
 from probnets.fused_mlp import helpers, loader
 from probnets.fused_mlp.prior import AnalyticPrior
-from probnets.model import LogDensity
+from probnets.model import CompiledGradient, LogDensity
 
 if helpers.HAVE_NUMBA:
     import numba
@@ -59,10 +59,12 @@ def _on_cpu(d: torch.distributions.Distribution) -> bool:
 
 
 class _Workspace(threading.local):
-    """Per-Python-thread scratch buffers of one log density (so concurrent callers never share them)."""
+    """Per-Python-thread scratch buffers and compiled gradients of one log density (so concurrent callers
+    never share a workspace)."""
 
     def __init__(self):
         self.buffers = {}
+        self.compiled = {}
 
 
 def _available_cpus() -> int:
@@ -269,6 +271,30 @@ class FusedGaussianMLPLogDensity(LogDensity):
             value = value.reshape(batch_shape)
             grad = grad.reshape(*batch_shape, D) if need_grad else None
         return value, grad
+
+    def compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient | None:
+        """The single-threaded kernel with this density's data and a workspace of the calling thread's own
+        (one data block, so work item ``c`` is chain ``c``); None for priors without a closed form (their
+        gradient is autograd)."""
+        if self.analytic_prior is None or dtype not in (torch.float32, torch.float64):
+            return None
+        compiled = self._ws.compiled.get(dtype)
+        if compiled is None:
+            compiled = self._ws.compiled[dtype] = self._compiled_gradient(dtype)
+        return compiled
+
+    def _compiled_gradient(self, dtype: torch.dtype) -> CompiledGradient:
+        xt, yt = self._prepared(dtype)
+        npd = xt.dtype
+        module = self._modules.get(dtype)
+        if module is None:
+            module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name)
+        rows = (self._zrows, self._zrows, self.num_latent, 1)
+        workspace = tuple(np.zeros((r, self.n_padded), dtype=npd) for r in rows)
+        blocks = np.asarray([0, self.n_padded], dtype=np.int64)
+        part_g, part_sse = self._dummies[npd][:2]
+        return CompiledGradient(module.kernel, (xt, yt, self._prm_i, self._prm_f, self._prior_loc,
+                                                self._prior_prec, blocks, *workspace, part_g, part_sse))
 
     def __call__(self, theta: Tensor) -> Tensor:
         if not self._usable(theta) or (theta.requires_grad and torch.is_grad_enabled()):
