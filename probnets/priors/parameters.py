@@ -95,10 +95,11 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
                 squares = ((value - prior.loc) ** 2).sum(dims)
                 lp = (-squares / (2 * prior.scale**2)
                       - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI))
-            else:  # Python constants, formed in the parameters' dtype as torch's Normal does: fewer graph nodes
-                loc, two_variance = float(prior.loc), float(2 * prior.scale**2)
+            else:  # Python constants (fewer graph nodes; no tensor operation on the prior's own tensors, so that
+                # probnets.compiled can trace the log density)
+                loc, scale = float(prior.loc), float(prior.scale)
                 squares = (value.square() if loc == 0.0 else (value - loc).square()).sum(dims)
-                lp = squares / -two_variance - count * (float(prior.scale.log()) + _LOG_SQRT_2PI)
+                lp = squares / (-2.0 * scale * scale) - count * (math.log(scale) + _LOG_SQRT_2PI)
         else:
             lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
             lp = lp.sum(dims) if event_dims else lp
