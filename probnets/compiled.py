@@ -69,6 +69,15 @@ class CompiledLogDensity(LogDensity):
         """Log density ``(C,)`` and gradient ``(C, D)`` of ``theta`` ``(C, D)``."""
         theta = theta.detach()
         key = (tuple(theta.shape), theta.dtype, theta.device)
+        if key not in self._compiled and theta.dim() == 2:
+            # fewer chains than an already compiled graph takes: pad with copies of the first row, not recompile
+            wider = [k for k in self._compiled if k[0][1:] == key[0][1:] and k[1:] == key[1:]
+                     and k[0][0] > theta.shape[0] and self._compiled[k] is not None]
+            if wider:
+                rows = min(k[0][0] for k in wider)
+                padded = torch.cat([theta, theta[:1].expand(rows - theta.shape[0], -1)])
+                value, grad = self._compiled[((rows, *key[0][1:]), *key[1:])](padded)
+                return value[: theta.shape[0]].detach(), grad[: theta.shape[0]].detach()
         if key not in self._compiled:
             start = time.perf_counter()
             self._compiled[key] = self._build(theta)
@@ -77,13 +86,13 @@ class CompiledLogDensity(LogDensity):
         if compiled is None:
             return self.base.value_and_grad(theta)
         value, grad = compiled(theta.contiguous())
-        return value, grad
+        return value.detach(), grad.detach()  # a module's deterministic parameters are graph inputs with grad
 
     def _build(self, theta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
         """Trace, compile and check for ``theta``'s shape; None (after one warning) when that fails."""
         try:
             compiled = compile_value_and_grad(self.base.fn, theta)
-            value, grad = compiled(theta.contiguous())
+            value, grad = (out.detach() for out in compiled(theta.contiguous()))
             ref_value, ref_grad = self.base.value_and_grad(theta)
             mismatch = _mismatch(value, ref_value) or _mismatch(grad, ref_grad)
             if mismatch:
