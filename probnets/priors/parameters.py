@@ -13,6 +13,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
@@ -95,11 +96,12 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
                 squares = ((value - prior.loc) ** 2).sum(dims)
                 lp = (-squares / (2 * prior.scale**2)
                       - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI))
-            else:  # Python constants (fewer graph nodes; no tensor operation on the prior's own tensors, so that
-                # probnets.compiled can trace the log density)
-                loc, scale = float(prior.loc), float(prior.scale)
+            else:  # Python constants, formed in the parameters' dtype as torch's Normal does: fewer graph nodes
+                # (in numpy, not torch: probnets.compiled traces every torch operation, and could not read them)
+                scale = prior.scale.numpy()
+                loc, two_variance, log_scale = float(prior.loc), float(2 * scale**2), float(np.log(scale))
                 squares = (value.square() if loc == 0.0 else (value - loc).square()).sum(dims)
-                lp = squares / (-2.0 * scale * scale) - count * (math.log(scale) + _LOG_SQRT_2PI)
+                lp = squares / -two_variance - count * (log_scale + _LOG_SQRT_2PI)
         else:
             lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
             lp = lp.sum(dims) if event_dims else lp
