@@ -98,7 +98,7 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
                       - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI))
             else:  # Python constants, formed in the parameters' dtype as torch's Normal does: fewer graph nodes
                 # (in numpy, not torch: probnets.compiled traces every torch operation, and could not read them)
-                scale = prior.scale.numpy()
+                scale = np.asarray(float(prior.scale), getattr(np, str(prior.scale.dtype)[6:], np.float64))
                 loc, two_variance, log_scale = float(prior.loc), float(2 * scale**2), float(np.log(scale))
                 squares = (value.square() if loc == 0.0 else (value - loc).square()).sum(dims)
                 lp = squares / -two_variance - count * (log_scale + _LOG_SQRT_2PI)

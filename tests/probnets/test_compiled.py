@@ -118,3 +118,15 @@ def test_compile_argument_is_checked():
         BNN(3, [4]).logdensity((x, y), compile="yes")
     with pytest.raises(TypeError, match="base"):
         CompiledLogDensity(lambda t: t.sum(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normal_prior_log_prob_is_traceable(dtype):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from probnets.priors import parameters
+
+    prior = dist.Normal(torch.tensor(0.5, dtype=dtype), torch.tensor(0.3, dtype=dtype))
+    value = torch.randn(4, 7, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    graph = make_fx(lambda v: parameters.log_prob(prior, v, 1))(value)
+    torch.testing.assert_close(graph(value), parameters.log_prob(prior, value, 1), rtol=0, atol=0)
