@@ -13,14 +13,18 @@ thread, each approach in its own process:
 * ``eager``: ``LogDensity.value_and_grad`` (eager forward, autograd backward);
 * ``compiled``: ``probnets.compiled.CompiledLogDensity`` (``torch.func.grad_and_value`` traced by ``make_fx``,
   compiled by inductor, one graph per C);
+* ``autotune`` (float32 only, ``--no-autotune`` to skip): the same with
+  ``mode="max-autotune-no-cudagraphs"`` (inductor times its C++ matrix-product templates against the BLAS
+  library's and keeps the fastest);
 * ``dynamo`` (float32 only, ``--no-dynamo`` to skip): ``torch.compile(fn, dynamic=False)`` of the forward pass with
   autograd's backward (AOTAutograd), the textbook way (graph breaks at the models' data-dependent checks);
 * ``numpyro``: the same model written in NumPyro, ``jax.jit(jax.value_and_grad(potential_fn))`` on the flat
   unconstrained parameters: called once per chain (``numpyro, per chain``, as NumPyro's NUTS evaluates each
   chain) and ``jax.vmap``-ed over all C chains in one call (``numpyro, vmap``, as ``chain_method="vectorized"``).
 
-Timings: process CPU time per chain-gradient (call time / C), minimum and median over ``--rounds`` rounds (the
-machine is shared; CPU time is less sensitive to other load than wall time). Compile time: the first call of the
+Timings: process CPU time per chain-gradient (CPU time of a call / C), median over ``--rounds`` rounds (the
+machine is shared; CPU time is less sensitive to other load than wall time), and the minimum wall time over the
+rounds. Compile time: the first call of the
 compiled path per C (trace + compile + check against eager), wall and process CPU seconds (inductor may compile in
 worker processes, whose CPU time the process CPU time does not include), with an empty inductor cache, then in a
 second process with the same, now warm, cache (``TORCHINDUCTOR_CACHE_DIR`` points to a temporary directory).
@@ -28,7 +32,8 @@ second process with the same, now warm, cache (``TORCHINDUCTOR_CACHE_DIR`` point
 Usage::
 
     python benchmarks/generic_grad.py [--models h1,digits] [--chains 2,16,64] [--dtypes float32,float64]
-                                      [--rounds 5] [--no-dynamo] [--out benchmarks/results]
+                                      [--rounds 5] [--no-autotune] [--no-dynamo] [--out benchmarks/results]
+    python benchmarks/generic_grad.py --render [--out benchmarks/results]   # the markdown from the JSON again
 
 Writes ``generic_grad.json`` and ``generic_grad.md`` into ``--out`` and prints the markdown.
 """
@@ -90,8 +95,9 @@ def _child_torch(name: str, dtype_name: str, approach: str, chains: list[int], r
         theta = _theta(model, C, dtype_name)
         if approach == "eager":
             fn = eager.value_and_grad
-        elif approach == "compiled":
-            fn = CompiledLogDensity(eager, name=repr(model)).value_and_grad
+        elif approach in ("compiled", "autotune"):
+            mode = "max-autotune-no-cudagraphs" if approach == "autotune" else None
+            fn = CompiledLogDensity(eager, name=repr(model), mode=mode).value_and_grad
         else:  # dynamo: compiled forward, AOTAutograd backward
             torch._dynamo.reset()
             forward = torch.compile(eager.fn, dynamic=False)
@@ -217,8 +223,14 @@ def main(argv=None) -> dict:
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--no-dynamo", action="store_true")
+    p.add_argument("--no-autotune", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--render", action="store_true", help="only write the markdown of the saved JSON")
     a = p.parse_args(argv)
+    if a.render:
+        with open(os.path.join(a.out, "generic_grad.json")) as fh:
+            result = json.load(fh)
+        return _write_markdown(result, a.out)
     chains = a.chains.split(",")
     result = {"machine": _machine(), "chains": [int(c) for c in chains], "rounds": a.rounds, "models": {}}
     for name in a.models.split(","):
@@ -226,8 +238,9 @@ def main(argv=None) -> dict:
             with tempfile.TemporaryDirectory(prefix="generic_grad_inductor_") as cache:
                 env = {"TORCHINDUCTOR_CACHE_DIR": cache}
                 entry = {}
-                approaches = ["eager", "compiled"] + (["dynamo"] if dtype_name == "float32" and not a.no_dynamo
-                                                      else [])
+                f32 = dtype_name == "float32"
+                approaches = (["eager", "compiled"] + (["autotune"] if f32 and not a.no_autotune else [])
+                              + (["dynamo"] if f32 and not a.no_dynamo else []))
                 for approach in approaches:
                     print(f"{name} {dtype_name} {approach} ...", file=sys.stderr, flush=True)
                     entry[approach] = _run_child(["--child", "torch", name, dtype_name, approach, ",".join(chains),
@@ -241,8 +254,12 @@ def main(argv=None) -> dict:
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "generic_grad.json"), "w") as fh:
         json.dump(result, fh, indent=1)
+    return _write_markdown(result, a.out)
+
+
+def _write_markdown(result: dict, out: str) -> dict:
     text = markdown(result)
-    with open(os.path.join(a.out, "generic_grad.md"), "w") as fh:
+    with open(os.path.join(out, "generic_grad.md"), "w") as fh:
         fh.write(text)
     print(text)
     return result
@@ -255,8 +272,9 @@ def _load(values) -> str:
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = ["# Generic log-density gradient: eager vs compiled vs NumPyro", "",
-             "Microseconds of process CPU time per chain-gradient (`value_and_grad` of C chains / C), min (median) "
-             f"over {r['rounds']} rounds, one thread, each approach in its own process. Machine: "
+             "Microseconds of process CPU time per chain-gradient (CPU time of `value_and_grad` of C chains / C), "
+             f"median over {r['rounds']} rounds [minimum wall time in brackets], one thread, each approach in its own "
+             "process; `best compiled / best numpyro` compares CPU times. Machine: "
              f"{m.get('cpu', '?')}, {m.get('cpus')} CPUs, load average {_load(m.get('loadavg_start'))} at start, "
              f"{_load(m.get('loadavg_end'))} at end.", "",
              f"*Loaded machine (1-minute load {m.get('loadavg_start', [0])[0]:.1f} on {m.get('cpus')} CPUs): CPU "
@@ -265,22 +283,28 @@ def markdown(r: dict) -> str:
     for key, e in r["models"].items():
         first = e["eager"]
         lines += [f"## {key} (D = {first['D']}, N = {first['N']})", "",
-                  "| C | eager | compiled | " + ("dynamo fwd + AOT bwd | " if "dynamo" in e else "")
-                  + "numpyro, per chain | numpyro, vmap | compiled / best numpyro | compile s (wall / CPU) |",
-                  "|---|---|---|" + ("---|" if "dynamo" in e else "") + "---|---|---|---|"]
+                  "| C | eager | compiled | " + ("compiled, max-autotune | " if "autotune" in e else "")
+                  + ("dynamo fwd + AOT bwd | " if "dynamo" in e else "")
+                  + "numpyro, per chain | numpyro, vmap | best compiled / best numpyro | compiled: compile s (wall / CPU) |",
+                  "|---|---|---|" + ("---|" if "autotune" in e else "") + ("---|" if "dynamo" in e else "")
+                  + "---|---|---|---|"]
 
         def cell(row):
-            return f"{row['min_us']:.1f} ({row['median_us']:.1f})"
+            return f"{row['cpu_us']:.1f} [{row['min_us']:.0f}]"
 
         for C in r["chains"]:
             c = str(C)
             comp, npy = e["compiled"][c], e["numpyro"][c]
-            best_np = min(npy["per_chain"]["min_us"], npy["vmap"]["min_us"])
+            best_np = min(npy["per_chain"]["cpu_us"], npy["vmap"]["cpu_us"])
+            best_comp = min(e[k][c]["cpu_us"] for k in ("compiled", "autotune") if k in e)
             first_call = comp["first_call"]
             cells = [c, cell(e["eager"][c]), cell(comp)]
+            if "autotune" in e:
+                auto = e["autotune"][c]
+                cells.append(f"{cell(auto)}, compile {auto['first_call']['wall_s']:.0f} s")
             if "dynamo" in e:
                 cells.append(cell(e["dynamo"][c]))
-            cells += [cell(npy["per_chain"]), cell(npy["vmap"]), f"{comp['min_us'] / best_np:.2f}",
+            cells += [cell(npy["per_chain"]), cell(npy["vmap"]), f"{best_comp / best_np:.2f}",
                       f"{first_call['wall_s']:.1f} / {first_call['cpu_s']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
         warm = e["compiled_warm"]

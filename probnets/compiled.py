@@ -36,6 +36,8 @@ from probnets.model import LogDensity
 
 #: Tolerance of the first-use check, relative to ``max(1, max |eager|)`` of the value and of the gradient.
 CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 2e-4}
+#: The ``torch.compile`` modes offered (CPU: no CUDA graphs).
+MODES = (None, "max-autotune-no-cudagraphs")
 
 
 class CompileFallbackWarning(UserWarning):
@@ -48,6 +50,9 @@ class CompiledLogDensity(LogDensity):
     Args:
         base: The eager log density (``fn: theta (C, D) -> (C,)``); it also serves as the fallback.
         name: What to call the log density in the fallback warning (e.g. the model's repr).
+        mode: ``torch.compile``'s mode: None (inductor's default: matrix products by the BLAS library) or
+            ``"max-autotune-no-cudagraphs"`` (inductor also times its own C++ matrix-product templates and keeps
+            the fastest; longer compilation, see ``benchmarks/results/generic_grad.md``).
 
     Attributes:
         compile_seconds: Wall time spent tracing, compiling and checking so far (0 while nothing is compiled);
@@ -55,9 +60,12 @@ class CompiledLogDensity(LogDensity):
         fallback_reason: Why the last compilation fell back to eager autograd, else None.
     """
 
-    def __init__(self, base: LogDensity, *, name: str = "the log density"):
+    def __init__(self, base: LogDensity, *, name: str = "the log density", mode: str | None = None):
         if not isinstance(base, LogDensity):
             raise TypeError(f"base must be a LogDensity, got {type(base).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
         super().__init__(base.fn, base.dim)
         self.base = base
         self.name = name
@@ -91,7 +99,7 @@ class CompiledLogDensity(LogDensity):
     def _build(self, theta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
         """Trace, compile and check for ``theta``'s shape; None (after one warning) when that fails."""
         try:
-            compiled = compile_value_and_grad(self.base.fn, theta)
+            compiled = compile_value_and_grad(self.base.fn, theta, mode=self.mode)
             value, grad = (out.detach() for out in compiled(theta.contiguous()))
             ref_value, ref_grad = self.base.value_and_grad(theta)
             mismatch = _mismatch(value, ref_value) or _mismatch(grad, ref_grad)
@@ -106,12 +114,14 @@ class CompiledLogDensity(LogDensity):
         return compiled
 
 
-def compile_value_and_grad(fn: Callable[[Tensor], Tensor], theta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+def compile_value_and_grad(fn: Callable[[Tensor], Tensor], theta: Tensor, *,
+                           mode: str | None = None) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """Compile ``theta -> (fn(theta), d sum(fn(theta)) / d theta)`` for ``theta``'s shape and dtype.
 
     Args:
         fn: ``theta (C, D) -> (C,)``, chains independent.
         theta: An example input ``(C, D)``; the result accepts contiguous tensors of this shape and dtype.
+        mode: ``torch.compile``'s mode (see :class:`CompiledLogDensity`).
 
     Raises:
         Whatever tracing or compilation raises (e.g. ``RuntimeError`` on data-dependent control flow).
@@ -129,7 +139,7 @@ def compile_value_and_grad(fn: Callable[[Tensor], Tensor], theta: Tensor) -> Cal
     example = theta.detach().contiguous()
     with _no_distribution_validation(), torch.enable_grad():
         graph = make_fx(value_and_grad)(example)
-    return torch.compile(graph, dynamic=False, fullgraph=True)
+    return torch.compile(graph, dynamic=False, fullgraph=True, mode=mode)
 
 
 @contextlib.contextmanager
@@ -167,4 +177,4 @@ def _reason(exc: Exception) -> str:
     return first if isinstance(exc, _Mismatch) else f"{type(exc).__name__}: {first}"
 
 
-__all__ = ["CHECK_TOLERANCE", "CompileFallbackWarning", "CompiledLogDensity", "compile_value_and_grad"]
+__all__ = ["CHECK_TOLERANCE", "MODES", "CompileFallbackWarning", "CompiledLogDensity", "compile_value_and_grad"]

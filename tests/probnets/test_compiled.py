@@ -118,6 +118,8 @@ def test_compile_argument_is_checked():
         BNN(3, [4]).logdensity((x, y), compile="yes")
     with pytest.raises(TypeError, match="base"):
         CompiledLogDensity(lambda t: t.sum(-1))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        CompiledLogDensity(BNN(3, [4]).logdensity((x, y)), mode="reduce-overhead")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
