@@ -18,6 +18,7 @@ from inference.minibatch import BatchStream, MinibatchLogDensity
 from inference.posterior import SamplePosterior
 from inference.start import CountingLogDensity, check_init, check_initial_density
 from inference.until_converged import DEFAULT_MAX_ROUNDS, sample_until_converged
+from probnets.compiled import CompiledLogDensity
 from probnets.model import Batch, ProbModel
 from probnets.validation import check_positive_float, check_positive_int
 
@@ -52,6 +53,7 @@ def sample(
     min_ess: float = 400,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     distributed: str | None = None,
+    compile: bool = False,
     **options,
 ) -> SamplePosterior:
     """Sample a posterior with any registered sampler (``inference.registry``), chains vectorised in one tensor.
@@ -115,6 +117,12 @@ def sample(
             ``"chains"`` (every rank runs ``num_chains`` chains of its own on all the data; every rank returns
             the gathered ``world_size * num_chains`` chains). Only rank 0 shows progress and the summary; each
             rank checkpoints to ``checkpoint.rank<r>``.
+        compile: Evaluate the log density's gradient through a compiled graph (``probnets.compiled``: traced
+            and compiled by inductor once per architecture, data and chain count, several seconds, cached on
+            disk; checked against eager autograd first, with a ``CompileFallbackWarning`` and eager autograd if
+            the model cannot be compiled). Full-batch ``ProbModel`` targets and bare log densities only; a
+            fused kernel (Gaussian MLP ``BNN``) is used instead when available. The compile time shows in the
+            progress bar's description and in ``info["compile_seconds"]``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with
@@ -145,7 +153,8 @@ def sample(
             check_positive_float(max_time, "max_time")
         settings = dict(method=method, num_chains=num_chains, thin=thin, seed=seed, dim=dim, dtype=dtype,
                         temperature=temperature, batch_size=batch_size, progress=progress, check_convergence=False,
-                        print_summary=False, checkpoint_every=checkpoint_every, run_info=run_info, **options)
+                        print_summary=False, checkpoint_every=checkpoint_every, run_info=run_info, compile=compile,
+                        **options)
         x = None
         if isinstance(target, ProbModel) and data is not None:
             first = next(iter(data)) if isinstance(data, torch.utils.data.DataLoader) else data
@@ -186,6 +195,10 @@ def sample(
         minibatch = [s.name for s in registry.SAMPLERS.values() if s.minibatch]
         raise ValueError(f"method {method!r} needs the exact log density at every step; minibatches (batch_size "
                          f"or a DataLoader) need a minibatch sampler: {minibatch}")
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
+    if compile and (batch_size is not None or is_loader or distributed is not None):
+        raise ValueError("compile=True needs the full-batch log density (no batch_size, DataLoader or distributed)")
     distributed = _distributed.check_mode(distributed)
     if distributed is not None and sampler.runner is not None:
         raise ValueError(f"method {method!r} runs its own loop and does not run under distributed= yet")
@@ -223,7 +236,7 @@ def sample(
             dtype = dtype or (x.dtype if torch.is_floating_point(x) else torch.get_default_dtype())
             y = y.to(dtype) if torch.is_floating_point(y) else y
             batch = (x.to(dtype), y)
-            logdensity = model.logdensity(batch, temperature=temperature)
+            logdensity = model.logdensity(batch, temperature=temperature, compile=compile)
             data_hash = fingerprint.tensor_hash(*batch)
         spec = model.spec
         if epochs is not None:
@@ -248,6 +261,8 @@ def sample(
         if dim is None:
             raise ValueError("give init (C x D starting points) or dim when sampling a bare log density")
         logdensity = as_logdensity(target, dim)
+        if compile:
+            logdensity = CompiledLogDensity(logdensity)
         spec = getattr(target, "spec", None)
         own_dtype = getattr(target, "dtype", None)  # e.g. a Pyro model's, whose tensors fix it
         own_dtype = own_dtype if isinstance(own_dtype, torch.dtype) else torch.get_default_dtype()
@@ -261,7 +276,12 @@ def sample(
         _distributed.check_identical(torch.tensor(int(seed)), "seed")
         _distributed.check_identical(init, "init")
     counter = CountingLogDensity(logdensity, spec=spec)
-    init, value_at_init = check_initial_density(counter, init, target)
+    init, value_at_init = check_initial_density(counter, init, target)  # compiles a compiled log density
+    description = method
+    compile_seconds = getattr(logdensity, "compile_seconds", None)
+    if compile_seconds is not None:
+        fallback = logdensity.fallback_reason
+        description = f"{method} ({'eager: compile failed' if fallback else f'compiled in {compile_seconds:.1f} s'})"
     config = {**_plain_run_info(run_info), "method": method, "seed": int(seed), "temperature": temperature,
               "batch_size": batch_size, **({"epochs": epochs} if epochs is not None else {}), **options,
               "target": fingerprint.describe_target(target), "init": fingerprint.tensor_hash(init),
@@ -276,13 +296,15 @@ def sample(
                                     num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
                                     thin=thin, dtype=init.dtype, generator=generator, options=options,
                                     progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                                    config=config, spec=spec, description=method)
+                                    config=config, spec=spec, description=description)
         else:
             algorithm = sampler.build(counter, num_warmup, **options)
             posterior = runner.run(algorithm, init, num_samples, num_warmup=num_warmup, generator=generator,
                                    batches=batches, thin=thin, progress=progress, checkpoint=checkpoint,
-                                   checkpoint_every=checkpoint_every, config=config, spec=spec, description=method)
+                                   checkpoint_every=checkpoint_every, config=config, spec=spec, description=description)
             posterior.info["grad_evals"] = counter.grad_evals
+    if compile_seconds is not None:
+        posterior.info.update(compile_seconds=logdensity.compile_seconds, compile_fallback=logdensity.fallback_reason)
     posterior.constrain = getattr(target, "constrain", None)
     if getattr(target, "batching", None) is not None:  # a Pyro model: how its chains were evaluated
         posterior.info["batching"] = target.batching

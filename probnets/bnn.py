@@ -166,12 +166,15 @@ class BNN(ProbModel):
             raise ValueError(f"x must have shape (n, {self.in_features}), got {tuple(x.shape)}")
         return x, y
 
-    def logdensity(self, batch: Batch, *, temperature: float = 1.0) -> LogDensity:
+    def logdensity(self, batch: Batch, *, temperature: float = 1.0, compile: bool = False) -> LogDensity:
         """Log posterior; on CPU with a Gaussian likelihood and a fused kernel available for the
-        activation, the network's gradient comes from a fused analytic kernel instead of autograd."""
+        activation, the network's gradient comes from a fused analytic kernel instead of autograd (whatever
+        ``compile`` says: the kernel is faster than the compiled generic path); else ``compile`` as in
+        ``ProbModel.logdensity``."""
         generic = super().logdensity(batch, temperature=temperature)
         from probnets.fused_mlp import FusedGaussianMLPLogDensity, supports
 
         if supports(self):
+            self._compiled_if(generic, compile)  # validates compile
             return FusedGaussianMLPLogDensity(self, self.prepare_batch(batch), temperature, fallback=generic)
-        return generic
+        return self._compiled_if(generic, compile)

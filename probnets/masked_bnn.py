@@ -202,15 +202,17 @@ class MaskedBNN(ProbModel):
     def prepare_batch(self, batch: Batch) -> Batch:
         return self.net.prepare_batch(batch)
 
-    def logdensity(self, batch: Batch, *, temperature: float = 1.0) -> LogDensity:
+    def logdensity(self, batch: Batch, *, temperature: float = 1.0, compile: bool = False) -> LogDensity:
         """Log posterior; for the paper's setting (ReLU, a zero-centred Cauchy/Normal weight prior, Gaussian
-        likelihood) its gradient is written out (``probnets.masked_density``) instead of taken by autograd."""
+        likelihood) its gradient is written out (``probnets.masked_density``) instead of taken by autograd;
+        else ``compile`` as in ``ProbModel.logdensity``."""
         generic = super().logdensity(batch, temperature=temperature)
         from probnets.masked_density import MaskedMLPLogDensity, supports
 
         if supports(self):
+            self._compiled_if(generic, compile)  # validates compile
             return MaskedMLPLogDensity(self, self.prepare_batch(batch), temperature, generic.fn)
-        return generic
+        return self._compiled_if(generic, compile)
 
     def noise_variance_conditional(self, theta: Tensor, batch: Batch) -> torch.distributions.Distribution | None:
         """The full conditional of the noise variance given weights, masks and data (``None`` when the model

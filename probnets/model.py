@@ -117,8 +117,13 @@ class ProbModel(ABC):
         x, y = validate_batch(batch, self.likelihood)
         return x, self.likelihood.prepare_targets(y)
 
-    def logdensity(self, batch: Batch, *, temperature: float = 1.0) -> LogDensity:
-        """Unnormalised log posterior ``log p(theta) + sum_i log p(y_i | x_i, theta) / temperature``."""
+    def logdensity(self, batch: Batch, *, temperature: float = 1.0, compile: bool = False) -> LogDensity:
+        """Unnormalised log posterior ``log p(theta) + sum_i log p(y_i | x_i, theta) / temperature``.
+
+        ``compile=True``: its gradient through a compiled graph (``probnets.compiled.CompiledLogDensity``; traced
+        and compiled at the first ``value_and_grad`` of each ``theta`` shape, several seconds, cached on disk by
+        inductor), else eager autograd.
+        """
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         batch = self.prepare_batch(batch)
@@ -126,7 +131,17 @@ class ProbModel(ABC):
         def fn(theta: Tensor) -> Tensor:
             return self.log_prior(theta) + self.log_likelihood(theta, batch).sum(-1) / temperature
 
-        return LogDensity(fn, self.spec.dim)
+        return self._compiled_if(LogDensity(fn, self.spec.dim), compile)
+
+    def _compiled_if(self, logdensity: LogDensity, compile: bool) -> LogDensity:
+        """``logdensity`` wrapped in a ``CompiledLogDensity`` when ``compile``."""
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        if not compile:
+            return logdensity
+        from probnets.compiled import CompiledLogDensity
+
+        return CompiledLogDensity(logdensity, name=repr(self))
 
     def predictive(self, theta: Tensor, x: Tensor, *, log_weights: Tensor | None = None,
                    chunk_size: int | None = None) -> Predictive:

@@ -13,6 +13,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
@@ -96,9 +97,11 @@ def log_prob(prior: torch.distributions.Distribution, value: Tensor, event_dims:
                 lp = (-squares / (2 * prior.scale**2)
                       - count * (prior.scale.log().to(squares.dtype) + _LOG_SQRT_2PI))
             else:  # Python constants, formed in the parameters' dtype as torch's Normal does: fewer graph nodes
-                loc, two_variance = float(prior.loc), float(2 * prior.scale**2)
+                # (in numpy, not torch: probnets.compiled traces every torch operation, and could not read them)
+                scale = np.asarray(float(prior.scale), getattr(np, str(prior.scale.dtype)[6:], np.float64))
+                loc, two_variance, log_scale = float(prior.loc), float(2 * scale**2), float(np.log(scale))
                 squares = (value.square() if loc == 0.0 else (value - loc).square()).sum(dims)
-                lp = squares / -two_variance - count * (float(prior.scale.log()) + _LOG_SQRT_2PI)
+                lp = squares / -two_variance - count * (log_scale + _LOG_SQRT_2PI)
         else:
             lp = -((value - prior.loc) ** 2) / (2 * prior.scale**2) - prior.scale.log() - _LOG_SQRT_2PI
             lp = lp.sum(dims) if event_dims else lp
