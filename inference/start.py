@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from probnets.model import Batch, CompiledGradient, LogDensity
+from probnets.log_density import CompiledGradient, LogDensity
+from probnets.model import Batch
 from probnets.spec import ParamSpec
 
 

@@ -32,7 +32,7 @@ from unittest import mock
 import torch
 from torch import Tensor
 
-from probnets.model import LogDensity
+from probnets.log_density import LogDensity
 
 #: Tolerance of the first-use check, relative to ``max(1, max |eager|)`` of the value and of the gradient.
 CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 2e-4}

@@ -26,7 +26,7 @@ from inference.mcmc import integrators, proposal, trajectory, tree_util
 from inference.mcmc.hmc import HMCState, init
 from inference.mcmc.integrators import Integrator, IntegratorState
 from inference.mcmc.mass_matrix import MassMatrix
-from probnets.model import CompiledGradient, LogDensity
+from probnets.log_density import CompiledGradient, LogDensity
 
 
 class NUTSInfo(NamedTuple):

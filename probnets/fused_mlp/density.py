@@ -13,7 +13,7 @@ from torch import Tensor
 
 from probnets.fused_mlp import helpers, loader
 from probnets.fused_mlp.prior import AnalyticPrior
-from probnets.model import CompiledGradient, LogDensity
+from probnets.log_density import CompiledGradient, LogDensity
 
 if helpers.HAVE_NUMBA:
     import numba
