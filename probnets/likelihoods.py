@@ -16,6 +16,7 @@ import torch
 from scipy import special
 from torch import Tensor
 from torch.distributions import constraints
+from torch.distributions.transforms import ExpTransform
 
 from probnets.spec import ParamSpec
 
@@ -58,6 +59,20 @@ class Likelihood(ABC):
         """Per-datum log-likelihood ``(..., n)`` of prepared targets ``y`` under latent ``f`` ``(..., n, m)``."""
         lp = self.distribution(f, phi).log_prob(y)
         return lp.sum(-1) if self.task == "regression" else lp
+
+
+def log_prior_of_log(prior: torch.distributions.Distribution, u: Tensor) -> Tensor:
+    """``log p(exp(u)) + u``: the density of ``u = log(scale)`` when ``scale ~ prior``, finite wherever it is.
+
+    For a log-normal prior (an ``ExpTransform`` of a base distribution) this is the base density at ``u``, exact
+    for any ``u``; otherwise ``exp(u)`` is kept at least the dtype's smallest positive number, so that a chain far
+    out in the left tail gets a finite (very low) log density, i.e. a rejected proposal, instead of a support error
+    from the prior's argument validation.
+    """
+    transforms = getattr(prior, "transforms", None)
+    if transforms is not None and len(transforms) == 1 and isinstance(transforms[0], ExpTransform):
+        return prior.base_dist.log_prob(u)
+    return prior.log_prob(u.exp().clamp_min(torch.finfo(u.dtype).tiny)) + u
 
 
 class Gaussian(Likelihood):
@@ -113,7 +128,7 @@ class Gaussian(Likelihood):
             return torch.zeros(())
         u = phi[self.PARAM]
         finite = torch.isfinite(u)
-        lp = self.noise_prior.log_prob(torch.where(finite, u, torch.zeros_like(u)).exp()) + u
+        lp = log_prior_of_log(self.noise_prior, torch.where(finite, u, torch.zeros_like(u)))
         return torch.where(finite, lp, torch.full_like(lp, float("nan")))
 
     def init_phi(self, num, *, dtype=None, generator=None):

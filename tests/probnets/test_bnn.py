@@ -75,6 +75,19 @@ def test_learned_noise_prior_includes_jacobian():
     torch.testing.assert_close(lik.log_prior({Gaussian.PARAM: u}), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("prior", [dist.LogNormal(-1.0, 1.0), dist.HalfNormal(1.0)])
+def test_noise_prior_is_finite_where_the_scale_underflows(prior, dtype):
+    """A chain far in the left tail of log sigma gets a finite, very low log prior (a rejected proposal), not a
+    support error from the prior's validation of exp(u) = 0 (the sampler used to stop there)."""
+    lik = Gaussian(noise_prior=prior)
+    u = torch.tensor([-120.0, -800.0], dtype=dtype)
+    lp = lik.log_prior({Gaussian.PARAM: u})
+    assert torch.isfinite(lp).all() and (lp < -100).all()
+    if isinstance(prior, dist.LogNormal):  # exact: Normal(-1, 1) on log sigma
+        torch.testing.assert_close(lp, dist.Normal(torch.tensor(-1.0, dtype=dtype), 1.0).log_prob(u))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(in_features=0, widths=[3]), "in_features"),
     (dict(in_features=2, widths=[0]), r"widths\[0\]"),
