@@ -264,7 +264,8 @@ class SamplerContract:
         for value in post.sample_stats.values():
             assert value.shape == post.samples.shape[:2]
         idata = post.to_arviz()
-        assert set(idata.sample_stats.data_vars) == set(post.sample_stats)
+        weights = {"log_weight"} if post.log_weights is not None else set()  # weighted (SMC) posteriors export theirs
+        assert set(idata.sample_stats.data_vars) == set(post.sample_stats) | weights
 
     def test_unknown_option_is_named(self):
         with pytest.raises(TypeError, match="no_such_option"):
