@@ -13,8 +13,8 @@ compressive strength = R's modeldata::concrete, 1030 x 8), ``auto_mpg`` (UCI Aut
 complete rows, 7 inputs) and ``cpu_performance`` (UCI Computer Hardware = R's MASS::cpus, 209 x 6, published
 estimate dropped). Classification: two moons (1000 points, noise 0.3) and scikit-learn's digits (1797 x 64,
 10 classes); 10% test, then a third of the rest for validation. The default ``--datasets`` leaves out
-``auto_mpg`` and ``cpu_performance``: with them the protocol costs an estimated ~0.3 h more than the 3 h budget
-below (add them with ``--datasets``).
+``auto_mpg`` and ``cpu_performance``: with them the protocol's estimated cost rises from ~2.8 h to ~3.2 h, over
+the 3 h budget below (add them with ``--datasets``).
 
 Methods (``n/a`` where a method does not apply):
 
@@ -56,7 +56,7 @@ Usage::
                                   [--quick] [--report-only] [--out benchmarks/results]   (budgets: see --help)
 
 The issue's full protocol is the default: ``python benchmarks/pbnn_smc.py --jobs 2`` (5 splits; diabetes,
-boston, concrete, moons, digits; every method). Estimated 18,900 CPU seconds, i.e. ~2.6 h on two otherwise idle
+boston, concrete, moons, digits; every method). Estimated 20,500 CPU seconds, i.e. ~2.8 h on two otherwise idle
 cores; it resumes across sessions from ``pbnn_smc_runs.jsonl`` and runs split by split, so an interrupted protocol
 has every row on its first splits (``--report-only`` then writes the partial report).
 
@@ -73,7 +73,7 @@ method            budget (old -> new)                         measured cost     
 ohsmc, ohsmc-ou   1000 particles (paper), 100 -> 40 epochs,   0.57 s/epoch concrete, 0.54 moons, 5.2     273 each
                   validation after every step (paper)         digits
 map               100 -> 40 epochs (same as OHSMC)            0.04 s/epoch concrete, 0.09 digits         8
-sgsmc-hmc         1000 -> 200 particles, 100 -> 6 epochs;     SGSMC 36.8 s/epoch at 1000 particles       528
+sgsmc-hmc         1000 -> 200 particles, 100 -> 6 epochs;     SGSMC 36.8 s/epoch at 1000 particles       721
                   HMC 4 -> 2 chains x (2000 + 1000 ->         concrete, 39.7 moons, 129 digits, 17.8
                   150 + 100), 100 leapfrog steps (paper)      diabetes; HMC 0.22 s/iteration (4 chains)
                                                               concrete, 0.50 digits
@@ -87,11 +87,13 @@ chees             8 chains, <= 1000 -> 32 leapfrog steps,     1 gradient of 8 ch
 smc               8 -> 4 populations x 256 -> 32 particles,   1 gradient per particle at 64: 1.4 ms      1125
                   5 -> 3 HMC moves of 8 leapfrog steps        concrete, 6.6 digits; 25 stages concrete,
                                                               28 digits
-masked            2 chains, 1000 + 1000 -> 500 + 500          0.055 s/iteration (2 chains) concrete      130
+masked            2 chains, 1000 + 1000 -> 500 + 500          0.11 s/iteration (2 chains) concrete       258
 ================  ==========================================  =========================================  =========
 
-\* over the five default data sets (digits is half of it); plus ~4 s of process start-up per run: 18,900 CPU s
-for 5 splits. The choices: 40 epochs keep the paper's particles and per-step validation (on moons the best state
+\* over the five default data sets (digits is half of it); plus ~4 s of process start-up per run: 20,500 CPU s
+for 5 splits (with ``auto_mpg`` and ``cpu_performance`` 23,200, ~3.2 h). Checked on diabetes split 0 at these
+defaults (CPU s, estimate in brackets): NUTS 70 (76), SGSMC-HMC 69 (69), masked 70 (78), tempered SMC 55 (56 for
+an assumed 25 stages; 20 ran). The choices: 40 epochs keep the paper's particles and per-step validation (on moons the best state
 came at epoch 46 of 60); SGSMC trades particles for epochs, so that psi still takes 6 epochs of Adam steps;
 150 warm-up iterations are the shortest of Stan-style windowed adaptation and 2 chains x 100 draws give R-hat;
 ChEES's cap truncates its adapted trajectory (46 steps measured) by a third; tempered SMC keeps 4 populations for
