@@ -93,11 +93,11 @@ masked            2 chains, 1000 + 1000 -> 500 + 500          0.11 s/iteration (
 \* over the five default data sets (digits is half of it); plus ~4 s of process start-up per run: 20,500 CPU s
 for 5 splits (with ``auto_mpg`` and ``cpu_performance`` 23,200, ~3.2 h). Checked on diabetes split 0 at these
 defaults (CPU s, estimate in brackets): NUTS 70 (76), SGSMC-HMC 69 (69), masked 70 (78), tempered SMC 55 (56 for
-an assumed 25 stages; 20 ran). The choices: 40 epochs keep the paper's particles and per-step validation (on
-moons the best state came at epoch 46 of 60); SGSMC trades particles for epochs, so that psi still takes 6 epochs of Adam steps;
-150 warm-up iterations are the shortest of Stan-style windowed adaptation and 2 chains x 100 draws give R-hat;
-ChEES's cap truncates its adapted trajectory (46 steps measured) by a third; tempered SMC keeps 4 populations for
-the log-evidence MCSE. These budgets are far from converged full-BNN posteriors (especially on digits, 8,685
+an assumed 25 stages; 20 ran). The choices: 40 epochs keep the paper's particles and per-step validation (on moons
+the best state came at epoch 46 of 60); SGSMC trades particles for epochs, so that psi still takes 6 epochs of Adam
+steps; 150 warm-up iterations are the shortest of Stan-style windowed adaptation and 2 chains x 100 draws give
+R-hat; ChEES's cap truncates its adapted trajectory (46 steps measured) by a third; tempered SMC keeps 4 populations
+for the log-evidence MCSE. These budgets are far from converged full-BNN posteriors (especially on digits, 8,685
 weights); the rows show what each method gives at a cost comparable to the others.
 
 Writes ``pbnn_smc.json`` and ``pbnn_smc.md`` into ``--out`` and prints the markdown; every finished run is
