@@ -133,7 +133,7 @@ def train(model: ProbModel, data, *, init: Callable[[Tensor], Any],
     num_steps = num_epochs * stream.batches_per_epoch
     if validation is not None:
         validation, _ = prepared_data(model, validation, dtype)
-        eval_every = check_positive_int(eval_every or stream.batches_per_epoch, "eval_every")
+        eval_every = check_positive_int(eval_every or 1, "eval_every")  # the paper checks after every step
     module = getattr(model, "module", None)
     if module is not None:
         module.to(dtype)

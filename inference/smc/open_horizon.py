@@ -146,7 +146,8 @@ def fit_open_horizon(model: ProbModel, data, *, num_particles: int = 1000, num_e
         move_scale: The jitter's variance (``"rw"``) or time step (``"ou"``).
         resample, resample_threshold: See :func:`build_kernel`.
         validation: ``(x, y)`` held-out data; the state with the lowest validation NLPD of the weighted-particle
-            predictive is kept, evaluated every ``eval_every`` steps (default: once per epoch) and at the end.
+            predictive is kept, evaluated every ``eval_every`` steps (default: after every step, as the paper's
+            code does) and at the end.
         seed: Seeds the generator of the initial particles, moves and resampling (and the minibatch order).
         dtype: Computation dtype (default: that of ``x``); the module is converted to it.
         progress: Show a progress bar with the live surrogate loss.

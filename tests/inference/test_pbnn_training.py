@@ -105,6 +105,21 @@ def test_best_state_by_validation_and_save_load(tmp_path):
     assert "log_likelihood" in idata.groups()
 
 
+def test_validation_checked_after_every_step_by_default(monkeypatch):
+    """As the paper's code (spdes/pbnn, experiments/*/ohsmc.py): the best state is chosen among all steps."""
+    scores = []
+    original = fisher_training.nlpd
+
+    def counting(*args):
+        scores.append(original(*args))
+        return scores[-1]
+
+    monkeypatch.setattr(fisher_training, "nlpd", counting)
+    post = fit_open_horizon(small_model(), data(), validation=data(20, seed=1), **SETTINGS)
+    assert len(scores) == post.info["num_steps"] == 15 and post.info["eval_every"] == 1
+    assert post.info["best_nlpd"] == min(scores) and post.info["best_step"] == scores.index(min(scores)) + 1
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="psi_parameters"):
         from probnets import BNN
