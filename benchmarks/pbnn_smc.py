@@ -283,7 +283,8 @@ def run_one(method: str, name: str, seed: int, args) -> dict:
                                 **options)
         if method == "smc":
             extra = {"log_evidence": float(post.info["log_evidence"]),
-                     "log_evidence_mcse": float(post.info["log_evidence_mcse"]), "num_stages": post.info["num_stages"]}
+                     "log_evidence_mcse": float(post.info["log_evidence_mcse"]),
+                     "log_evidence_spread": float(post.info["log_evidence_spread"]), "num_stages": post.info["num_stages"]}
         elif "n_steps" in post.sample_stats:  # gradients per draw: what a NUTS/ChEES iteration costs
             extra = {"mean_grad_evals": float(post.sample_stats["n_steps"].double().mean())}
     elif method == "masked":
@@ -415,7 +416,7 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
              "CPU time is the fit's process CPU time (one thread), comparable across runs made under different "
              "machine loads; wall time is not.", "",
              "| data | method | runs | test NLPD | RMSE / accuracy | ECE | wall time (s) | CPU time (s) | active nodes "
-             "| log evidence ± MCSE |",
+             "| log evidence ± MCSE (sd of the populations' log Z) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(runs, key):
@@ -434,7 +435,9 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
             done = [r for r in runs if "log_evidence" in r]
             if done:  # per split for a few splits, else the mean over splits and the mean MCSE
                 z = mean_se(done, "log_evidence")
-                evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}" for r in done)
+                evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}"
+                                     + (f" (sd {r['log_evidence_spread']:.2f})" if "log_evidence_spread" in r else "")
+                                     for r in done)
                 evidence = evidence if len(done) <= 3 else f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
             failed = sum("error" in r for r in runs)
             label = method if not failed else f"{method} ({failed} failed)"

@@ -19,6 +19,8 @@ from inference.smc import estimates
 
 #: Total Kish ESS below which ``warnings`` reports a degenerate population.
 MIN_ESS = 400
+#: Standard deviation of the populations' ``log Z_r`` above which the evidence's delta-method MCSE is not trusted.
+MAX_LOG_EVIDENCE_SPREAD = 1.0
 
 
 def weighted_quantiles(values: Tensor, log_weights: Tensor, prob: float) -> Tensor:
@@ -60,7 +62,8 @@ class ParticlePosterior(SamplePosterior):
 
     def warnings(self) -> list[str]:
         """Divergent moves in the last stage, cross-population R-hat above 1.01, a total Kish ESS below
-        ``MIN_ESS`` and particles dropped for NaN log densities."""
+        ``MIN_ESS``, populations' log evidences spread by more than ``MAX_LOG_EVIDENCE_SPREAD`` and particles
+        dropped for NaN log densities."""
         out = []
         diverging = self.sample_stats.get("diverging")
         if diverging is not None and int(diverging.sum()):
@@ -74,6 +77,11 @@ class ParticlePosterior(SamplePosterior):
         ess = float(estimates.total_ess(self.log_weights))
         if ess < MIN_ESS:
             out.append(f"the total ESS of the particle weights is only {ess:.0f}; use more particles")
+        spread = self.info.get("log_evidence_spread")
+        if isinstance(spread, float) and spread > MAX_LOG_EVIDENCE_SPREAD:
+            out.append(f"the populations' log evidence estimates spread by {spread:.2f} (sd of log Z_r): one "
+                       "population dominates the evidence, so its MCSE (a delta-method figure, at most 1) is "
+                       "unreliable; use more particles or moves per stage")
         num_nan = self.warmup_stats.get("num_nan")
         if num_nan is not None and int(num_nan.sum()):
             out.append(f"{int(num_nan.sum())} particles were given zero weight because their log density was NaN")

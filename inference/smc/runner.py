@@ -52,8 +52,9 @@ def run(logdensity: LogDensity, *, model: ProbModel | None, batch: Batch | None,
         ``warmup_stats`` per population and stage (``temperature``, ``segment``, ``ess``,
         ``log_evidence_increment``, ``num_nan``, ``resampled``, ``acceptance_rate``, ``step_size``,
         ``diverging``); ``info`` with ``log_evidence`` (``log mean_r Z_r``), ``log_evidence_mcse``,
-        ``log_evidences`` (per population), ``num_stages``, ``max_rhat`` (cross-population), ``grad_evals``
-        (gradient evaluations of the moves, summed over particles).
+        ``log_evidence_spread`` (sd of the populations' ``log Z_r``), ``log_evidences`` (per population),
+        ``num_stages``, ``max_rhat`` (cross-population), ``grad_evals`` (gradient evaluations of the moves, summed
+        over particles).
     """
     if thin != 1:
         raise ValueError(f"thin must be 1 for SMC (particles are not a Markov chain), got {thin}")
@@ -115,7 +116,9 @@ def _posterior(state, stages: list[dict[str, Tensor]], num_moves: int, spec: Par
     log_weights = state.smc.log_weights
     value, mcse = estimates.log_evidence(state.smc.log_evidence)
     rhat = estimates.rhat(particles.position.double(), log_weights)
-    info.update(log_evidence=value, log_evidence_mcse=mcse, log_evidences=state.smc.log_evidence.clone(),
+    spread = float(state.smc.log_evidence.double().std()) if state.smc.log_evidence.shape[0] > 1 else math.nan
+    info.update(log_evidence=value, log_evidence_mcse=mcse, log_evidence_spread=spread,
+                log_evidences=state.smc.log_evidence.clone(),
                 num_stages=len(stages), max_rhat=float(torch.nan_to_num(rhat, nan=math.inf).max())
                 if particles.position.shape[0] > 1 else math.nan)
     sample_stats = {

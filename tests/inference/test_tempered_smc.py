@@ -200,3 +200,19 @@ def test_posterior_summary_save_and_progress_bar(tmp_path, capsys):
     idata = loaded.to_arviz()
     assert (idata.sample_stats["log_weight"].values == post.log_weights.numpy()).all()
     assert loaded.info["log_evidence"] == post.info["log_evidence"]
+
+
+def test_a_dominated_evidence_is_reported_not_trusted():
+    """When one population's Z dominates, the delta-method MCSE is at most 1 whatever the error: the spread of
+    the populations' log Z is kept in ``info`` and a spread above 1 is a warning."""
+    from inference.smc.posterior import MAX_LOG_EVIDENCE_SPREAD, ParticlePosterior
+
+    samples = torch.zeros(3, 4, 1, dtype=torch.float64)
+    log_z = torch.tensor([0.0, -6.0, -9.0], dtype=torch.float64)
+    post = ParticlePosterior(samples, {"diverging": torch.zeros(3, 4, dtype=torch.bool)},
+                             log_weights=torch.zeros(3, 4, dtype=torch.float64),
+                             info={"log_evidence_spread": float(log_z.std())})
+    assert float(log_z.std()) > MAX_LOG_EVIDENCE_SPREAD
+    assert any("log evidence estimates spread" in w for w in post.warnings())
+    _, mcse = inference.smc.estimates.log_evidence(log_z)
+    assert mcse <= 1.0
