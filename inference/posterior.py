@@ -200,8 +200,10 @@ class SamplePosterior:
 
     @classmethod
     def _from_payload(cls, payload: dict[str, Any], path, **extra: Any) -> SamplePosterior:
-        if payload.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a probnets SamplePosterior file (format {payload.get('format')!r})")
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT or "samples" not in payload:
+            other = ("; it holds a GaussianPosterior (load it with GaussianPosterior.load)"
+                     if isinstance(payload, dict) and "scale" in payload else "")
+            raise ValueError(f"{path} is not a probnets SamplePosterior file{other}")
         spec = payload["spec"]
         return cls(payload["samples"], payload["sample_stats"], warmup_stats=payload["warmup_stats"],
                    spec=None if spec is None else ParamSpec(tuple(spec["names"]), tuple(torch.Size(s) for s in spec["shapes"])),

@@ -67,6 +67,11 @@ def test_load_rejects_other_files(tmp_path):
     torch.save({"format": 99}, path)
     with pytest.raises(ValueError, match="not a probnets"):
         SamplePosterior.load(path)
+    from inference.gaussian_posterior import GaussianPosterior
+
+    GaussianPosterior(torch.zeros(1, 3), torch.ones(1, 3)).save(path)
+    with pytest.raises(ValueError, match="GaussianPosterior.load"):
+        SamplePosterior.load(path)
 
 
 def test_to_arviz_and_netcdf(fitted, tmp_path):
