@@ -6,7 +6,7 @@ For float32 and float64 and C chains in {2, 16, 64, 128, 256} it times ``value_a
 of shape (C, D) through
 
 * ``autograd``: the generic path (``LogDensity.value_and_grad``: eager PyTorch forward + backward);
-* ``fused``: ``FusedGaussianMLPLogDensity.value_and_grad`` (generated numba kernel);
+* ``fused``: ``FusedMLPLogDensity.value_and_grad`` (generated numba kernel);
   both with ``--threads`` threads and with one thread;
 * ``jax`` (if JAX is installed, in a subprocess): ``jax.jit(jax.value_and_grad(potential))`` of the same
   single-chain log density, called once per chain as NumPyro's NUTS does (reference only).
@@ -101,11 +101,11 @@ def _child_compile(dtype_name: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from probnets.fused_mlp import FusedGaussianMLPLogDensity
+    from probnets.fused_mlp import FusedMLPLogDensity
 
     model, batch = _model_and_data(dtype_name)
     ld = model.logdensity(batch)
-    assert isinstance(ld, FusedGaussianMLPLogDensity)
+    assert isinstance(ld, FusedMLPLogDensity)
     theta = _theta(model, 2, dtype_name)
     t0, c0 = time.perf_counter(), time.process_time()
     ld.value_and_grad(theta)
@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
     import numba
     import torch
 
-    from probnets.fused_mlp import FusedGaussianMLPLogDensity
+    from probnets.fused_mlp import FusedMLPLogDensity
     from probnets.model import LogDensity
 
     torch.set_num_threads(a.threads)
@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
         model, batch = _model_and_data(dtype_name)
         result["shape"].update(N=int(batch[0].shape[0]), d=int(batch[0].shape[1]), D=model.spec.dim)
         ld = model.logdensity(batch)
-        assert isinstance(ld, FusedGaussianMLPLogDensity)
+        assert isinstance(ld, FusedMLPLogDensity)
         entry["autograd"], entry["fused"] = {}, {}
         for C in chains:
             theta = _theta(model, C, dtype_name)

@@ -5,7 +5,10 @@ Models (both through the generic ``ProbModel.logdensity``; the fused numba kerne
 * ``h1``: protocol H1's BNN 10-50-1 tanh, N(0, 1) priors, Gaussian likelihood with a learned noise scale under
   LogNormal(-1, 1), on the training part of scikit-learn's diabetes data (N = 397);
 * ``digits``: BNN 64-50-10 tanh, N(0, 1) priors, Categorical likelihood, on all of scikit-learn's digits
-  (N = 1797, pixels / 16).
+  (N = 1797, pixels / 16);
+* ``breast``: BNN 30-50-1 tanh, N(0, 1) priors, Bernoulli likelihood, on scikit-learn's breast cancer data
+  (N = 569, standardised);
+* ``h1-gelu``: ``h1`` with the exact GELU activation.
 
 For float32 and float64 and C chains in ``--chains`` it times ``value_and_grad(theta)``, theta ``(C, D)``, with one
 thread, each approach in its own process:
@@ -18,6 +21,8 @@ thread, each approach in its own process:
   library's and keeps the fastest);
 * ``dynamo`` (float32 only, ``--no-dynamo`` to skip): ``torch.compile(fn, dynamic=False)`` of the forward pass with
   autograd's backward (AOTAutograd), the textbook way (graph breaks at the models' data-dependent checks);
+* ``fused`` (``--approaches``): ``BNN.logdensity``'s default path, the fused numba kernel (a reference
+  beside the generic path: it is what a user of these BNNs gets, not the generic path the target is about);
 * ``numpyro``: the same model written in NumPyro, ``jax.jit(jax.value_and_grad(potential_fn))`` on the flat
   unconstrained parameters: called once per chain (``numpyro, per chain``, as NumPyro's NUTS evaluates each
   chain) and ``jax.vmap``-ed over all C chains in one call (``numpyro, vmap``, as ``chain_method="vectorized"``).
@@ -32,10 +37,12 @@ second process with the same, now warm, cache (``TORCHINDUCTOR_CACHE_DIR`` point
 Usage::
 
     python benchmarks/generic_grad.py [--models h1,digits] [--chains 2,16,64] [--dtypes float32,float64]
-                                      [--rounds 5] [--no-autotune] [--no-dynamo] [--out benchmarks/results]
-    python benchmarks/generic_grad.py --render [--out benchmarks/results]   # the markdown from the JSON again
+                                      [--rounds 5] [--approaches eager,compiled,autotune,dynamo]
+                                      [--report generic_grad] [--out benchmarks/results]
+    python benchmarks/generic_grad.py --render [--report NAME] [--out benchmarks/results]  # markdown from the JSON
+    python benchmarks/generic_grad.py --models digits,breast,h1-gelu --approaches eager,fused --report fused_likelihoods
 
-Writes ``generic_grad.json`` and ``generic_grad.md`` into ``--out`` and prints the markdown.
+Writes ``<report>.json`` and ``<report>.md`` into ``--out`` and prints the markdown.
 """
 
 from __future__ import annotations
@@ -64,15 +71,20 @@ def _model_and_data(name: str, dtype_name: str):
     import pyro.distributions as dist
     import torch
 
-    from probnets import BNN, Categorical, Gaussian
+    from probnets import BNN, Bernoulli, Categorical, Gaussian
     from probnets.datasets import diabetes, table
 
     dtype = getattr(torch, dtype_name)
-    if name == "h1":
+    if name in ("h1", "h1-gelu"):
         split = diabetes(dtype=dtype)
-        model = BNN(split.x_train.shape[1], (WIDTH,), 1, activation="tanh",
+        model = BNN(split.x_train.shape[1], (WIDTH,), 1, activation="gelu" if name == "h1-gelu" else "tanh",
                     likelihood=Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)))
         return model, (split.x_train, split.y_train)
+    if name == "breast":
+        t = table("breast_cancer")
+        x = (t.x - t.x.mean(0)) / t.x.std(0)
+        model = BNN(t.x.shape[1], (WIDTH,), 1, activation="tanh", likelihood=Bernoulli())
+        return model, (torch.tensor(x, dtype=dtype), torch.tensor(t.y, dtype=dtype))
     t = table("digits")
     model = BNN(t.x.shape[1], (WIDTH,), 10, activation="tanh", likelihood=Categorical(10))
     return model, (torch.tensor(t.x / 16.0, dtype=dtype), torch.tensor(t.y.astype(np.int64)))
@@ -95,6 +107,12 @@ def _child_torch(name: str, dtype_name: str, approach: str, chains: list[int], r
         theta = _theta(model, C, dtype_name)
         if approach == "eager":
             fn = eager.value_and_grad
+        elif approach == "fused":
+            from probnets.fused_mlp import FusedMLPLogDensity
+
+            fused = model.logdensity(batch)
+            assert isinstance(fused, FusedMLPLogDensity), type(fused)
+            fn = fused.value_and_grad
         elif approach in ("compiled", "autotune"):
             mode = "max-autotune-no-cudagraphs" if approach == "autotune" else None
             fn = CompiledLogDensity(eager, name=repr(model), mode=mode).value_and_grad
@@ -143,17 +161,22 @@ def _numpyro_model(name: str):
     import numpyro
     import numpyro.distributions as nd
 
+    import jax
+
     def model(x, y):
         d = x.shape[1]
-        m = 1 if name == "h1" else 10
+        m = 10 if name == "digits" else 1
         w1 = numpyro.sample("w1", nd.Normal(0.0, 1.0).expand([WIDTH, d]).to_event(2))
         b1 = numpyro.sample("b1", nd.Normal(0.0, 1.0).expand([WIDTH]).to_event(1))
         w2 = numpyro.sample("w2", nd.Normal(0.0, 1.0).expand([m, WIDTH]).to_event(2))
         b2 = numpyro.sample("b2", nd.Normal(0.0, 1.0).expand([m]).to_event(1))
-        f = jnp.tanh(x @ w1.T + b1) @ w2.T + b2
-        if name == "h1":
+        a = x @ w1.T + b1
+        f = (jax.nn.gelu(a, approximate=False) if name == "h1-gelu" else jnp.tanh(a)) @ w2.T + b2
+        if name in ("h1", "h1-gelu"):
             sigma = numpyro.sample("sigma", nd.LogNormal(-1.0, 1.0))
             numpyro.sample("y", nd.Normal(f[:, 0], sigma), obs=y)
+        elif name == "breast":
+            numpyro.sample("y", nd.Bernoulli(logits=f[:, 0]), obs=y)
         else:
             numpyro.sample("y", nd.Categorical(logits=f), obs=y)
 
@@ -216,21 +239,32 @@ def _run_child(args: list[str], env: dict | None = None) -> dict:
 # ---- main ------------------------------------------------------------------------------------------------
 
 
+APPROACHES = ("eager", "compiled", "autotune", "dynamo", "fused")
+LABELS = {"eager": "eager", "compiled": "compiled", "autotune": "compiled, max-autotune",
+          "dynamo": "dynamo fwd + AOT bwd", "fused": "fused kernel"}
+FLOAT32_ONLY = ("autotune", "dynamo")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="h1,digits")
     p.add_argument("--chains", default="2,16,64")
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--no-dynamo", action="store_true")
-    p.add_argument("--no-autotune", action="store_true")
+    p.add_argument("--approaches", default="eager,compiled,autotune,dynamo",
+                   help=f"comma-separated subset of {','.join(APPROACHES)} (autotune and dynamo: float32 only)")
+    p.add_argument("--report", default="generic_grad", help="name of the JSON and markdown files")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     p.add_argument("--render", action="store_true", help="only write the markdown of the saved JSON")
     a = p.parse_args(argv)
     if a.render:
-        with open(os.path.join(a.out, "generic_grad.json")) as fh:
+        with open(os.path.join(a.out, f"{a.report}.json")) as fh:
             result = json.load(fh)
-        return _write_markdown(result, a.out)
+        return _write_markdown(result, a.out, a.report)
+    approaches = a.approaches.split(",")
+    unknown = sorted(set(approaches) - set(APPROACHES))
+    if unknown:
+        p.error(f"unknown approaches {unknown}; choose from {APPROACHES}")
     chains = a.chains.split(",")
     result = {"machine": _machine(), "chains": [int(c) for c in chains], "rounds": a.rounds, "models": {}}
     for name in a.models.split(","):
@@ -238,28 +272,28 @@ def main(argv=None) -> dict:
             with tempfile.TemporaryDirectory(prefix="generic_grad_inductor_") as cache:
                 env = {"TORCHINDUCTOR_CACHE_DIR": cache}
                 entry = {}
-                f32 = dtype_name == "float32"
-                approaches = (["eager", "compiled"] + (["autotune"] if f32 and not a.no_autotune else [])
-                              + (["dynamo"] if f32 and not a.no_dynamo else []))
                 for approach in approaches:
+                    if approach in FLOAT32_ONLY and dtype_name != "float32":
+                        continue
                     print(f"{name} {dtype_name} {approach} ...", file=sys.stderr, flush=True)
                     entry[approach] = _run_child(["--child", "torch", name, dtype_name, approach, ",".join(chains),
                                                   str(a.rounds)], env)
-                entry["compiled_warm"] = _run_child(["--child", "warm", name, dtype_name, chains[0]], env)
+                if "compiled" in entry:
+                    entry["compiled_warm"] = _run_child(["--child", "warm", name, dtype_name, chains[0]], env)
             print(f"{name} {dtype_name} numpyro ...", file=sys.stderr, flush=True)
             entry["numpyro"] = _run_child(["--child", "numpyro", name, dtype_name, ",".join(chains),
                                            str(a.rounds)])
             result["models"][f"{name}/{dtype_name}"] = entry
     result["machine"]["loadavg_end"] = os.getloadavg()
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "generic_grad.json"), "w") as fh:
+    with open(os.path.join(a.out, f"{a.report}.json"), "w") as fh:
         json.dump(result, fh, indent=1)
-    return _write_markdown(result, a.out)
+    return _write_markdown(result, a.out, a.report)
 
 
-def _write_markdown(result: dict, out: str) -> dict:
+def _write_markdown(result: dict, out: str, report: str) -> dict:
     text = markdown(result)
-    with open(os.path.join(out, "generic_grad.md"), "w") as fh:
+    with open(os.path.join(out, f"{report}.md"), "w") as fh:
         fh.write(text)
     print(text)
     return result
@@ -271,49 +305,59 @@ def _load(values) -> str:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = ["# Generic log-density gradient: eager vs compiled vs NumPyro", "",
+    lines = ["# Log-density gradient per chain: eager, compiled, fused kernel vs NumPyro", "",
              "Microseconds of process CPU time per chain-gradient (CPU time of `value_and_grad` of C chains / C), "
              f"median over {r['rounds']} rounds [minimum wall time in brackets], one thread, each approach in its own "
-             "process; `best compiled / best numpyro` compares CPU times. Machine: "
+             "process; the ratios compare CPU times with the better of NumPyro's two ways. Machine: "
              f"{m.get('cpu', '?')}, {m.get('cpus')} CPUs, load average {_load(m.get('loadavg_start'))} at start, "
-             f"{_load(m.get('loadavg_end'))} at end.", "",
-             f"*Loaded machine (1-minute load {m.get('loadavg_start', [0])[0]:.1f} on {m.get('cpus')} CPUs): CPU "
-             "times are less inflated than wall times, but cache and memory-bandwidth contention remain; compile "
-             "wall times are inflated most.*", ""]
+             f"{_load(m.get('loadavg_end'))} at end.", ""]
+    if m.get("loadavg_start", [0])[0] > 1.5:
+        lines += [f"*Loaded machine (1-minute load {m['loadavg_start'][0]:.1f} on {m.get('cpus')} CPUs): CPU "
+                  "times are less inflated than wall times, but cache and memory-bandwidth contention remain; compile "
+                  "wall times are inflated most.*", ""]
+
+    def cell(row):
+        return f"{row['cpu_us']:.1f} [{row['min_us']:.0f}]"
+
     for key, e in r["models"].items():
-        first = e["eager"]
-        lines += [f"## {key} (D = {first['D']}, N = {first['N']})", "",
-                  "| C | eager | compiled | " + ("compiled, max-autotune | " if "autotune" in e else "")
-                  + ("dynamo fwd + AOT bwd | " if "dynamo" in e else "")
-                  + "numpyro, per chain | numpyro, vmap | best compiled / best numpyro | compiled: compile s (wall / CPU) |",
-                  "|---|---|---|" + ("---|" if "autotune" in e else "") + ("---|" if "dynamo" in e else "")
-                  + "---|---|---|---|"]
-
-        def cell(row):
-            return f"{row['cpu_us']:.1f} [{row['min_us']:.0f}]"
-
+        present = [k for k in APPROACHES if k in e]
+        compiled = [k for k in ("compiled", "autotune") if k in e]
+        head = [LABELS[k] for k in present] + ["numpyro, per chain", "numpyro, vmap"]
+        head += (["best compiled / best numpyro"] if compiled else []) + (["fused / best numpyro"] if "fused" in e else [])
+        head += ["compiled: compile s (wall / CPU)"] if "compiled" in e else []
+        lines += [f"## {key} (D = {e[present[0]]['D']}, N = {e[present[0]]['N']})", "",
+                  "| C | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for C in r["chains"]:
             c = str(C)
-            comp, npy = e["compiled"][c], e["numpyro"][c]
+            npy = e["numpyro"][c]
             best_np = min(npy["per_chain"]["cpu_us"], npy["vmap"]["cpu_us"])
-            best_comp = min(e[k][c]["cpu_us"] for k in ("compiled", "autotune") if k in e)
-            first_call = comp["first_call"]
-            cells = [c, cell(e["eager"][c]), cell(comp)]
-            if "autotune" in e:
-                auto = e["autotune"][c]
-                cells.append(f"{cell(auto)}, compile {auto['first_call']['wall_s']:.0f} s")
-            if "dynamo" in e:
-                cells.append(cell(e["dynamo"][c]))
-            cells += [cell(npy["per_chain"]), cell(npy["vmap"]), f"{best_comp / best_np:.2f}",
-                      f"{first_call['wall_s']:.1f} / {first_call['cpu_s']:.1f}"]
+            cells = [c]
+            for k in present:
+                text = cell(e[k][c])
+                if k == "autotune":
+                    text += f", compile {e[k][c]['first_call']['wall_s']:.0f} s"
+                cells.append(text)
+            cells += [cell(npy["per_chain"]), cell(npy["vmap"])]
+            if compiled:
+                cells.append(f"{min(e[k][c]['cpu_us'] for k in compiled) / best_np:.2f}")
+            if "fused" in e:
+                cells.append(f"{e['fused'][c]['cpu_us'] / best_np:.2f}")
+            if "compiled" in e:
+                first_call = e["compiled"][c]["first_call"]
+                cells.append(f"{first_call['wall_s']:.1f} / {first_call['cpu_s']:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
-        warm = e["compiled_warm"]
-        errs = ", ".join(f"C={C}: {e['compiled'][str(C)]['max_rel_err']:.1e}" for C in r["chains"])
-        lines += ["", f"Compiled, first call in a new process with the inductor cache warm (C = {r['chains'][0]}): "
-                  f"{warm['wall_s']:.1f} s wall, {warm['cpu_s']:.1f} s CPU"
-                  + (f" (fell back: {warm['fallback']})" if warm.get("fallback") else "")
-                  + f". NumPyro jit compile of value_and_grad: {e['numpyro']['compile_s']:.2f} s. "
-                  f"Max relative difference compiled vs eager: {errs}.", ""]
+        notes = []
+        if "compiled_warm" in e:
+            warm = e["compiled_warm"]
+            notes.append(f"Compiled, first call in a new process with the inductor cache warm (C = {r['chains'][0]}): "
+                         f"{warm['wall_s']:.1f} s wall, {warm['cpu_s']:.1f} s CPU"
+                         + (f" (fell back: {warm['fallback']})" if warm.get("fallback") else "") + ".")
+        notes.append(f"NumPyro jit compile of value_and_grad: {e['numpyro']['compile_s']:.2f} s.")
+        for k in ("compiled", "fused"):
+            if k in e:
+                errs = ", ".join(f"C={C}: {e[k][str(C)]['max_rel_err']:.1e}" for C in r["chains"])
+                notes.append(f"Max relative difference {k} vs eager: {errs}.")
+        lines += ["", " ".join(notes), ""]
     return "\n".join(lines)
 
 

@@ -1,11 +1,12 @@
-"""Fused analytic log-density gradients for Gaussian-likelihood MLPs on CPU (numba kernels).
+"""Fused analytic log-density gradients for MLPs on CPU (numba kernels): Gaussian, Bernoulli and Categorical
+likelihoods; tanh, ReLU and (exact) GELU activations.
 
 HMC/NUTS evaluate ``value_and_grad`` of the log posterior of a BNN for many chains at once. For the small
 networks of BNN regression, eager autograd spends its time in per-op overhead and a slow elementwise
-``tanh``. :class:`FusedGaussianMLPLogDensity` evaluates the forward pass, the Gaussian log-likelihood, the
+``tanh``. :class:`FusedMLPLogDensity` evaluates the forward pass, the log-likelihood, the
 backward pass and (for Normal priors) the log prior in one compiled kernel:
 
-* **Specialised kernels.** For every architecture (layer sizes, activation) and dtype, Python source is
+* **Specialised kernels.** For every architecture (layer sizes, activation), likelihood and dtype, Python source is
   generated in which every loop over up to ``UNROLL`` features is unrolled into scalar weights and scalar
   accumulators; the remaining loops run over data points, which are the SIMD dimension (activations are
   stored transposed, ``(width, n)``, in a per-thread workspace). LLVM vectorises them with AVX-512/AVX2;
@@ -35,6 +36,6 @@ kernel cache), :mod:`~probnets.fused_mlp.helpers` (compiled helpers shared by al
 :mod:`~probnets.fused_mlp.prior` (the closed-form Normal log prior).
 """
 
-from probnets.fused_mlp.density import ACTIVATIONS, FusedGaussianMLPLogDensity, supports
+from probnets.fused_mlp.density import ACTIVATIONS, FusedMLPLogDensity, supports
 
-__all__ = ["ACTIVATIONS", "FusedGaussianMLPLogDensity", "supports"]
+__all__ = ["ACTIVATIONS", "FusedMLPLogDensity", "supports"]

@@ -1,4 +1,5 @@
-"""Python source of the fused kernels, specialised to an architecture (layer sizes, activation, dtype)."""
+"""Python source of the fused kernels, specialised to an architecture (layer sizes, activation, likelihood,
+dtype)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 
 from probnets.fused_mlp import helpers
 
-# One kernel per (layer sizes, activation, dtype), generated as Python source specialised to the
+# One kernel per (layer sizes, activation, likelihood, dtype), generated as Python source specialised to the
 # architecture: every loop over features of width <= UNROLL is unrolled into scalar weights and
 # scalar accumulators, so the innermost loops run over data points only, with all partial sums in
 # registers (wider layers use runtime blocks of BLOCK features). The source is written once to a
@@ -17,14 +18,19 @@ from probnets.fused_mlp import helpers
 # Per work item (chain c, data block [n0, n0 + nb)), with activations stored transposed (width, n):
 #   forward   z_l[j] = act(b_l[j] + sum_k W_l[j, k] z_{l-1}[k]); the output f[o] is accumulated in the
 #             same pass over the last hidden layer (for m <= FUSE_OUT outputs);
-#   residual  f[o] <- (y[o] - f[o]) / (sigma^2 T), sum of squares in float64;
+#   residual  f[o] <- dlogp/df[o]: (y[o] - f[o]) / (sigma^2 T) (Gaussian; the sum of squares in float64),
+#             (y - sigmoid(f)) / T (Bernoulli), (onehot(y)[o] - softmax(f)[o]) / T (Categorical; the
+#             log-likelihood sum in float64);
+#             GELU layers keep their pre-activations in the rows of wd that the backward pass overwrites;
 #   backward  one pass per hidden unit j: e = sum_o W_{l+1}[o, j] da_{l+1}[o], da = e act'(z),
 #             the gradients of b_l[j], W_l[j, :] (and of W_out[:, j]) as register reductions.
 
-_GEN_VERSION = 4
+_GEN_VERSION = 5
 UNROLL = 16      # feature dimensions up to this are unrolled into scalars
 BLOCK = 8        # wider dimensions: runtime blocks of this many features
 FUSE_OUT = 4     # the output layer is fused into the last hidden layer's passes for m <= FUSE_OUT
+ACTIVATIONS = ("tanh", "relu", "gelu")
+LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,9 +69,12 @@ class _Code:
 
 
 def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
-                   tuning: tuple[int, int, int] | None = None) -> str:
-    """Python source of the kernel module for layer sizes ``(d, widths..., m)``; ``tuning`` is
+                   tuning: tuple[int, int, int] | None = None, likelihood: str = "gaussian") -> str:
+    """Python source of the kernel module for layer sizes ``(d, widths..., m)``, an activation in
+    ``ACTIVATIONS`` (or ``"none"`` without hidden layers) and a likelihood in ``LIKELIHOODS``; ``tuning`` is
     ``(UNROLL, BLOCK, FUSE_OUT)`` (the module defaults when None)."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
     L = len(sizes) - 1
     m = sizes[-1]
     U, B, fuse_limit = tuning if tuning is not None else (UNROLL, BLOCK, FUSE_OUT)
@@ -80,10 +89,21 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
         if l < L - 1:
             z += sizes[l + 1]
     dnet = off
-    fuse = L >= 2 and m <= fuse_limit
+    fuse = L >= 2 and m <= min(fuse_limit, U)  # the fused passes use the unrolled output rows
 
     def act_expr(a: str) -> str:
-        return f"_tanh({a})" if act == "tanh" else f"(ZERO if {a} < ZERO else {a})"
+        if act == "tanh":
+            return f"_tanh({a})"
+        if act == "gelu":  # exact: a Phi(a)
+            return f"HALF * {a} * (ONE + math.erf({a} * RSQRT2))"
+        return f"(ZERO if {a} < ZERO else {a})"
+
+    def act_grad_expr() -> str:  # d act / d a from t = act(a) (tanh, relu) or from a itself (gelu)
+        if act == "tanh":
+            return "ONE - t * t"
+        if act == "gelu":
+            return "HALF * (ONE + math.erf(a * RSQRT2)) + a * RSQRT2PI * math.exp(-HALF * a * a)"
+        return "ONE if t > ZERO else ZERO"
 
     def in_rt(l: int, k: str) -> str:  # input row k of layer l (runtime index)
         return f"xt[{k}, n0:n0 + nb]" if l == 0 else f"wz[{zoff[l - 1]} + {k}]"
@@ -111,7 +131,8 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
       "import math", "", "import numpy as np", "from numba import njit, prange", "",
       f"from probnets.fused_mlp.helpers import FASTMATH, finish, {tanh} as _tanh",
       f"# helpers: {_helpers_digest()}", "",
-      f"DT = np.{dtype}", "ZERO = DT(0.0)", "ONE = DT(1.0)", f"DNET = {dnet}",
+      f"DT = np.{dtype}", "ZERO = DT(0.0)", "ONE = DT(1.0)", "HALF = DT(0.5)",
+      "RSQRT2 = DT(0.7071067811865476)", "RSQRT2PI = DT(0.3989422804014327)", f"DNET = {dnet}",
       f"_JIT = dict(nogil=True, cache={cache}, fastmath=FASTMATH, error_model='numpy')")
     c("", "")
     c("@njit(parallel=True, **_JIT)")
@@ -164,6 +185,8 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                     if is_out:
                         c("zr[n] = a")
                         return
+                    if act == "gelu":
+                        c("pr[n] = a")
                     c(f"t = {act_expr('a')}", "zr[n] = t")
                     if fuse_here:
                         for o in range(m):
@@ -172,6 +195,8 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                 with c.block(f"for j in range({dout}):"):
                     c(f"zr = {'wg[j]' if is_out else f'wz[{zoff[l]} + j]'}", f"bj = w[{boff[l]} + j]",
                       f"o_ = {woff[l]} + j * {din}")
+                    if act == "gelu" and not is_out:
+                        c(f"pr = wd[{zoff[l]} + j]")
                     if fuse_here:
                         for o in range(m):
                             c(f"v{o} = w[{woff[L - 1] + o * dout} + j]")
@@ -196,18 +221,42 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                         with c.block("for n in range(nb):"):
                             c("a = zr[n] + " + total([f"q{i} * r{i}[n]" for i in range(R)]))
                             finalize()
-            # ---- residuals: wg[o] <- (y - f) / (sigma^2 T) (zero on the padding), whose sums are the
-            # gradient of the output bias
+            # ---- residuals: wg[o] <- dlogp/df[o] (zero on the padding), whose sums are the gradient of the
+            # output bias; sse: the sum of squared residuals (Gaussian) or the log-likelihood (otherwise)
             c("g = out_grad[c if need_grad else 0] if nblk == 1 else part_g[b, c]",
               "sse = 0.0", "nvalid = min(nb, max(nreal - n0, 0))")
-            with c.block(f"for o in range({m}):"):
-                c("fr = wg[o]", "yr = yt[o, n0:n0 + nb]", "s = 0.0", "sg = ZERO")
+            if likelihood == "gaussian":
+                with c.block(f"for o in range({m}):"):
+                    c("fr = wg[o]", "yr = yt[o, n0:n0 + nb]", "s = 0.0", "sg = ZERO")
+                    with c.block("for n in range(nb):"):
+                        c("r = yr[n] - fr[n]", "r = r if n < nvalid else ZERO",
+                          "s += np.float64(r) * np.float64(r)", "q = r * gscale", "fr[n] = q", "sg += q")
+                    c("sse += s")
+                    with c.block("if need_grad:"):
+                        c(f"g[{boff[L - 1]} + o] = sg")
+            elif likelihood == "bernoulli":  # y in {0, 1}; log p = y f - softplus(f)
+                c("fr = wg[0]", "yr = yt[0, n0:n0 + nb]", "sg = ZERO")
                 with c.block("for n in range(nb):"):
-                    c("r = yr[n] - fr[n]", "r = r if n < nvalid else ZERO", "s += np.float64(r) * np.float64(r)",
-                      "q = r * gscale", "fr[n] = q", "sg += q")
-                c("sse += s")
+                    c("f = fr[n]", "sp = (f if f > ZERO else ZERO) + math.log1p(math.exp(-abs(f)))",
+                      "ok = n < nvalid", "sse += np.float64(yr[n] * f - sp) if ok else 0.0",
+                      "q = (yr[n] - math.exp(f - sp)) * gscale if ok else ZERO", "fr[n] = q", "sg += q")
                 with c.block("if need_grad:"):
-                    c(f"g[{boff[L - 1]} + o] = sg")
+                    c(f"g[{boff[L - 1]}] = sg")
+            else:  # categorical, y one-hot; log p = <y, f> - logsumexp(f)
+                c(*[f"fr{o} = wg[{o}]" for o in range(m)], *[f"yr{o} = yt[{o}, n0:n0 + nb]" for o in range(m)],
+                  *[f"sg{o} = ZERO" for o in range(m)])
+                with c.block("for n in range(nb):"):
+                    c("mx = fr0[n]", *[f"mx = max(mx, fr{o}[n])" for o in range(1, m)],
+                      *[f"e{o} = math.exp(fr{o}[n] - mx)" for o in range(m)],
+                      "se = " + total([f"e{o}" for o in range(m)]),
+                      "ok = n < nvalid",
+                      "sse += np.float64(" + total([f"yr{o}[n] * fr{o}[n]" for o in range(m)])
+                      + " - mx - math.log(se)) if ok else 0.0",
+                      "sc = gscale / se if ok else ZERO",
+                      *[line for o in range(m) for line in (
+                          f"q = yr{o}[n] * gscale - e{o} * sc if ok else ZERO", f"fr{o}[n] = q", f"sg{o} += q")])
+                with c.block("if need_grad:"):
+                    c(*[f"g[{boff[L - 1] + o}] = sg{o}" for o in range(m)])
             # ---- backward
             with c.block("if need_grad:"):
 
@@ -242,6 +291,8 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                         c(f"zr = wz[{zoff[l]} + j]")
                         if store_da:
                             c(f"dr = wd[{zoff[l]} + j]")
+                        if act == "gelu":
+                            c(f"pr = wd[{zoff[l]} + j]")
                         # With one unit above (nxt == 1), its weight v0 factors out of the reductions:
                         # accumulate q = da / v0 and scale the sums by v0 once.
                         factor = nxt == 1
@@ -274,7 +325,9 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                             c("t = zr[n]", f"e = {e_expr}")
                             if sv_here:
                                 c(*[f"sv{o} += f{o}[n] * t" for o in range(m)])
-                            c("da = e * (ONE - t * t)" if act == "tanh" else "da = e if t > ZERO else ZERO")
+                            if act == "gelu":
+                                c("a = pr[n]")
+                            c(f"da = e * ({act_grad_expr()})")
                             c("sb += da")
                             if din <= U:
                                 c(*[f"s{k} += da * {in_row(l, k)}[n]" for k in range(din)])

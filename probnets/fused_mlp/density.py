@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probnets.fused_mlp import helpers, loader
+from probnets.fused_mlp import codegen, helpers, loader
 from probnets.fused_mlp.prior import AnalyticPrior
 from probnets.log_density import CompiledGradient, LogDensity
 
 if helpers.HAVE_NUMBA:
     import numba
 
-#: Activations with a fused kernel.
-ACTIVATIONS = ("tanh", "relu")
+#: Activations with a fused kernel (``gelu``: the exact one, ``torch.nn.functional.gelu``'s default).
+ACTIVATIONS = codegen.ACTIVATIONS
 
 # Data blocks (and the padded number of data points) are multiples of this, so that every SIMD loop over
 # data points runs on whole AVX-512 vectors (16 float32 / 8 float64) and needs no scalar remainder.
@@ -27,18 +27,18 @@ _PAD = 16
 
 
 def supports(model) -> bool:
-    """True when :class:`FusedGaussianMLPLogDensity` applies to ``model``.
+    """True when :class:`FusedMLPLogDensity` applies to ``model``.
 
-    That is: numba importable, ``model`` a :class:`~probnets.bnn.BNN` with a Gaussian likelihood (fixed or
-    learned noise), an activation in :data:`ACTIVATIONS`, any depth and any number of outputs, and
-    priors on the CPU (any elementwise prior; non-Normal ones are differentiated with autograd).
+    That is: numba importable, ``model`` a :class:`~probnets.bnn.BNN` with a Gaussian (fixed or learned
+    noise), Bernoulli or Categorical likelihood, an activation in :data:`ACTIVATIONS`, any depth and any
+    number of outputs, and priors on the CPU (any elementwise prior; non-Normal ones are differentiated with
+    autograd).
     """
     if not helpers.HAVE_NUMBA:
         return False
     from probnets.bnn import BNN
-    from probnets.likelihoods import Gaussian
 
-    if not isinstance(model, BNN) or type(model.likelihood) is not Gaussian:
+    if not isinstance(model, BNN) or _likelihood_kind(model.likelihood) is None:
         return False
     if not isinstance(model.activation_name, str) or model.activation_name not in ACTIVATIONS:
         return False
@@ -47,10 +47,18 @@ def supports(model) -> bool:
     # A callable that merely shares a name with a built-in activation is not the built-in one.
     if model.activation is not _TORCH_ACTIVATIONS[model.activation_name]:
         return False
-    for prior in list(model.priors.values()) + [model.likelihood.noise_prior]:
+    for prior in list(model.priors.values()) + [getattr(model.likelihood, "noise_prior", None)]:
         if prior is not None and not _on_cpu(prior):
             return False
     return True
+
+
+def _likelihood_kind(likelihood) -> str | None:
+    """The kernels' name of a likelihood (one of ``codegen.LIKELIHOODS``), None without a kernel."""
+    from probnets.likelihoods import Bernoulli, Categorical, Gaussian
+
+    kinds = {Gaussian: "gaussian", Bernoulli: "bernoulli", Categorical: "categorical"}
+    return kinds.get(type(likelihood))
 
 
 def _on_cpu(d: torch.distributions.Distribution) -> bool:
@@ -74,8 +82,9 @@ def _available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class FusedGaussianMLPLogDensity(LogDensity):
-    """Log posterior of a Gaussian-likelihood :class:`~probnets.bnn.BNN` with a fused CPU gradient.
+class FusedMLPLogDensity(LogDensity):
+    """Log posterior of a :class:`~probnets.bnn.BNN` (Gaussian, Bernoulli or Categorical likelihood) with a
+    fused CPU gradient.
 
     ``value_and_grad(theta)`` equals autograd of ``model.log_prior(theta) +
     model.log_likelihood(theta, batch).sum(-1) / temperature`` for ``theta`` of shape ``(..., D)`` in
@@ -88,7 +97,8 @@ class FusedGaussianMLPLogDensity(LogDensity):
 
     Args:
         model: A BNN for which :func:`supports` is true.
-        batch: Prepared data ``(x (n, d), y (n, m))``.
+        batch: Prepared data ``(x (n, d), y)``: ``y (n, m)`` or ``(n,)`` (Gaussian), ``(n,)`` in {0, 1}
+            (Bernoulli), ``(n,)`` integer labels in ``[0, m)`` (Categorical).
         temperature: Likelihood temperature ``T`` (the log-likelihood is divided by it).
         fallback: The generic autograd :class:`LogDensity` of the same posterior.
     """
@@ -104,7 +114,13 @@ class FusedGaussianMLPLogDensity(LogDensity):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         x, y = batch
+        self._batch_y = y
         n, m = x.shape[0], model.num_latent
+        self.likelihood_kind = _likelihood_kind(model.likelihood)
+        if self.likelihood_kind == "categorical":
+            if y.shape != (n,):
+                raise ValueError(f"y must have shape ({n},) for a Categorical likelihood, got {tuple(y.shape)}")
+            y = torch.nn.functional.one_hot(y.long(), m)
         if y.dim() == 1:
             y = y.unsqueeze(-1)
         if y.dim() == 2 and y.shape == (n, 1) and m > 1:
@@ -138,17 +154,18 @@ class FusedGaussianMLPLogDensity(LogDensity):
         self._zrows = max(sum(model.widths), 1)
         self._macs_per_point = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
         lik = model.likelihood
-        self.learned = bool(lik.learned)
+        self.learned = bool(getattr(lik, "learned", False))
         self.analytic_prior = AnalyticPrior.build(model)
-        # prm_i: (n, learned noise, analytic prior, need grad, m)
-        self._prm_i = np.asarray([n, int(self.learned), int(self.analytic_prior is not None), 1, m], dtype=np.int64)
+        # prm_i: (n, learned noise, analytic prior, need grad, m, Gaussian likelihood)
+        self._prm_i = np.asarray([n, int(self.learned), int(self.analytic_prior is not None), 1, m,
+                                  int(self.likelihood_kind == "gaussian")], dtype=np.int64)
         self._prm_i_value = self._prm_i.copy()
         self._prm_i_value[3] = 0
         loc, prec, const = self.analytic_prior if self.analytic_prior is not None else (np.zeros(1), np.zeros(1), 0.0)
         self._prior_loc, self._prior_prec = loc, prec
         # prm_f: (1/T, fixed log sigma, constant of the analytic log prior)
-        self._prm_f = np.asarray([1.0 / self.temperature, 0.0 if self.learned else math.log(lik.noise_scale),
-                                  const])
+        fixed_log_scale = math.log(lik.noise_scale) if self.likelihood_kind == "gaussian" and not self.learned else 0.0
+        self._prm_f = np.asarray([1.0 / self.temperature, fixed_log_scale, const])
         self._data = {}
         self._modules = {}
         self._plans = {}
@@ -159,7 +176,7 @@ class FusedGaussianMLPLogDensity(LogDensity):
         self._prepared(torch.float32 if x.dtype == torch.float32 else torch.float64)
 
     def _generic(self, theta: Tensor) -> Tensor:
-        batch = (self._x.to(theta.dtype), self._y)
+        batch = (self._x.to(theta.dtype), self._batch_y)
         return self.model.log_prior(theta) + self.model.log_likelihood(theta, batch).sum(-1) / self.temperature
 
     # -- data, buffers, work split ----------------------------------------------------------------
@@ -235,7 +252,8 @@ class FusedGaussianMLPLogDensity(LogDensity):
             nblk = len(blocks) - 1
             module = self._modules.get(dtype)
             if module is None:
-                module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name)
+                module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name,
+                                                                         self.likelihood_kind)
                 nthreads = 1  # the first call compiles (or loads from the cache) on this thread
             wz, wd, wg, wt = self._workspace(npd, nthreads, nb_max)
             if nblk > 1:
@@ -288,7 +306,8 @@ class FusedGaussianMLPLogDensity(LogDensity):
         npd = xt.dtype
         module = self._modules.get(dtype)
         if module is None:
-            module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name)
+            module = self._modules[dtype] = loader.kernel_module(self.sizes, self.activation, npd.name,
+                                                                         self.likelihood_kind)
         rows = (self._zrows, self._zrows, self.num_latent, 1)
         workspace = tuple(np.zeros((r, self.n_padded), dtype=npd) for r in rows)
         blocks = np.asarray([0, self.n_padded], dtype=np.int64)

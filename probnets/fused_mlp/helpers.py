@@ -78,14 +78,18 @@ if HAVE_NUMBA:
     @numba.njit(**_JIT_INNER)
     def finish(theta, c, sse, u, inv_var, prm_i, prm_f, prior_loc, prior_prec, out_val, out_grad):
         """Value = log-likelihood / T + analytic log prior, and the gradients of the noise parameter and
-        of the prior, for chain c; the network part of the gradient is already in out_grad[c]."""
+        of the prior, for chain c; the network part of the gradient is already in out_grad[c]. ``sse`` is the
+        sum of squared residuals for a Gaussian likelihood (``prm_i[5]`` nonzero), else the log-likelihood."""
         D = theta.shape[1]
         learned = prm_i[1] != 0
         use_prior = prm_i[2] != 0
         need_grad = prm_i[3] != 0
         inv_temp = prm_f[0]
         nm = np.float64(prm_i[0] * prm_i[4])
-        val = (-0.5 * sse * inv_var - nm * u - 0.5 * nm * 1.8378770664093453) * inv_temp
+        if prm_i[5] != 0:
+            val = (-0.5 * sse * inv_var - nm * u - 0.5 * nm * 1.8378770664093453) * inv_temp
+        else:
+            val = sse * inv_temp
         th = theta[c]
         if use_prior:
             lp = 0.0

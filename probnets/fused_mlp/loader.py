@@ -38,16 +38,17 @@ _MODULES: dict[tuple, object] = {}
 _MODULES_LOCK = threading.Lock()
 
 
-def kernel_module(sizes: tuple[int, ...], act: str, dtype: str):
-    """The (imported, lazily compiled) generated kernel module for an architecture and dtype."""
+def kernel_module(sizes: tuple[int, ...], act: str, dtype: str, likelihood: str = "gaussian"):
+    """The (imported, lazily compiled) generated kernel module for an architecture, likelihood and dtype."""
     tuning = (codegen.UNROLL, codegen.BLOCK, codegen.FUSE_OUT)
-    key = (sizes, act, dtype, tuning)
+    key = (sizes, act, dtype, tuning, likelihood)
     with _MODULES_LOCK:
         module = _MODULES.get(key)
         if module is not None:
             return module
         directory = _kernel_dir()
-        source = codegen.kernel_source(sizes, act, dtype, cache=directory is not None, tuning=tuning)
+        source = codegen.kernel_source(sizes, act, dtype, cache=directory is not None, tuning=tuning,
+                                       likelihood=likelihood)
         digest = hashlib.sha1(source.encode()).hexdigest()[:20]
         name = f"pnfused_{digest}"
         module = None
@@ -81,7 +82,7 @@ def kernel_module(sizes: tuple[int, ...], act: str, dtype: str):
             except OSError:
                 module = None
         if module is None:  # no usable cache directory: compile in memory
-            source = codegen.kernel_source(sizes, act, dtype, cache=False, tuning=tuning)
+            source = codegen.kernel_source(sizes, act, dtype, cache=False, tuning=tuning, likelihood=likelihood)
             module = types.ModuleType(f"_probnets_fused_{digest}")
             exec(compile(source, f"<probnets fused kernel {name}>", "exec"), module.__dict__)
         _MODULES[key] = module

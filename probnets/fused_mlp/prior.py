@@ -55,7 +55,7 @@ class AnalyticPrior:
             precs.append(prec)
             const += c
         lik = model.likelihood
-        if lik.learned:
+        if getattr(lik, "learned", False):
             params = _lognormal_params(lik.noise_prior)
             if params is None or params[0].numel() != 1 or params[1].numel() != 1:
                 return None

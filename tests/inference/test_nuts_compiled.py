@@ -34,6 +34,16 @@ def _tanh_bnn():
     return model, (x, y)
 
 
+def _categorical_bnn():
+    """A 3-6-3 GELU BNN with a Categorical likelihood on 40 points, float64."""
+    from probnets import Categorical
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return BNN(3, [6], activation="gelu", likelihood=Categorical(3)), (x, y)
+
+
 def _linear():
     model, data, _, _ = conjugate_regression()
     return model, data
@@ -51,7 +61,7 @@ def _no_compiled(logdensity):
     return plain
 
 
-@pytest.mark.parametrize("make", [_linear, _tanh_bnn])
+@pytest.mark.parametrize("make", [_linear, _tanh_bnn, _categorical_bnn])
 @pytest.mark.parametrize("integrator", ["velocity_verlet", "mclachlan"])
 def test_compiled_transition_equals_the_torch_transition(make, integrator):
     model, data = make()

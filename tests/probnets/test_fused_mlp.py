@@ -12,10 +12,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from probnets import BNN, Bernoulli, Gaussian
+from probnets import BNN, Bernoulli, Categorical, Gaussian
 from probnets.model import LogDensity
 
-from probnets.fused_mlp import FusedGaussianMLPLogDensity, codegen, density, helpers, supports
+from probnets.fused_mlp import FusedMLPLogDensity, codegen, density, helpers, supports
 
 if not helpers.HAVE_NUMBA:  # pragma: no cover
     pytest.skip("numba is not installed", allow_module_level=True)
@@ -24,12 +24,18 @@ TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-10
 
 
 def make(d=3, widths=(5,), m=1, *, activation="tanh", learned=True, prior=None, n=37, dtype=torch.float64,
-         temperature=0.7, seed=0):
+         temperature=0.7, seed=0, likelihood="gaussian"):
+    """A BNN and its fused log density; ``m`` outputs (Gaussian) or classes (Categorical)."""
     torch.manual_seed(seed)
-    lik = Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)) if learned else Gaussian(noise_scale=0.4)
-    model = BNN(d, widths, m, activation=activation, likelihood=lik, prior=prior)
     x = torch.randn(n, d, dtype=dtype)
-    y = torch.randn(n, m, dtype=dtype) if m > 1 else torch.randn(n, dtype=dtype)
+    if likelihood == "bernoulli":
+        lik, y = Bernoulli(), (torch.rand(n) < 0.4).to(dtype)
+    elif likelihood == "categorical":
+        lik, y = Categorical(m), torch.randint(0, m, (n,))
+    else:
+        lik = Gaussian(noise_prior=dist.LogNormal(-1.0, 1.0)) if learned else Gaussian(noise_scale=0.4)
+        y = torch.randn(n, m, dtype=dtype) if m > 1 else torch.randn(n, dtype=dtype)
+    model = BNN(d, widths, m if likelihood == "gaussian" else 1, activation=activation, likelihood=lik, prior=prior)
     return model, model.logdensity((x, y), temperature=temperature)
 
 
@@ -37,13 +43,13 @@ def theta_for(model, shape, dtype, seed=1):
     g = torch.Generator().manual_seed(seed)
     theta = model.init_theta(math.prod(shape), generator=g, dtype=dtype) * 1.7
     theta += 0.1 * torch.randn(theta.shape, generator=g, dtype=dtype)
-    if model.likelihood.learned:
+    if getattr(model.likelihood, "learned", False):
         theta[:, -1] = -1.0 + 0.3 * torch.randn(theta.shape[0], generator=g, dtype=dtype)
     return theta.reshape(*shape, -1)
 
 
 def assert_matches(ld, theta):
-    assert isinstance(ld, FusedGaussianMLPLogDensity)
+    assert isinstance(ld, FusedMLPLogDensity)
     value, grad = ld.value_and_grad(theta)
     ref_value, ref_grad = LogDensity.value_and_grad(ld, theta)  # autograd of the generic function
     tol = TOL[theta.dtype]
@@ -56,7 +62,7 @@ def assert_matches(ld, theta):
 
 # Kernels compiled by these tests (about a second each on first use, then cached on disk):
 # 3 -> [5] -> 1 tanh in float32 and float64, 3 -> 2 in float64, and 5 -> [3, 5] -> 2 relu in float32 with
-# tiny unrolling limits (the code paths of wide layers).
+# tiny unrolling limits (the code paths of wide layers); the classification and GELU kernels below.
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -87,6 +93,34 @@ def test_two_hidden_layers_two_outputs_relu_and_wide_layer_code_paths(monkeypatc
     model, ld = make(d=5, widths=(3, 5), m=2, activation="relu", dtype=torch.float32)
     assert_matches(ld, theta_for(model, (3,), torch.float32))
     assert_matches(ld, theta_for(model, (1,), torch.float32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("likelihood, m", [("bernoulli", 1), ("categorical", 4)])
+def test_classification_likelihoods(likelihood, m, dtype):
+    model, ld = make(m=m, likelihood=likelihood, dtype=dtype, temperature=1.3)
+    assert ld.likelihood_kind == likelihood
+    theta = theta_for(model, (5,), dtype)
+    theta[0] *= 30.0  # saturated logits: softplus and log-sum-exp must not overflow
+    assert_matches(ld, theta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gelu_two_hidden_layers(dtype):
+    model, ld = make(widths=(5, 4), m=2, activation="gelu", learned=False, dtype=dtype)
+    assert_matches(ld, theta_for(model, (4,), dtype))
+
+
+def test_categorical_gelu_wide_layer_code_paths_and_data_blocks(monkeypatch):
+    monkeypatch.setattr(codegen, "UNROLL", 2)
+    monkeypatch.setattr(codegen, "BLOCK", 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(density, "_available_cpus", lambda: 2)
+    model, ld = make(d=5, widths=(3, 5), m=3, activation="gelu", likelihood="categorical", n=200)
+    ld.parallel_threshold = 0
+    assert len(ld._plan(2)[1]) > 2  # several data blocks per chain
+    assert_matches(ld, theta_for(model, (2,), torch.float64))
+    assert_matches(ld, theta_for(model, (7,), torch.float64))
 
 
 def test_cauchy_prior_gradient_falls_back_to_autograd():
@@ -174,10 +208,11 @@ def test_supports(monkeypatch):
         mp.setattr(helpers, "HAVE_NUMBA", False)  # numba missing: the generic path
         model = BNN(3, (5,))
         assert not supports(model)
-        assert not isinstance(model.logdensity((torch.randn(4, 3), torch.randn(4))), FusedGaussianMLPLogDensity)
-    assert not supports(BNN(3, (5,), likelihood=Bernoulli()))
-    assert not supports(BNN(3, (5,), activation="gelu"))
+        assert not isinstance(model.logdensity((torch.randn(4, 3), torch.randn(4))), FusedMLPLogDensity)
+    assert supports(BNN(3, (5,), likelihood=Bernoulli()))
+    assert supports(BNN(3, (5,), 1, likelihood=Categorical(3), activation="gelu"))
+    assert not supports(BNN(3, (5,), activation="sigmoid"))
     assert not supports(BNN(3, (5,), activation=lambda t: t.tanh()))
-    model = BNN(3, (5,), likelihood=Bernoulli())
+    model = BNN(3, (5,), activation="silu", likelihood=Bernoulli())
     x, y = torch.randn(10, 3), (torch.rand(10) > 0.5).float()
-    assert not isinstance(model.logdensity((x, y)), FusedGaussianMLPLogDensity)
+    assert not isinstance(model.logdensity((x, y)), FusedMLPLogDensity)
