@@ -7,7 +7,9 @@ compilation, ``--chains`` chains of ``--warmup`` + ``--samples`` iterations, NUT
 
 * ``probnets NUTS (plate)``: ``inference.sample(from_pyro(model), method="nuts")``, every chain in one plated
   run of the model (``posterior.info["batching"]``);
-* ``probnets NUTS (loop)``: the same with the chain-by-chain evaluation forced (the path of models that do not
+* ``probnets NUTS (plate, compiled)``: the same with ``compile=True`` (the plated log density traced into one
+  ATen graph, Pyro's handlers gone, and compiled by inductor; compile time included);
+* ``probnets NUTS (loop)``: the plated run with the chain-by-chain evaluation forced (the path of models that do not
   broadcast), to show what the vectorisation buys;
 * ``NumPyro NUTS (vectorized)``: ``chain_method="vectorized"`` (all chains in one call, like for like) and
   ``NumPyro NUTS (sequential)``: chains one after the other (NumPyro's usual single-device setting).
@@ -42,7 +44,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-RUNNERS = ("probnets NUTS (plate)", "probnets NUTS (loop)", "NumPyro NUTS (vectorized)", "NumPyro NUTS (sequential)")
+RUNNERS = ("probnets NUTS (plate, compiled)", "probnets NUTS (plate)", "probnets NUTS (loop)",
+           "NumPyro NUTS (vectorized)", "NumPyro NUTS (sequential)")
 
 
 def load_data() -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +55,7 @@ def load_data() -> tuple[np.ndarray, np.ndarray]:
     return (x - x.mean(0)) / x.std(0), y.astype(np.float64)
 
 
-def _probnets(x, y, cfg: dict, loop: bool) -> tuple[np.ndarray, dict]:
+def _probnets(x, y, cfg: dict, loop: bool, compile: bool) -> tuple[np.ndarray, dict]:
     import pyro
     import pyro.distributions as dist
     import torch
@@ -70,8 +73,9 @@ def _probnets(x, y, cfg: dict, loop: bool) -> tuple[np.ndarray, dict]:
         target.batching, target._batched = "loop", None
     post = inference.sample(target, method="nuts", num_chains=cfg["chains"], num_warmup=cfg["warmup"],
                             num_samples=cfg["samples"], seed=cfg["seed"], progress=False, print_summary=False,
-                            check_convergence=False)
-    return post.samples.numpy(), {"batching": post.info.get("batching"), "divergences": post.num_divergences}
+                            check_convergence=False, compile=compile)
+    return post.samples.numpy(), {"batching": post.info.get("batching"), "divergences": post.num_divergences,
+                                  "compile_seconds": post.info.get("compile_seconds")}
 
 
 def _numpyro(x, y, cfg: dict, chain_method: str) -> tuple[np.ndarray, dict]:
@@ -103,7 +107,7 @@ def _worker(label: str, cfg_json: str, out: str) -> None:
     x, y = load_data()
     start = time.perf_counter()
     if label.startswith("probnets"):
-        samples, extra = _probnets(x, y, cfg, loop="loop" in label)
+        samples, extra = _probnets(x, y, cfg, loop="loop" in label, compile="compiled" in label)
     else:
         samples, extra = _numpyro(x, y, cfg, "vectorized" if "vectorized" in label else "sequential")
     wall = time.perf_counter() - start
@@ -133,7 +137,7 @@ def summarise(label: str, samples: np.ndarray, info: dict, reference: np.ndarray
     rhat = diagnostics.split_rhat(draws).tolist()
     row = dict(label=label, wall_time=info["wall_time"], min_ess_bulk=min(ess),
                ess_per_s=min(ess) / info["wall_time"], max_rhat=max(rhat), divergences=info["divergences"],
-               batching=info.get("batching"))
+               batching=info.get("batching"), compile_seconds=info.get("compile_seconds"))
     if reference is not None:
         ref = torch.as_tensor(reference)
         z = ((draws.mean((0, 1)) - ref.mean((0, 1))).abs()
@@ -143,8 +147,8 @@ def summarise(label: str, samples: np.ndarray, info: dict, reference: np.ndarray
 
 
 def markdown(meta: dict, rows: list[dict], check: dict) -> str:
-    cols = ["label", "wall_time", "min_ess_bulk", "ess_per_s", "max_rhat", "divergences", "batching",
-            "max_mean_z_vs_numpyro"]
+    cols = ["label", "wall_time", "compile_seconds", "min_ess_bulk", "ess_per_s", "max_rhat", "divergences",
+            "batching", "max_mean_z_vs_numpyro"]
     fmt = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["# Bayesian logistic regression (breast cancer, 31 parameters): Pyro model via from_pyro vs NumPyro", "",
              f"Machine: {meta['machine']}; {meta['cpus']} CPUs; one thread per sampler process; load average at start "
@@ -175,9 +179,11 @@ def main(argv=None) -> int:
     meta["loadavg_end"] = os.getloadavg()
     by = {r["label"]: r for r in rows}
     best_numpyro = max(by["NumPyro NUTS (vectorized)"]["ess_per_s"], by["NumPyro NUTS (sequential)"]["ess_per_s"])
-    ours = by["probnets NUTS (plate)"]["ess_per_s"]
-    check = dict(target="probnets NUTS (plate) ESS/s >= NumPyro NUTS's best",
-                 value=f"{ours:.3g} vs {best_numpyro:.3g} ({ours / best_numpyro:.2f}x)", passed=ours >= best_numpyro)
+    best = max(("probnets NUTS (plate)", "probnets NUTS (plate, compiled)"), key=lambda k: by[k]["ess_per_s"])
+    ours = by[best]["ess_per_s"]
+    check = dict(target="probnets NUTS's best (plated, eager or compiled) ESS/s >= NumPyro NUTS's best",
+                 value=f"{best}: {ours:.3g} vs {best_numpyro:.3g} ({ours / best_numpyro:.2f}x)",
+                 passed=ours >= best_numpyro)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pyro_logistic.json").write_text(json.dumps(dict(meta=meta, runs=rows, target=check), indent=2))

@@ -99,9 +99,11 @@ class CompiledLogDensity(LogDensity):
     def _build(self, theta: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
         """Trace, compile and check for ``theta``'s shape; None (after one warning) when that fails."""
         try:
+            # eager first: a log density that settles lazily how to evaluate (from_pyro's batching check
+            # compares values, which a trace cannot) settles it before the trace
+            ref_value, ref_grad = self.base.value_and_grad(theta)
             compiled = compile_value_and_grad(self.base.fn, theta, mode=self.mode)
             value, grad = (out.detach() for out in compiled(theta.contiguous()))
-            ref_value, ref_grad = self.base.value_and_grad(theta)
             mismatch = _mismatch(value, ref_value) or _mismatch(grad, ref_grad)
             if mismatch:
                 raise _Mismatch(f"the compiled log density differs from eager autograd: {mismatch}")
@@ -139,7 +141,12 @@ def compile_value_and_grad(fn: Callable[[Tensor], Tensor], theta: Tensor, *,
     example = theta.detach().contiguous()
     with _no_distribution_validation(), torch.enable_grad():
         graph = make_fx(value_and_grad)(example)
-    return torch.compile(graph, dynamic=False, fullgraph=True, mode=mode)
+    # The graph is already flat ATen: inductor compiles it directly, without dynamo's frame guards and
+    # runtime wrappers around every call (about 60 us of a 280 us call on a Pyro logistic regression).
+    import torch._inductor as inductor
+
+    options = inductor.list_mode_options(mode) if mode is not None else None
+    return inductor.compile(graph, [example], options=options)
 
 
 @contextlib.contextmanager

@@ -132,3 +132,18 @@ def test_plated_nuts_posterior_matches_the_loop():
     looped_target.batching, looped_target._batched = "loop", None
     looped = inference.sample(looped_target, **settings)
     torch.testing.assert_close(plated.samples, looped.samples, rtol=1e-6, atol=1e-6)
+
+
+def test_a_compiled_pyro_model_keeps_the_plated_evaluation():
+    """compile=True settles the batching eagerly before tracing (the check compares values, which a trace
+    cannot), so the compiled graph holds the one plated run; it equals the eager gradient."""
+    from probnets.compiled import CompiledLogDensity
+
+    target = from_pyro(logistic, *_logistic_data())
+    compiled = CompiledLogDensity(target)
+    theta = target.init_theta(4, generator=torch.Generator().manual_seed(5))
+    value, grad = compiled.value_and_grad(theta)
+    assert compiled.fallback_reason is None and target.batching == "plate"
+    ref_value, ref_grad = target.value_and_grad(theta)
+    torch.testing.assert_close(value, ref_value)
+    torch.testing.assert_close(grad, ref_grad)
