@@ -89,7 +89,8 @@ class FusedMLPLogDensity(LogDensity):
     ``value_and_grad(theta)`` equals autograd of ``model.log_prior(theta) +
     model.log_likelihood(theta, batch).sum(-1) / temperature`` for ``theta`` of shape ``(..., D)`` in
     float32 or float64; other dtypes, non-CPU tensors and a differentiable ``__call__`` (``theta``
-    requiring grad with grad mode on) go to ``fallback``. The returned tensors are freshly allocated on
+    requiring grad with grad mode on) go to ``fallback`` (so does float64 for GELU networks:
+    ``codegen.GELU_DTYPES``). The returned tensors are freshly allocated on
     every call, so callers may keep them.
 
     Threads: up to ``torch.get_num_threads()`` (read at construction) threads share the chains (or, with
@@ -142,6 +143,8 @@ class FusedMLPLogDensity(LogDensity):
         self.sizes = (model.in_features, *model.widths, m)
         # Without hidden layers the activation is unused: share one kernel between all of them.
         self.activation = model.activation_name if model.widths else "none"
+        self._kernel_dtypes = (tuple(getattr(torch, d) for d in codegen.GELU_DTYPES) if self.activation == "gelu"
+                               else (torch.float32, torch.float64))
         # The kernels assume the BNN layout: layers.{l}.weight (out x in) then layers.{l}.bias, in order.
         off = 0
         for l, (din, dout) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
@@ -230,7 +233,7 @@ class FusedMLPLogDensity(LogDensity):
     # -- evaluation -------------------------------------------------------------------------------
 
     def _usable(self, theta) -> bool:
-        return (isinstance(theta, Tensor) and theta.is_cpu and theta.dtype in (torch.float32, torch.float64)
+        return (isinstance(theta, Tensor) and theta.is_cpu and theta.dtype in self._kernel_dtypes
                 and theta.dim() >= 1 and theta.shape[-1] == self.dim)
 
     def _run(self, theta: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -294,7 +297,7 @@ class FusedMLPLogDensity(LogDensity):
         """The single-threaded kernel with this density's data and a workspace of the calling thread's own
         (one data block, so work item ``c`` is chain ``c``); None for priors without a closed form (their
         gradient is autograd)."""
-        if self.analytic_prior is None or dtype not in (torch.float32, torch.float64):
+        if self.analytic_prior is None or dtype not in self._kernel_dtypes:
             return None
         compiled = self._ws.compiled.get(dtype)
         if compiled is None:

@@ -35,11 +35,11 @@ def _tanh_bnn():
 
 
 def _categorical_bnn():
-    """A 3-6-3 GELU BNN with a Categorical likelihood on 40 points, float64."""
+    """A 3-6-3 GELU BNN with a Categorical likelihood on 40 points, float32."""
     from probnets import Categorical
 
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(40, 3, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     return BNN(3, [6], activation="gelu", likelihood=Categorical(3)), (x, y)
 

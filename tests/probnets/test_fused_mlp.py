@@ -105,10 +105,32 @@ def test_classification_likelihoods(likelihood, m, dtype):
     assert_matches(ld, theta)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gelu_two_hidden_layers(dtype):
-    model, ld = make(widths=(5, 4), m=2, activation="gelu", learned=False, dtype=dtype)
-    assert_matches(ld, theta_for(model, (4,), dtype))
+def test_gelu_two_hidden_layers_float32_kernel_float64_generic(monkeypatch):
+    model, ld = make(widths=(5, 4), m=2, activation="gelu", learned=False, dtype=torch.float32)
+    theta = theta_for(model, (4,), torch.float32)
+    theta[0] *= 4.0  # pre-activations far in both tails
+    assert_matches(ld, theta)
+    assert ld.compiled_gradient(torch.float32) is not None and ld.compiled_gradient(torch.float64) is None
+    monkeypatch.setattr(type(ld), "_run", None)  # float64 must not reach the kernel
+    assert_matches(ld, theta.double())
+
+
+def test_normal_cdf_and_density_approximation_is_accurate():
+    import numba
+    import numpy as np
+
+    phi32 = numba.njit(lambda a: helpers.phi32(a))  # the helpers have no Python wrappers of their own
+
+    x = torch.cat([torch.linspace(-12, 12, 40_001, dtype=torch.float64), torch.logspace(-30, 0, 1001,
+                                                                                         dtype=torch.float64)])
+    x32 = x.to(torch.float32)
+    got = torch.tensor([phi32(np.float32(v)) for v in x32.tolist()], dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    ref_cdf, ref_pdf = normal.cdf(x32.double()), normal.log_prob(x32.double()).exp()
+    assert float((got[:, 0] - ref_cdf).abs().max()) < 1.5e-7
+    assert float((got[:, 1] - ref_pdf).abs().max()) < 3e-8  # float32 rounding of phi(0) = 0.399: 1.5e-8
+    cdf, pdf = phi32(np.float32("nan"))
+    assert math.isnan(cdf)  # (pdf need not be NaN: the kernel multiplies it by the NaN pre-activation)
 
 
 def test_categorical_gelu_wide_layer_code_paths_and_data_blocks(monkeypatch):
@@ -116,11 +138,12 @@ def test_categorical_gelu_wide_layer_code_paths_and_data_blocks(monkeypatch):
     monkeypatch.setattr(codegen, "BLOCK", 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(density, "_available_cpus", lambda: 2)
-    model, ld = make(d=5, widths=(3, 5), m=3, activation="gelu", likelihood="categorical", n=200)
+    model, ld = make(d=5, widths=(3, 5), m=3, activation="gelu", likelihood="categorical", n=200,
+                     dtype=torch.float32)
     ld.parallel_threshold = 0
     assert len(ld._plan(2)[1]) > 2  # several data blocks per chain
-    assert_matches(ld, theta_for(model, (2,), torch.float64))
-    assert_matches(ld, theta_for(model, (7,), torch.float64))
+    assert_matches(ld, theta_for(model, (2,), torch.float32))
+    assert_matches(ld, theta_for(model, (7,), torch.float32))
 
 
 def test_cauchy_prior_gradient_falls_back_to_autograd():
@@ -151,9 +174,10 @@ def test_data_blocks_across_threads(dtype, monkeypatch):
     assert_matches(ld, theta_for(model, (8,), dtype))  # chains only
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_non_finite_theta_gives_non_finite_results_without_raising(dtype):
-    model, ld = make(dtype=dtype)
+@pytest.mark.parametrize("dtype, activation", [(torch.float32, "tanh"), (torch.float64, "tanh"),
+                                               (torch.float32, "gelu")])
+def test_non_finite_theta_gives_non_finite_results_without_raising(dtype, activation):
+    model, ld = make(dtype=dtype, activation=activation)
     theta = theta_for(model, (4,), dtype)
     theta[0, 2] = float("nan")  # a first-layer weight
     theta[1, -1] = float("nan")  # the noise parameter
