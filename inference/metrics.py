@@ -212,17 +212,20 @@ def gaussian_mixture_crps(pred: Predictive, y: Tensor, *, max_pairwise: int = 20
     loc, var = _normal_components(pred)
     w = pred.weights
     var_per_point = var.reshape(pred.num_draws, *(y.shape if var.shape[1] > 1 else (1, 1)))
-    to_target = torch.tensordot(w, _expected_abs_normal(loc - y, var_per_point), dims=([0], [0]))
     if pred.num_draws <= max_pairwise:
+        to_target = torch.tensordot(w, _expected_abs_normal(loc - y, var_per_point), dims=([0], [0]))
         between = _pairwise_expected_abs(loc, var, w, include_self=True)
-    else:
-        generator = torch.Generator(device=loc.device).manual_seed(seed)
-        idx = torch.multinomial(w, max_pairwise, replacement=True, generator=generator)
-        uniform = torch.full((max_pairwise,), 1.0 / max_pairwise, dtype=loc.dtype, device=loc.device)
-        # Distinct pairs of i.i.d. draws: sum_{a != b} / (M (M - 1)) is unbiased for sum_ij w_i w_j A_ij.
-        distinct = _pairwise_expected_abs(loc[idx], var[idx], uniform, include_self=False)
-        between = distinct * max_pairwise / (max_pairwise - 1)
-    return to_target - 0.5 * between
+        return to_target - 0.5 * between
+    generator = torch.Generator(device=loc.device).manual_seed(seed)
+    idx = torch.multinomial(w, max_pairwise, replacement=True, generator=generator)
+    # Both terms from the same components: a far-off component then enters both or neither, and the two
+    # cancel as in the exact CRPS (with the first term over all components, a wild draw that the subset
+    # missed added its full w |f - y| to the estimate).
+    to_target = _expected_abs_normal(loc[idx] - y, var_per_point[idx]).mean(0)
+    uniform = torch.full((max_pairwise,), 1.0 / max_pairwise, dtype=loc.dtype, device=loc.device)
+    # Distinct pairs of i.i.d. draws: sum_{a != b} / (M (M - 1)) is unbiased for sum_ij w_i w_j A_ij.
+    distinct = _pairwise_expected_abs(loc[idx], var[idx], uniform, include_self=False)
+    return to_target - 0.5 * distinct * max_pairwise / (max_pairwise - 1)
 
 
 def _normal_components(pred: Predictive) -> tuple[Tensor, Tensor]:

@@ -239,6 +239,17 @@ def test_crps_subset_estimate_is_seeded_and_unbiased():
     assert abs(float(estimates.mean()) - exact) < 4 * float(estimates.std()) / math.sqrt(300)
 
 
+def test_crps_subset_estimate_with_one_wild_draw_stays_near_the_exact_value():
+    """One draw far off (a divergent SG-MCMC draw): the subset estimate must not explode when it misses it."""
+    pred = bnn_regression(num_draws=400, n=3)
+    pred.f[7] += 1e7
+    y = torch.tensor([0.0, 0.5, -0.5], dtype=DT)
+    exact = crps(pred, y)
+    assert exact < 1e7 / 400  # the exact CRPS: the wild draw's terms cancel to O(1e7 / S^2)
+    estimates = [crps(pred, y, max_pairwise=50, seed=s) for s in range(20)]
+    assert max(abs(e - exact) for e in estimates) < 1e7 / 50 ** 2 + 1.0
+
+
 class PointwiseNoise(Gaussian):
     """Gaussian noise whose scale differs per point and output: ``0.2 + 0.5 |f|``."""
 
