@@ -228,9 +228,14 @@ def _child_numpyro(name: str, dtype_name: str, chains: list[int], rounds: int) -
     return out
 
 
+#: One thread for every child: XLA's CPU client otherwise runs its own thread pool beside OMP's.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
 def _run_child(args: list[str], env: dict | None = None) -> dict:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, cwd=ROOT, check=False)
+                          env={**os.environ, **ONE_THREAD, **(env or {})}, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -22,8 +22,12 @@ backward pass and (for Normal priors) the log prior in one compiled kernel:
   numba's OpenMP layer is not fork-safe: do not evaluate the kernel in a forked child of a process that
   already used it.
 * **Precision.** float32 stays float32 inside the kernel (constants are typed); per-chain sums (squared
-  error, log prior) are accumulated in float64. ``tanh``: a rational approximation in float32 (< 2 ulp) and
-  a branch-free Cephes-style one in float64 (~1e-16), both vectorisable. Fast-math is limited to
+  error or log-likelihood, log prior) are accumulated in float64. ``tanh``: a rational approximation in
+  float32 (< 2 ulp) and a branch-free Cephes-style one in float64 (~1e-16), both vectorisable. GELU (exact,
+  ``a Phi(a)``): ``Phi`` and ``phi`` from a branch-free exponential and Abramowitz-Stegun's ``erfc`` (absolute
+  error < 1.5e-7), float32 only; float64 GELU networks take the generic path (numba's ``erf`` and ``exp`` are
+  scalar libm calls, which left a float64 kernel slower than autograd). Bernoulli: ``y f - softplus(f)`` and
+  Categorical: ``f_y - logsumexp(f)``, both without overflow for saturated logits. Fast-math is limited to
   ``contract/reassoc/arcp/nsz/afn`` -- without ``nnan``/``ninf`` -- and numba's ``error_model="numpy"``
   is used, so NaN and inf in ``theta`` propagate into the value and gradient (the samplers count them as
   divergences) and nothing raises.
