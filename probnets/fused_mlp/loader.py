@@ -40,7 +40,7 @@ _MODULES_LOCK = threading.Lock()
 
 def kernel_module(sizes: tuple[int, ...], act: str, dtype: str, likelihood: str = "gaussian"):
     """The (imported, lazily compiled) generated kernel module for an architecture, likelihood and dtype."""
-    tuning = (codegen.UNROLL, codegen.BLOCK, codegen.FUSE_OUT)
+    tuning = (codegen.UNROLL, codegen.BLOCK, codegen.FUSE_OUT, codegen.UNITS)
     key = (sizes, act, dtype, tuning, likelihood)
     with _MODULES_LOCK:
         module = _MODULES.get(key)
