@@ -234,7 +234,7 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
                             c("a = bj + " + total([f"w{k} * {in_row(l, k)}[n]" for k in range(din)]))
                             finalize()
                     else:
-                        with c.block(f"if j >= {JM}:"):  # (no-op when JM = 0)
+                        with c.block(f"if j >= {JM}:"):  # the units the blocked pass left (all when JM = 0)
                             with c.block("for n in range(nb):"):
                                 c("zr[n] = bj")
                             with c.block(f"for kb in range(0, {KM}, {B}):"):
