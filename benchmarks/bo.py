@@ -12,9 +12,9 @@ Usage:
     python benchmarks/bo.py                      # full: 5 seeds, study iteration counts (long)
     python benchmarks/bo.py --seeds 0,1 --iterations 10 --surrogates gp,ibnn,hmc-bnn
     python benchmarks/bo.py --quick              # tiny, to check the script runs
-    # the variational surrogates (issue "Variational engines"): rows beside the committed ones, which a run over
-    # a subset leaves alone (unzip results/bo_runs.jsonl.gz into --out first to re-summarise every row together)
-    python benchmarks/bo.py --surrogates mfvi-bnn,mp-gelu-bnn,relu-mp-bnn,gelu-mp-bnn --skip-timing --report bo_vi
+    # the variational surrogates (issue "Variational engines"), committed as bo_vi.md with their own log,
+    # results/bo_vi_runs.jsonl.gz (unzip it into --out as bo_runs.jsonl to re-summarise without rerunning)
+    python benchmarks/bo.py --surrogates mfvi-bnn,mp-gelu-bnn,gelu-mp-bnn --skip-timing --report bo_vi
     python benchmarks/bo.py --problems bnn-draw --seeds 0-19 --surrogates gp,ibnn --report bo_bnn_draw
     # the study's BnnDraw budget (400-D, 100 initial points, q = 10, 50 iterations): minutes per GP run, tens of
     # minutes per I-BNN run (its 400-D NNGP kernel in qLogNEI dominates)
