@@ -121,8 +121,9 @@ def sample(
             and compiled by inductor once per architecture, data and chain count, several seconds, cached on
             disk; checked against eager autograd first, with a ``CompileFallbackWarning`` and eager autograd if
             the model cannot be compiled). Full-batch ``ProbModel`` targets and bare log densities only; a
-            fused kernel (Gaussian MLP ``BNN``) is used instead when available. The compile time shows in the
-            progress bar's description and in ``info["compile_seconds"]``.
+            fused kernel (an MLP ``BNN`` with a Gaussian, Bernoulli or Categorical likelihood) is used instead
+            when available. The compile time shows in the progress bar's description and in
+            ``info["compile_seconds"]``.
         **options: The sampler's own options, e.g. ``target_accept``, ``max_tree_depth``, ``dense_mass``,
             ``step_size`` for NUTS; ``num_steps``/``trajectory_length`` for HMC; ``friction`` and
             ``posterior_temperature`` for SGHMC (``inference.registry.get(method).options()`` lists them with

@@ -168,9 +168,9 @@ class BNN(ProbModel):
 
     def logdensity(self, batch: Batch, *, temperature: float = 1.0, compile: bool = False) -> LogDensity:
         """Log posterior; on CPU with a Gaussian, Bernoulli or Categorical likelihood and a fused kernel
-        available for the activation (``probnets.fused_mlp.supports``), the network's gradient comes from a fused analytic kernel instead of autograd (whatever
-        ``compile`` says: the kernel is faster than the compiled generic path); else ``compile`` as in
-        ``ProbModel.logdensity``."""
+        available for the activation (``probnets.fused_mlp.supports``), the network's gradient comes from a fused
+        analytic kernel instead of autograd (whatever ``compile`` says: the kernel is faster than the compiled
+        generic path); else ``compile`` as in ``ProbModel.logdensity``."""
         generic = super().logdensity(batch, temperature=temperature)
         from probnets.fused_mlp import FusedMLPLogDensity, supports
 
