@@ -79,8 +79,8 @@ def kernel_source(sizes: tuple[int, ...], act: str, dtype: str, cache: bool,
     ``(UNROLL, BLOCK, FUSE_OUT, UNITS)`` (the module defaults when None)."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    if act == "gelu" and dtype != "float32":
-        raise ValueError("the fused GELU kernel is float32 only (GELU_DTYPES)")
+    if act == "gelu" and dtype not in GELU_DTYPES:
+        raise ValueError(f"the fused GELU kernel takes dtypes {GELU_DTYPES}, got {dtype!r}")
     L = len(sizes) - 1
     m = sizes[-1]
     U, B, fuse_limit, J = tuning if tuning is not None else (UNROLL, BLOCK, FUSE_OUT, UNITS)
