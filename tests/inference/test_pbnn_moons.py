@@ -11,7 +11,7 @@ The paper averages 100 such runs; here runs 0-9. Rule, fixed before the first ru
 the ten runs of NLPD(OHSMC) - NLPD(MAP) is at most 0.
 
 First run of the rule (2026-12-07): differences -0.0195, -0.0163, +0.0013, -0.0693, -0.0122, +0.0322, -0.0074,
-+0.0127, +0.0836, -0.0805; mean -0.0076 (PASS), with a standard error of 0.016 over the runs: the direction holds
++0.0127, +0.0836, -0.0805; mean -0.0076 (PASS), with a standard error of 0.015 over the runs: the direction holds
 at this size, but by less than its Monte Carlo error. About 13 s per OHSMC run and 1.5 s per MAP run on one core.
 
 History. An earlier protocol of our own (200/100/1000 points, batches of 50, 60 epochs, J = 200, one run) missed
