@@ -438,7 +438,10 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
                 evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}"
                                      + (f" (sd {r['log_evidence_spread']:.2f})" if "log_evidence_spread" in r else "")
                                      for r in done)
-                evidence = evidence if len(done) <= 3 else f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
+                spread = [r for r in done if "log_evidence_spread" in r]
+                evidence = evidence if len(done) <= 3 else (
+                    f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
+                    + (f"; sd {cell(spread, 'log_evidence_spread')} ({len(spread)} runs)" if spread else ""))
             failed = sum("error" in r for r in runs)
             label = method if not failed else f"{method} ({failed} failed)"
             lines.append(f"| {name} | {label} | {len(runs) - failed} | {cell(runs, 'nlpd')} | {second} | "
