@@ -406,8 +406,10 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
              f"{args.mcmc_warmup} + {args.mcmc_samples} each; tempered SMC "
              f"{args.smc_populations} x {args.smc_particles} particles, {args.smc_moves} moves per stage; ensemble "
              f"{args.ensemble_members} members x {args.ensemble_steps} steps; masked BNN {args.masked_chains} chains, "
-             f"{args.masked_warmup} + {args.masked_samples}; {args.threads} thread(s) per run, {args.jobs} run(s) at a "
-             f"time; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}."
+             f"{args.masked_warmup} + {args.masked_samples}; {args.threads} thread(s) per run, "
+             + ("runs made by earlier invocations (each run's load average is in pbnn_smc_runs.jsonl)"
+                if args.report_only else f"{args.jobs} run(s) at a time")
+             + f"; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}."
              + (" **Smoke run (--quick): the numbers mean nothing.**" if args.quick else ""), "",
              *([f"**PARTIAL: {finished[0]} of the protocol's {finished[1]} runs have finished; every mean below is "
                 "over the splits finished so far (column 'runs'), and the targets are not verdicts yet.**", ""]
