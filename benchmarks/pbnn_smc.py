@@ -406,8 +406,10 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
              f"{args.mcmc_warmup} + {args.mcmc_samples} each; tempered SMC "
              f"{args.smc_populations} x {args.smc_particles} particles, {args.smc_moves} moves per stage; ensemble "
              f"{args.ensemble_members} members x {args.ensemble_steps} steps; masked BNN {args.masked_chains} chains, "
-             f"{args.masked_warmup} + {args.masked_samples}; {args.threads} thread(s) per run, {args.jobs} run(s) at a "
-             f"time; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}."
+             f"{args.masked_warmup} + {args.masked_samples}; {args.threads} thread(s) per run, "
+             + ("runs made by earlier invocations (each run's load average is in pbnn_smc_runs.jsonl)"
+                if args.report_only else f"{args.jobs} run(s) at a time")
+             + f"; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}."
              + (" **Smoke run (--quick): the numbers mean nothing.**" if args.quick else ""), "",
              *([f"**PARTIAL: {finished[0]} of the protocol's {finished[1]} runs have finished; every mean below is "
                 "over the splits finished so far (column 'runs'), and the targets are not verdicts yet.**", ""]
@@ -438,7 +440,10 @@ def markdown(results: dict, checks: list[dict], args, finished: tuple[int, int] 
                 evidence = "; ".join(f"{r['log_evidence']:.2f} ± {r['log_evidence_mcse']:.2f}"
                                      + (f" (sd {r['log_evidence_spread']:.2f})" if "log_evidence_spread" in r else "")
                                      for r in done)
-                evidence = evidence if len(done) <= 3 else f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
+                spread = [r for r in done if "log_evidence_spread" in r]
+                evidence = evidence if len(done) <= 3 else (
+                    f"{z[0]:.2f} (mean); MCSE {cell(done, 'log_evidence_mcse')}"
+                    + (f"; sd {cell(spread, 'log_evidence_spread')} ({len(spread)} runs)" if spread else ""))
             failed = sum("error" in r for r in runs)
             label = method if not failed else f"{method} ({failed} failed)"
             lines.append(f"| {name} | {label} | {len(runs) - failed} | {cell(runs, 'nlpd')} | {second} | "

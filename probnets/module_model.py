@@ -80,8 +80,7 @@ class ModuleModel(ProbModel):
         vmapped = torch.func.vmap(one_draw, randomness="different")
         if chunk_size is not None:
             check_positive_int(chunk_size, "chunk_size")
-        chunks = flat.split(chunk_size) if chunk_size else (flat,)
-        out = torch.cat([vmapped(c) for c in chunks])
+        out = vmapped(flat) if not chunk_size else torch.cat([vmapped(c) for c in flat.split(chunk_size)])
         return out.reshape(*batch, *out.shape[1:])
 
     def init_theta(self, num: int, *, generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> Tensor:
