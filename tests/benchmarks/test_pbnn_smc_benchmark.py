@@ -107,7 +107,8 @@ def test_targets_pass_fail_and_missing(bench):
                               nuts_chains=1, max_tree_depth=1, chees_chains=1, mcmc_warmup=1, mcmc_samples=1,
                               smc_populations=1, smc_particles=1, smc_moves=1, ensemble_members=1, ensemble_steps=1,
                               sgsmc_epochs=None, sgsmc_particles=None, hmc_chains=1, chees_max_steps=1,
-                              masked_chains=1, masked_warmup=1, masked_samples=1, threads=1, jobs=1, quick=True)
+                              masked_chains=1, masked_warmup=1, masked_samples=1, threads=1, jobs=1, quick=True,
+                              report_only=False)
     text = bench.markdown(results, bench.targets(results), args)
     assert "| moons | ensemble | n/a |" in text and "-300.00 ± 0.40" in text
     assert "| PASS |" in text and "| FAIL |" in text and "| n/a |" in text
