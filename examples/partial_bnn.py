@@ -6,7 +6,8 @@ particles of phi across the minibatch stream (random-walk jitter, reweighting, s
 psi by Adam on the Fisher-identity gradient, keeping the state with the best validation NLPD. The script prints
 test accuracy and NLPD next to a MAP estimate of the same network (full-batch Adam for as many steps, without
 early stopping, so it overfits; ``tests/inference/test_pbnn_moons.py`` compares OHSMC with an early-stopped MAP over
-ten runs of the paper's protocol: 0.0076 lower NLPD on average, within its Monte Carlo error) and plots the predictive probability and its spread over the particles.
+ten runs of the paper's protocol: 0.0076 lower NLPD on average, within its Monte Carlo error) and plots the
+predictive probability and its spread over the particles.
 
 Outputs in --out (default ``examples_output/``): ``partial_bnn_moons.png`` and ``partial_bnn_moons.json``.
 
